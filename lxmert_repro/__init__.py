@@ -1,0 +1,2 @@
+"""lxmert-repro: faithful LXMERT reproduction."""
+__version__ = "0.1.0"

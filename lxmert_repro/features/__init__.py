@@ -1,0 +1,1 @@
+"""Region features: detectors, box selection, extraction, the memory-mapped feature store."""

@@ -19,5 +19,9 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q tests
 
+# Speed and memory figures: each benchmark prints a table (see benchmarks/README.md).
+bench: install
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,175 @@
+"""Training checkpoints: full state for resume, written atomically, the last k kept.
+
+A checkpoint directory ``<run>/checkpoints/step_000000123/`` holds what ``Accelerator.save_state``
+writes (model, optimizer, registered scheduler, grad scaler, per-process RNG states) plus
+``trainer_state.json`` (step, epoch, batches consumed in the epoch, best metric, the composed
+config and the git commit). It is first written under ``.tmp-step_...`` and renamed when complete,
+so a run killed while saving leaves no half checkpoint behind, and ``resume=auto`` only ever sees
+complete ones. Loading pretrained weights for a new run is a different thing (the model helper's
+``load_model``); resume restores everything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lxmert_repro.io_utils import atomic_write_json
+
+TRAINER_STATE_FILE = "trainer_state.json"
+CHECKPOINTS_DIR = "checkpoints"
+_NAME_RE = re.compile(r"^step_(\d+)$")
+
+
+@dataclass
+class TrainerState:
+    """Where the loop is: enough to continue exactly where it stopped."""
+
+    global_step: int = 0  # optimizer steps taken
+    epoch: int = 0  # current epoch (0-based); after an epoch ends this is the next one
+    batch_in_epoch: int = 0  # per-process micro-batches of ``epoch`` already consumed
+    best_metric: float | None = None
+    best_step: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainerState":
+        known = {k: d[k] for k in ("global_step", "epoch", "batch_in_epoch", "best_metric", "best_step", "extra") if k in d}
+        return cls(**known)
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
+    """The commit of the source tree this package runs from (None outside a git checkout)."""
+    here = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints under ``root`` (a run dir or its ``checkpoints`` dir), oldest first."""
+    root = Path(root)
+    if (root / CHECKPOINTS_DIR).is_dir():
+        root = root / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for d in root.iterdir():
+        m = _NAME_RE.match(d.name)
+        if m and d.is_dir() and (d / TRAINER_STATE_FILE).is_file():
+            found.append((int(m.group(1)), d))
+    return [d for _, d in sorted(found)]
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path | None:
+    """Resolve ``path`` to a checkpoint dir: itself if it is one, else the latest complete one below it."""
+    p = Path(path)
+    if (p / TRAINER_STATE_FILE).is_file():
+        return p
+    ckpts = list_checkpoints(p)
+    return ckpts[-1] if ckpts else None
+
+
+def read_trainer_state(ckpt: str | os.PathLike) -> tuple[TrainerState, dict[str, Any]]:
+    """The loop state and the full JSON record (config, git commit) of a checkpoint."""
+    f = Path(ckpt) / TRAINER_STATE_FILE
+    try:
+        record = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{f}: not a training checkpoint (no {TRAINER_STATE_FILE})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: unreadable trainer state ({e})") from None
+    if "state" not in record:
+        raise ValueError(f"{f}: field 'state' missing; expected a checkpoint written by lxmert-repro")
+    return TrainerState.from_dict(record["state"]), record
+
+
+class CheckpointManager:
+    """Saves/loads full training state through an ``accelerate.Accelerator``; one writer (main process)."""
+
+    def __init__(self, accelerator: Any, run_dir: str | os.PathLike, keep_last_k: int | None = 2) -> None:
+        self.accelerator = accelerator
+        self.root = Path(run_dir) / CHECKPOINTS_DIR
+        self.keep_last_k = keep_last_k
+        self._commit = git_commit()
+
+    def save(self, state: TrainerState, config: dict[str, Any] | None = None) -> Path:
+        """Write a checkpoint for ``state`` (all processes must call this). Returns its final path."""
+        acc = self.accelerator
+        name = f"step_{state.global_step:09d}"
+        final = self.root / name
+        tmp = self.root / f".tmp-{name}"
+        if acc.is_main_process:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            record = {
+                "state": state.to_dict(),
+                "config": config,
+                "git_commit": self._commit,
+                "num_processes": acc.num_processes,
+                "mixed_precision": str(acc.mixed_precision),
+            }
+            atomic_write_json(tmp / TRAINER_STATE_FILE, record)
+            if final.exists():  # e.g. an epoch end on the same step as a periodic save: the newer wins
+                old = self.root / f".old-{name}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, final)
+            self._prune()
+        acc.wait_for_everyone()
+        return final
+
+    def _prune(self) -> None:
+        if not self.keep_last_k or self.keep_last_k <= 0:
+            return
+        ckpts = list_checkpoints(self.root)
+        for d in ckpts[: max(0, len(ckpts) - self.keep_last_k)]:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def load(self, ckpt: str | os.PathLike) -> TrainerState:
+        """Restore model/optimizer/scheduler/scaler/RNG from ``ckpt``; return the loop state."""
+        ckpt = Path(ckpt)
+        state, _ = read_trainer_state(ckpt)
+        try:
+            self.accelerator.load_state(str(ckpt))
+        except RuntimeError as e:  # shape/key mismatch from load_state_dict
+            raise RuntimeError(
+                f"{ckpt}: cannot resume, the checkpoint does not match this model/optimizer "
+                f"(was it written with another model config?): {str(e).splitlines()[0]}"
+            ) from e
+        return state
+
+
+def resolve_resume(resume: str | None, run_dir: str | os.PathLike) -> Path | None:
+    """``trainer.resume``: null → fresh start; ``auto`` → latest complete checkpoint of this run dir
+    (fresh start if none); a path → that checkpoint (or the latest one under it), which must exist."""
+    if resume in (None, "", False, "none", "null"):
+        return None
+    if str(resume) == "auto":
+        return find_checkpoint(run_dir)
+    p = Path(str(resume))
+    if not p.exists():
+        raise FileNotFoundError(f"trainer.resume={resume}: no such file or directory")
+    ckpt = find_checkpoint(p)
+    if ckpt is None:
+        raise FileNotFoundError(f"trainer.resume={resume}: no complete checkpoint (step_*/{TRAINER_STATE_FILE}) found there")
+    return ckpt

@@ -1,0 +1,346 @@
+"""The Accelerate training loop shared by pretraining and VQA fine-tuning.
+
+Task code supplies a ``loss_fn(model, batch, state) -> (loss, {name: float})`` and an optional
+``eval_fn(model, state) -> {name: float}``; this module owns everything else: the accelerator
+(CPU / GPUs / nodes, mixed precision, gradient accumulation), optimizer + schedule from config,
+grad clipping, the seeded sampler, checkpoints and resume, metrics logging, progress bars, the
+non-finite-loss stop, best-model keeping. ``trainer.batch_size`` is the GLOBAL batch per optimizer
+step (the paper's 256 over 4 GPUs): per-process batch = batch_size / (processes x accumulation).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from lxmert_repro.io_utils import atomic_write_json
+from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState, resolve_resume
+from lxmert_repro.training.optim import param_groups
+from lxmert_repro.training.sampler import EpochShuffleSampler
+from lxmert_repro.training.tracking import MetricsLogger, flatten, tracker_init_kwargs, tracker_names
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.nn.Module, Any, TrainerState], "tuple[torch.Tensor, dict[str, float]]"]
+EvalFn = Callable[[torch.nn.Module, TrainerState], "dict[str, float]"]
+Callback = Callable[["Trainer", TrainerState], None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN/inf; the run stopped, the last good checkpoint is kept."""
+
+
+def per_device_batch_size(global_batch: int, num_processes: int, grad_accum: int) -> int:
+    """Split the global batch over processes and accumulation steps; it must divide evenly."""
+    denom = num_processes * grad_accum
+    if global_batch <= 0 or global_batch % denom != 0:
+        raise ValueError(
+            f"trainer.batch_size={global_batch} (global batch per optimizer step) must be a positive multiple of "
+            f"processes ({num_processes}) x trainer.grad_accum_steps ({grad_accum})"
+        )
+    return global_batch // denom
+
+
+def output_dir_from_cfg(cfg: DictConfig) -> Path:
+    """``paths.output_dir`` (inside a Hydra app this is the job's output dir)."""
+    try:
+        out = cfg.paths.output_dir
+    except Exception as e:  # interpolation to hydra:runtime outside a Hydra app
+        raise ValueError(
+            "paths.output_dir cannot be resolved (outside a Hydra app, set paths.output_dir=/some/dir)"
+        ) from e
+    if not out:
+        raise ValueError("paths.output_dir is empty; set it to the run directory")
+    return Path(str(out))
+
+
+def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
+    """Build the Accelerator; the run dir is decided on the main process and shared with the others."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import broadcast_object_list, set_seed
+
+    tcfg = cfg.trainer
+    # Sequential runs in one process (sweeps, tests) may change mixed precision / accumulation:
+    # Accelerate keeps those in a process-wide singleton, which is cleared here (not the process group).
+    AcceleratorState._reset_state(reset_partial_state=False)
+    state = PartialState(cpu=bool(tcfg.get("cpu", False)))
+    chosen = [str(output_dir_from_cfg(cfg).resolve()) if state.is_main_process else None]
+    if state.num_processes > 1:
+        broadcast_object_list(chosen, from_process=0)
+    run_dir = Path(chosen[0])
+    trackers = tracker_names(cfg.get("logger"))
+    acc = Accelerator(
+        cpu=bool(tcfg.get("cpu", False)),
+        mixed_precision=str(tcfg.mixed_precision),
+        gradient_accumulation_steps=int(tcfg.grad_accum_steps),
+        log_with=trackers or None,
+        project_dir=str(run_dir),
+    )
+    set_seed(int(tcfg.seed))
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+    return acc, run_dir
+
+
+def make_loader(
+    dataset: Dataset, collate_fn: Callable | None, batch_size: int, *, shuffle: bool, seed: int,
+    num_workers: int = 0, drop_last: bool = False,
+) -> tuple[DataLoader, EpochShuffleSampler]:
+    """A DataLoader over a seeded (seed, epoch) permutation; its own generator, so creating an iterator
+    never consumes the global RNG (which resume restores exactly)."""
+    sampler = EpochShuffleSampler(len(dataset), seed=seed, shuffle=shuffle)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
+        drop_last=drop_last, generator=g, pin_memory=torch.cuda.is_available(),
+    )
+    return loader, sampler
+
+
+def _batch_size_of(batch: Any) -> int:
+    bs = getattr(batch, "batch_size", None)
+    if isinstance(bs, int):
+        return bs
+    if isinstance(batch, Mapping):
+        batch = next(iter(batch.values()))
+    if isinstance(batch, (tuple, list)):
+        batch = batch[0]
+    return int(batch.shape[0])
+
+
+@dataclass
+class FitResult:
+    metrics: dict[str, float]
+    state: TrainerState
+    run_dir: Path
+
+
+class Trainer:
+    """Owns the accelerator and run directory; ``fit`` runs the loop. Build the model AFTER creating
+    the Trainer: it seeds every RNG from ``trainer.seed`` first, so model init is reproducible."""
+
+    def __init__(self, cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg.trainer
+        self.accelerator, self.run_dir = make_accelerator(cfg)
+        self.callbacks = list(callbacks)
+        self.logger = MetricsLogger(self.accelerator, self.run_dir)
+        self.config_record = OmegaConf.to_container(cfg, resolve=True)
+        self.ckpt = CheckpointManager(self.accelerator, self.run_dir, keep_last_k=self.tcfg.get("keep_last_k", 2))
+        if self.accelerator.is_main_process:
+            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        trackers = tracker_names(cfg.get("logger"))
+        if trackers:
+            self.accelerator.init_trackers(
+                project_name=str(cfg.get("logger", {}).get("project", "lxmert-repro")),
+                config=flatten(self.config_record),
+                init_kwargs=tracker_init_kwargs(cfg.get("logger"), self.run_dir, self.run_dir.name),
+            )
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def is_main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+    def per_device_batch_size(self) -> int:
+        return per_device_batch_size(int(self.tcfg.batch_size), self.accelerator.num_processes, int(self.tcfg.grad_accum_steps))
+
+    def eval_loader(self, dataset: Dataset, collate_fn: Callable | None, batch_size: int | None = None) -> DataLoader:
+        """A prepared, unshuffled loader for evaluation (use ``accelerator.gather_for_metrics`` on outputs)."""
+        bs = batch_size or int(self.tcfg.get("eval_batch_size") or self.per_device_batch_size())
+        loader, _ = make_loader(dataset, collate_fn, bs, shuffle=False, seed=int(self.tcfg.seed),
+                                num_workers=int(self.tcfg.num_workers))
+        return self.accelerator.prepare(loader)
+
+    def _check_finite(self, loss: torch.Tensor, parts: Mapping[str, float], state: TrainerState) -> None:
+        bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0], device=loss.device)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if bad.item() > 0:
+            from lxmert_repro.training.checkpointing import list_checkpoints
+
+            ckpts = list_checkpoints(self.run_dir)
+            last = str(ckpts[-1]) if ckpts else "none written yet"
+            msg = (
+                f"non-finite training loss ({loss.detach().float().item()}) at optimizer step {state.global_step}, "
+                f"epoch {state.epoch}, batch {state.batch_in_epoch}; per-task: {dict(parts)}. Training stopped "
+                f"before applying this update. Last good checkpoint: {last}. Try a lower optim.lr, "
+                f"trainer.grad_clip, or trainer.mixed_precision=no."
+            )
+            self.logger.log({"event": "nonfinite_loss", "message": msg}, step=state.global_step)
+            self.accelerator.end_training()
+            raise NonFiniteLossError(msg)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(
+        self,
+        model: torch.nn.Module,
+        train_dataset: Dataset,
+        collate_fn: Callable | None,
+        loss_fn: LossFn,
+        eval_fn: EvalFn | None = None,
+        *,
+        select_metric: str | None = None,
+        select_mode: str = "min",
+        save_model_fn: Callable[[torch.nn.Module, Path], None] | None = None,
+        on_epoch_start: Callable[[int], None] | None = None,
+    ) -> FitResult:
+        acc, tcfg, cfg = self.accelerator, self.tcfg, self.cfg
+        if select_mode not in ("min", "max"):
+            raise ValueError(f"select_mode must be 'min' or 'max', got {select_mode!r}")
+        per_dev = self.per_device_batch_size()
+        loader, sampler = make_loader(
+            train_dataset, collate_fn, per_dev, shuffle=bool(tcfg.get("shuffle", True)), seed=int(tcfg.seed),
+            num_workers=int(tcfg.num_workers), drop_last=bool(tcfg.get("drop_last", True)),
+        )
+        if len(loader) == 0:
+            raise ValueError(
+                f"training set of {len(train_dataset)} examples gives no batch of {per_dev} per process "
+                f"(drop_last); lower trainer.batch_size"
+            )
+        optim_cfg = cfg.optim
+        groups = param_groups(model, float(optim_cfg.weight_decay), bool(optim_cfg.no_decay_groups))
+        optimizer = instantiate(optim_cfg.optimizer)(groups)
+        model, optimizer, loader = acc.prepare(model, optimizer, loader)
+        accum = int(tcfg.grad_accum_steps)
+        steps_per_epoch = math.ceil(len(loader) / accum)
+        max_epochs = int(tcfg.max_epochs)
+        max_steps = int(tcfg.get("max_steps") or -1)
+        total_steps = max_steps if max_steps > 0 else steps_per_epoch * max_epochs
+        if max_steps > 0:
+            max_epochs = max(max_epochs, math.ceil(max_steps / steps_per_epoch))
+        scheduler = instantiate(optim_cfg.scheduler)(optimizer.optimizer, total_steps=total_steps)
+        acc.register_for_checkpointing(scheduler)
+
+        state = TrainerState()
+        ckpt = resolve_resume(tcfg.get("resume"), self.run_dir)
+        if ckpt is not None:
+            state = self.ckpt.load(ckpt)
+            log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state.global_step, state.epoch, state.batch_in_epoch)
+            self.logger.log({"event": "resume", "checkpoint": str(ckpt)}, step=state.global_step)
+
+        log_every = int(tcfg.get("log_every_n_steps") or 50)
+        ckpt_every = int(tcfg.get("checkpoint_every_n_steps") or 0)
+        clip = float(tcfg.get("grad_clip") or 0.0)
+        global_bs = per_dev * acc.num_processes
+        last_eval: dict[str, float] = {}
+        last_train: dict[str, float] = {}
+        running: dict[str, float] = {}
+        running_n = 0
+        model.train()
+        stop = state.global_step >= total_steps
+
+        while state.epoch < max_epochs and not stop:
+            epoch = state.epoch
+            sampler.set_epoch(epoch)
+            if hasattr(train_dataset, "set_epoch"):
+                train_dataset.set_epoch(epoch)
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)
+            epoch_loader = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+            # Accelerate's loader re-sets the sampler's epoch from its own iteration counter on __iter__;
+            # pin that counter to the real epoch (a fresh skip-loader would otherwise restart at 0).
+            for dl in {id(loader): loader, id(epoch_loader): epoch_loader}.values():
+                if hasattr(dl, "set_epoch"):
+                    dl.set_epoch(epoch)
+            pbar = None
+            if acc.is_local_main_process and tcfg.get("progress_bar", True):
+                from tqdm.auto import tqdm
+
+                pbar = tqdm(total=len(loader) * global_bs, initial=state.batch_in_epoch * global_bs,
+                            desc=f"epoch {epoch + 1}/{max_epochs}", unit="sample", unit_scale=True, dynamic_ncols=True)
+            t_last = time.time()
+            for batch in epoch_loader:
+                with acc.accumulate(model):
+                    loss, parts = loss_fn(model, batch, state)
+                    self._check_finite(loss, parts, state)
+                    acc.backward(loss)
+                    grad_norm = None
+                    if acc.sync_gradients and clip > 0:
+                        grad_norm = acc.clip_grad_norm_(model.parameters(), clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state.batch_in_epoch += 1
+                running["loss"] = running.get("loss", 0.0) + float(loss.detach().float().item())
+                for k, v in parts.items():
+                    running[k] = running.get(k, 0.0) + float(v)
+                running_n += 1
+                if pbar is not None:
+                    pbar.update(global_bs)
+                if not acc.sync_gradients:
+                    continue
+                if not acc.optimizer_step_was_skipped:
+                    scheduler.step()
+                state.global_step += 1
+                if state.global_step % log_every == 0 or state.global_step == total_steps:
+                    now = time.time()
+                    last_train = {f"train/{k}": v / running_n for k, v in running.items()}
+                    rec = dict(last_train)
+                    rec.update({"lr": scheduler.get_last_lr()[0], "epoch": epoch + state.batch_in_epoch / len(loader),
+                                "samples_per_s": running_n * global_bs / max(now - t_last, 1e-9)})
+                    if grad_norm is not None:
+                        rec["grad_norm"] = float(grad_norm)
+                    self.logger.log(rec, step=state.global_step)
+                    if pbar is not None:
+                        pbar.set_postfix(loss=f"{last_train['train/loss']:.4f}", lr=f"{rec['lr']:.2e}")
+                    running, running_n, t_last = {}, 0, now
+                for cb in self.callbacks:
+                    cb(self, state)
+                if ckpt_every > 0 and state.global_step % ckpt_every == 0:
+                    self.ckpt.save(state, self.config_record)
+                if state.global_step >= total_steps:
+                    stop = True
+                    break
+            if pbar is not None:
+                pbar.close()
+            epoch_done = state.batch_in_epoch >= len(loader)
+            if epoch_done:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+            every = int(tcfg.get("eval_every_n_epochs") or 1)
+            if eval_fn is not None and (epoch_done and (state.epoch % every == 0 or state.epoch >= max_epochs) or stop):
+                model.eval()
+                with torch.no_grad():
+                    last_eval = eval_fn(model, state)
+                model.train()
+                self.logger.log({**last_eval, "epoch": state.epoch}, step=state.global_step)
+                if select_metric is not None:
+                    if select_metric not in last_eval:
+                        raise KeyError(f"selection metric {select_metric!r} not among eval metrics {sorted(last_eval)}")
+                    val = float(last_eval[select_metric])
+                    better = state.best_metric is None or (val < state.best_metric if select_mode == "min" else val > state.best_metric)
+                    if better:
+                        state.best_metric, state.best_step = val, state.global_step
+                        if save_model_fn is not None and acc.is_main_process:
+                            save_model_fn(acc.unwrap_model(model), self.run_dir / "model_best")
+                        self.logger.log({"event": "best", select_metric: val}, step=state.global_step)
+                    acc.wait_for_everyone()
+            self.ckpt.save(state, self.config_record)
+
+        if save_model_fn is not None and acc.is_main_process:
+            save_model_fn(acc.unwrap_model(model), self.run_dir / "model_last")
+        acc.wait_for_everyone()
+        metrics: dict[str, float] = {**last_train, **last_eval}
+        if select_metric is not None and state.best_metric is not None:
+            metrics[f"best/{select_metric}"] = state.best_metric
+        metrics["global_step"] = state.global_step
+        if acc.is_main_process:
+            atomic_write_json(self.run_dir / "final_metrics.json", metrics)
+        self.model = model
+        return FitResult(metrics=metrics, state=state, run_dir=self.run_dir)
+
+    def end(self) -> None:
+        """Close trackers; call once after ``fit``."""
+        self.accelerator.end_training()

@@ -1,0 +1,127 @@
+"""The official VQA accuracy (spec section 4), with its quirks, plus LXMERT's soft-score accuracy.
+
+Per question: whitespace-clean the prediction and the 10 human answers; only if the human answers are
+not all the same string, normalise both (punctuation, number words, articles, contractions); then for
+each human answer count matches of the prediction among the other 9, score min(1, matches/3), and
+average the 10 scores. Reported in percent rounded to 2 decimals, overall / per answer type / per
+question type, each a mean of the unrounded per-question values.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from typing import Any, Iterable, Mapping, Sequence
+
+from lxmert_repro.data.answer_normalization import clean_whitespace, process_digit_article, process_punctuation
+from lxmert_repro.evaluation.predictions import read_predictions
+
+
+def question_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
+    """Official accuracy of one prediction against the human answers (normally 10), in [0, 1]."""
+    res = clean_whitespace(prediction)
+    gts = [clean_whitespace(a) for a in human_answers]
+    if len(set(gts)) > 1:
+        gts = [process_digit_article(process_punctuation(a)) for a in gts]
+        res = process_digit_article(process_punctuation(res))
+    matches = [g == res for g in gts]
+    total = sum(matches)
+    # leave-one-out: the other answers' matches = total minus this one's own match
+    accs = [min(1.0, (total - m) / 3.0) for m in matches]
+    return sum(accs) / len(accs)
+
+
+class VQAEvaluator:
+    """Scores predictions against official VQA annotations (``annotations: [{question_id, answers, ...}]``)."""
+
+    def __init__(self, annotations: Iterable[Mapping[str, Any]], ndigits: int = 2) -> None:
+        self.ndigits = ndigits
+        self.annotations: dict[int, Mapping[str, Any]] = {}
+        for i, ann in enumerate(annotations):
+            for field in ("question_id", "answers"):
+                if field not in ann:
+                    raise ValueError(f"annotation {i}: missing field '{field}'")
+            self.annotations[int(ann["question_id"])] = ann
+
+    @classmethod
+    def from_file(cls, annotations_path: str | os.PathLike, ndigits: int = 2) -> "VQAEvaluator":
+        from lxmert_repro.data.formats.vqa_v2 import load_vqa_annotations
+
+        return cls(load_vqa_annotations(annotations_path), ndigits)
+
+    def evaluate(self, predictions: Mapping[int, str], question_ids: Iterable[int] | None = None,
+                 allow_missing: bool = False) -> dict[str, Any]:
+        """Official accuracy over ``question_ids`` (default: every annotated question).
+
+        Like the official code, the predictions must cover exactly the questions scored; with
+        ``allow_missing`` questions without a prediction are skipped and counted instead.
+        """
+        qids = list(self.annotations) if question_ids is None else [int(q) for q in question_ids]
+        unknown = [q for q in predictions if int(q) not in self.annotations]
+        if unknown:
+            raise ValueError(f"{len(unknown)} predicted question ids are not in the annotations, e.g. {unknown[:5]}")
+        missing = [q for q in qids if q not in predictions]
+        if missing and not allow_missing:
+            raise ValueError(f"{len(missing)} annotated questions have no prediction, e.g. {missing[:5]}")
+        per_q: dict[int, float] = {}
+        by_qtype: dict[str, list[float]] = defaultdict(list)
+        by_atype: dict[str, list[float]] = defaultdict(list)
+        for q in qids:
+            if q not in predictions:
+                continue
+            ann = self.annotations[q]
+            acc = question_accuracy(predictions[q], [a["answer"] for a in ann["answers"]])
+            per_q[q] = acc
+            by_qtype[ann.get("question_type", "")].append(acc)
+            by_atype[ann.get("answer_type", "")].append(acc)
+        if not per_q:
+            raise ValueError("no question to score")
+        pct = lambda xs: round(100.0 * sum(xs) / len(xs), self.ndigits)  # noqa: E731
+        return {
+            "overall": pct(list(per_q.values())),
+            "per_answer_type": {k: pct(v) for k, v in sorted(by_atype.items())},
+            "per_question_type": {k: pct(v) for k, v in sorted(by_qtype.items())},
+            "per_question": {q: round(100.0 * a, self.ndigits) for q, a in per_q.items()},
+            "num_questions": len(per_q),
+            "num_missing": len(missing),
+        }
+
+
+def vqa_accuracy(predictions: Mapping[int, str], annotations: Iterable[Mapping[str, Any]], ndigits: int = 2) -> dict[str, Any]:
+    """Functional form of ``VQAEvaluator(annotations).evaluate(predictions)``."""
+    return VQAEvaluator(annotations, ndigits).evaluate(predictions)
+
+
+def soft_score_accuracy(predictions: Mapping[Any, str], targets: Mapping[Any, Mapping[str, float]]) -> float:
+    """LXMERT's training-time VQA score: mean over questions of the soft score of the predicted answer
+    (0 when it is not among the labels), as a fraction in [0, 1]."""
+    if not predictions:
+        raise ValueError("no predictions to score")
+    total = 0.0
+    for q, ans in predictions.items():
+        if q not in targets:
+            raise KeyError(f"question id {q} has no target label")
+        total += float(targets[q].get(ans, 0.0))
+    return total / len(predictions)
+
+
+def score_prediction_file(predictions_path: str | os.PathLike, questions_path: str | os.PathLike | None,
+                          annotations_path: str | os.PathLike, allow_missing: bool = False) -> dict[str, Any]:
+    """Score a server-format prediction file against official VQA v2 questions + annotations files.
+
+    The questions file (optional) restricts scoring to its question ids (e.g. a minival split whose
+    annotations live in a larger file). Returns the ``VQAEvaluator.evaluate`` dict without per-question
+    values, plus the paths used.
+    """
+    predictions = read_predictions(predictions_path)
+    evaluator = VQAEvaluator.from_file(annotations_path)
+    qids = None
+    if questions_path is not None:
+        from lxmert_repro.data.formats.vqa_v2 import load_vqa_questions
+
+        qids = [int(q["question_id"]) for q in load_vqa_questions(questions_path)]
+    result = evaluator.evaluate(predictions, qids, allow_missing=allow_missing)
+    result.pop("per_question")
+    result.update(predictions=str(predictions_path), annotations=str(annotations_path),
+                  questions=None if questions_path is None else str(questions_path))
+    return result

@@ -1,0 +1,67 @@
+"""Tokenizer: BERT-style vocab.txt loading, WordPiece training on real easy-VQA questions, configs."""
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lxmert_repro.data.formats import read_easy_vqa
+from lxmert_repro.text import load_tokenizer, train_wordpiece
+
+ROOT = Path(__file__).resolve().parents[1]
+BERT_LIKE = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + \
+    ["the", "cat", "sat", "on", "mat", "##s", "what", "color", "is", "?", "t", "-", "shirt"]
+
+
+def _write_vocab(tmp_path: Path) -> Path:
+    p = tmp_path / "bert" / "vocab.txt"
+    p.parent.mkdir()
+    p.write_text("\n".join(BERT_LIKE) + "\n")
+    return p
+
+
+def test_load_bert_layout_vocab_from_file_and_dir(tmp_path):
+    p = _write_vocab(tmp_path)
+    for tok in (load_tokenizer(p), load_tokenizer(p.parent)):
+        enc = tok("The CATS sat on the mat?")["input_ids"]
+        # BERT's ids: [CLS]=101, [SEP]=102, [PAD]=0, [MASK]=103; lower-cased; "cats" -> cat ##s
+        assert enc == [101, 104, 105, 109, 106, 107, 104, 108, 113, 102]
+        assert (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id) == (0, 101, 102, 103)
+        assert tok.model_max_length == 20
+
+
+def test_missing_tokenizer_names_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
+        load_tokenizer(tmp_path / "nope")
+
+
+def test_train_wordpiece_on_easy_vqa_and_reload(tmp_path):
+    texts = [e.sentence for e in read_easy_vqa("train")]
+    tok = train_wordpiece(texts, tmp_path / "tok", vocab_size=1000)
+    assert [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id] == [0, 1, 2, 3, 4]
+    assert 30 < len(tok) <= 1000  # easy-VQA has a tiny vocabulary
+    q = "What color is the TRIANGLE?"
+    ids = tok(q)["input_ids"]
+    assert tok.unk_token_id not in ids  # every easy-VQA word is in its own vocabulary
+    assert tok.decode(ids, skip_special_tokens=True) == "what color is the triangle?"
+    for again in (load_tokenizer(tmp_path / "tok"), load_tokenizer(tmp_path / "tok" / "vocab.txt")):
+        assert again(q)["input_ids"] == ids
+
+
+def test_max_length_truncation(tmp_path):
+    tok = load_tokenizer(_write_vocab(tmp_path))
+    ids = tok(" ".join(["cat"] * 50), truncation=True, max_length=tok.model_max_length)["input_ids"]
+    assert len(ids) == 20 and ids[0] == 101 and ids[-1] == 102
+
+
+@pytest.mark.parametrize("name", ["bert_base_uncased", "trained_wordpiece"])
+def test_tokenizer_configs_build(tmp_path, name):
+    cfg = OmegaConf.load(ROOT / "configs" / "tokenizer" / f"{name}.yaml")
+    if name == "bert_base_uncased":
+        cfg.path = str(_write_vocab(tmp_path))
+    else:
+        cfg.vocab_size = 200
+    source = instantiate(cfg)
+    tok = source.build(["is there a red circle?", "what shape is it?"] * 5, tmp_path / "out")
+    assert tok.model_max_length == 20
+    assert load_tokenizer(tmp_path / "out")("a red circle")["input_ids"] == tok("a red circle")["input_ids"]

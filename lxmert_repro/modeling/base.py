@@ -1,0 +1,50 @@
+"""What every LXMERT model class shares: the config, weight initialisation, device/dtype helpers."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import LxmertConfig
+
+
+def init_lxmert_weights(module: nn.Module, std: float) -> None:
+    """Weights N(0, std), biases 0, LayerNorm (1, 0); the padding_idx row of embeddings zero (BERT/LXMERT)."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class LxmertBase(nn.Module):
+    """Base of LxmertModel / LxmertForPreTraining / LxmertForVQA."""
+
+    config: LxmertConfig
+
+    def __init__(self, config: LxmertConfig) -> None:
+        super().__init__()
+        if not isinstance(config, LxmertConfig):
+            raise TypeError(f"{type(self).__name__} expects an LxmertConfig, got {type(config).__name__}")
+        self.config = config
+
+    def init_weights(self) -> None:
+        std = self.config.initializer_range
+        self.apply(lambda m: init_lxmert_weights(m, std))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

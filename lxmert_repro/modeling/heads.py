@@ -1,0 +1,68 @@
+"""Task heads on top of the encoder: MLM (tied decoder), ITM, masked-object heads, answer head."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LxmertConfig
+
+
+class PredictionHeadTransform(nn.Module):
+    """dense -> GELU -> LayerNorm, before the MLM decoder and the object heads."""
+
+    def __init__(self, config: LxmertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.act = F.gelu if config.hidden_act == "gelu" else F.relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer_norm(self.act(self.dense(x)))
+
+
+class MaskedLMHead(nn.Module):
+    """Transform, then a decoder tied to the word embeddings (passed in at call time) with its own bias."""
+
+    def __init__(self, config: LxmertConfig) -> None:
+        super().__init__()
+        self.transform = PredictionHeadTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """x (..., H), word_embeddings (V, H) -> logits (..., V)."""
+        return F.linear(self.transform(x), word_embeddings, self.bias)
+
+
+class VisualObjectHead(nn.Module):
+    """Shared transform, then one decoder per masked-object task: obj (1600), attr (400), feat (F-d regression)."""
+
+    def __init__(self, config: LxmertConfig) -> None:
+        super().__init__()
+        self.transform = PredictionHeadTransform(config)
+        sizes = {
+            "obj": (config.visual_obj_loss, config.num_object_labels),
+            "attr": (config.visual_attr_loss, config.num_attr_labels),
+            "feat": (config.visual_feat_loss, config.visual_feat_dim),
+        }
+        self.decoders = nn.ModuleDict(
+            {name: nn.Linear(config.hidden_size, n) for name, (on, n) in sizes.items() if on}
+        )
+
+
+class AnswerHead(nn.Module):
+    """Linear(H -> 2H) -> GELU -> LayerNorm -> Linear(2H -> answers), on the pooled output."""
+
+    def __init__(self, config: LxmertConfig, num_answers: int) -> None:
+        super().__init__()
+        h = config.hidden_size
+        self.dense = nn.Linear(h, 2 * h)
+        self.layer_norm = nn.LayerNorm(2 * h, eps=config.layer_norm_eps)
+        self.classifier = nn.Linear(2 * h, num_answers)
+
+    @property
+    def num_answers(self) -> int:
+        return self.classifier.out_features
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.layer_norm(F.gelu(self.dense(pooled))))

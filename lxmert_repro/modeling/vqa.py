@@ -1,0 +1,135 @@
+"""LxmertForVQA: encoder + answer head over the task's answers, soft-target BCE x num_answers (spec sec. 3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from . import losses as L
+from .base import LxmertBase
+from .config import LxmertConfig
+from .encoder import EncoderAttentions
+from .heads import AnswerHead
+from .model import LxmertModel
+
+ANSWER_HEAD_KEYS = ("dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias")
+
+
+@dataclass
+class LxmertVQAOutput:
+    logits: torch.Tensor  # (B, A)
+    loss: torch.Tensor | None = None
+    language_output: torch.Tensor | None = None
+    vision_output: torch.Tensor | None = None
+    pooled_output: torch.Tensor | None = None
+    attentions: EncoderAttentions | None = None
+
+    @property
+    def cross_attentions(self) -> tuple[torch.Tensor, ...] | None:
+        return None if self.attentions is None else self.attentions.cross_lang_to_visn
+
+
+class LxmertForVQA(LxmertBase):
+    def __init__(self, config: LxmertConfig, num_answers: int) -> None:
+        super().__init__(config)
+        if num_answers < 1:
+            raise ValueError(f"LxmertForVQA: num_answers must be >= 1, got {num_answers}")
+        self.lxmert = LxmertModel(config, init=False)
+        self.answer_head = AnswerHead(config, num_answers)
+        self.init_weights()
+
+    @property
+    def num_answers(self) -> int:
+        return self.answer_head.num_answers
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        visual_feats: torch.Tensor,
+        visual_boxes: torch.Tensor,
+        visual_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
+        output_attentions: bool = False,
+    ) -> LxmertVQAOutput:
+        enc = self.lxmert(
+            input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
+        )
+        logits = self.answer_head(enc.pooled_output)  # (B, A)
+        loss = None
+        if vqa_targets is not None:
+            if vqa_targets.shape != logits.shape:
+                raise ValueError(f"vqa_targets has shape {tuple(vqa_targets.shape)}, logits {tuple(logits.shape)}")
+            loss = L.vqa_loss(logits, vqa_targets)
+        return LxmertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output,
+                               enc.attentions)
+
+    @torch.no_grad()
+    def init_answer_head_from(
+        self,
+        pretrain_model_or_state: torch.nn.Module | Mapping[str, torch.Tensor],
+        pretrain_answers: Sequence[str],
+        task_answers: Sequence[str],
+    ) -> int:
+        """Copy the pretraining QA head; classifier rows matched by answer string, unmatched rows zero.
+
+        ``pretrain_model_or_state``: an LxmertForPreTraining, its AnswerHead, or a state dict with our key
+        names (``answer_head.*`` or the head's own keys). Returns the number of matched answers.
+        """
+        state = _answer_head_state(pretrain_model_or_state)
+        if len(task_answers) != self.num_answers:
+            raise ValueError(f"task_answers has {len(task_answers)} entries, the head has {self.num_answers}")
+        w, b = state["classifier.weight"], state["classifier.bias"]
+        if w.shape[0] != len(pretrain_answers):
+            raise ValueError(
+                f"pretrain_answers has {len(pretrain_answers)} entries, the pretraining head has {w.shape[0]} rows"
+            )
+        head = self.answer_head
+        for key in ANSWER_HEAD_KEYS:
+            target = head.get_parameter(key)
+            if target.shape != state[key].shape:
+                raise ValueError(f"answer_head.{key}: shape {tuple(state[key].shape)}, expected {tuple(target.shape)}")
+            target.copy_(state[key])
+        index = {a: i for i, a in enumerate(pretrain_answers)}
+        head.classifier.weight.zero_()
+        head.classifier.bias.zero_()
+        matched = 0
+        for j, answer in enumerate(task_answers):
+            i = index.get(answer)
+            if i is not None:
+                head.classifier.weight[j] = w[i]
+                head.classifier.bias[j] = b[i]
+                matched += 1
+        return matched
+
+    @classmethod
+    def from_pretraining(
+        cls,
+        pretrained: "torch.nn.Module",
+        num_answers: int,
+        pretrain_answers: Sequence[str] | None = None,
+        task_answers: Sequence[str] | None = None,
+    ) -> "LxmertForVQA":
+        """A VQA model with the encoder of ``pretrained``; the answer head from its QA head when answers are given."""
+        model = cls(pretrained.config, num_answers)
+        model.lxmert.load_state_dict(pretrained.lxmert.state_dict())
+        if pretrain_answers is not None and task_answers is not None:
+            model.init_answer_head_from(pretrained, pretrain_answers, task_answers)
+        return model
+
+
+def _answer_head_state(src: torch.nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(src, AnswerHead):
+        return dict(src.state_dict())
+    if isinstance(src, torch.nn.Module):
+        head = getattr(src, "answer_head", None)
+        if head is None:
+            raise ValueError(f"{type(src).__name__} has no answer_head (pretrained with task_qa=False?)")
+        return dict(head.state_dict())
+    state = {k[len("answer_head."):]: v for k, v in src.items() if k.startswith("answer_head.")} or dict(src)
+    missing = [k for k in (*ANSWER_HEAD_KEYS, "classifier.weight", "classifier.bias") if k not in state]
+    if missing:
+        raise KeyError(f"pretraining state has no answer head keys {missing}")
+    return state

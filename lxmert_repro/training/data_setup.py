@@ -1,0 +1,131 @@
+"""From the composed config to datasets + collator: the prepared artifacts ``lxmert-prepare`` wrote
+(Arrow splits, tokenizer dir, answer vocabularies) and the feature store. Every missing file is an
+error naming the config key and the path."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def _path(cfg: DictConfig, key: str, *, required: bool = True) -> Path | None:
+    """``cfg.data.<key>`` (dotted) as an existing path, or None when optional and unset."""
+    node: Any = cfg.data
+    for part in key.split("."):
+        node = node.get(part) if node is not None and hasattr(node, "get") else None
+    if node in (None, ""):
+        if required:
+            raise ValueError(f"data.{key} is not set; it must point to a file/directory written by lxmert-prepare")
+        return None
+    p = Path(str(node))
+    if not p.exists():
+        raise FileNotFoundError(f"data.{key}={p}: no such file or directory (run lxmert-prepare first?)")
+    return p
+
+
+def load_split(path: Path) -> Any:
+    """A prepared split: an Arrow dataset directory saved by ``datasets.save_to_disk``."""
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(path))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{path}: not a prepared Arrow dataset ({e})") from None
+
+
+@dataclass
+class PretrainData:
+    train: Any
+    val: Any | None
+    collator: Any
+    answers: Any  # AnswerVocab: the pretraining QA answer table (None when QA is off)
+    tokenizer: Any
+    tokenizer_dir: Path
+    store: Any
+
+
+@dataclass
+class VQAData:
+    train: Any
+    val: Any | None
+    test: Any | None
+    collator: Any
+    answers: Any  # AnswerVocab: the task's answers, row order of the head
+    tokenizer: Any
+    tokenizer_dir: Path
+    store: Any
+    val_evaluator: Any = None  # VQAEvaluator when official annotations are configured
+    test_evaluator: Any = None
+
+
+def _common(cfg: DictConfig) -> tuple[Any, Path, Any]:
+    from lxmert_repro.features.store import FeatureStore
+    from lxmert_repro.text.tokenizer import load_tokenizer
+
+    tok_dir = _path(cfg, "tokenizer_dir")
+    tokenizer = load_tokenizer(str(tok_dir), max_length=int(cfg.data.get("max_length") or 20))
+    store = FeatureStore(str(_path(cfg, "features")))
+    return tokenizer, tok_dir, store
+
+
+def _subset(ds: Any, limit: int | None) -> Any:
+    if limit and limit > 0 and len(ds) > limit:
+        return ds.select(range(int(limit)))
+    return ds
+
+
+def build_pretrain_data(cfg: DictConfig, accelerator: Any = None) -> PretrainData:
+    from lxmert_repro.data.answers import AnswerVocab
+    from lxmert_repro.data.pretrain_dataset import PretrainCollator, PretrainDataset
+
+    tokenizer, tok_dir, store = _common(cfg)
+    pcfg = cfg.get("pretrain") or {}
+    answers_path = _path(cfg, "pretrain.answers", required=bool(pcfg.get("qa", True)))
+    answers = AnswerVocab.load(answers_path) if answers_path is not None else None
+    max_boxes = cfg.data.get("max_boxes")
+    limit = cfg.data.get("limit")
+
+    def dataset(split: Any) -> PretrainDataset:
+        return PretrainDataset(
+            _subset(load_split(split), limit), store, tokenizer=tokenizer, answers=answers,
+            mlm_prob=float(pcfg.get("mlm_prob", 0.15)), obj_mask_prob=float(pcfg.get("obj_mask_prob", 0.15)),
+            itm_prob=float(pcfg.get("itm_prob", 0.5)), qa=bool(pcfg.get("qa", True)),
+            qa_start_epoch=int(pcfg.get("qa_start_epoch", 0)), max_boxes=max_boxes, seed=int(cfg.trainer.seed),
+        )
+
+    train = dataset(_path(cfg, "pretrain.train"))
+    val_path = _path(cfg, "pretrain.val", required=False)
+    val = dataset(val_path) if val_path is not None else None
+    collator = PretrainCollator(pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes)
+    return PretrainData(train, val, collator, answers, tokenizer, tok_dir, store)
+
+
+def build_vqa_data(cfg: DictConfig, accelerator: Any = None) -> VQAData:
+    from lxmert_repro.data.answers import AnswerVocab
+    from lxmert_repro.data.vqa_dataset import VQACollator, VQADataset
+    from lxmert_repro.evaluation.vqa_metric import VQAEvaluator
+
+    tokenizer, tok_dir, store = _common(cfg)
+    answers = AnswerVocab.load(_path(cfg, "vqa.answers"))
+    max_boxes = cfg.data.get("max_boxes")
+    limit = cfg.data.get("limit")
+
+    def dataset(key: str, required: bool) -> VQADataset | None:
+        p = _path(cfg, f"vqa.{key}", required=required)
+        return None if p is None else VQADataset(_subset(load_split(p), limit), store, answers, max_boxes=max_boxes)
+
+    def evaluator(key: str) -> Any:
+        p = _path(cfg, f"vqa.{key}", required=False)
+        return None if p is None else VQAEvaluator.from_file(p)
+
+    collator = VQACollator(len(answers), pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes)
+    return VQAData(
+        train=dataset("train", True), val=dataset("val", False), test=dataset("test", False), collator=collator,
+        answers=answers, tokenizer=tokenizer, tokenizer_dir=tok_dir, store=store,
+        val_evaluator=evaluator("val_annotations"), test_evaluator=evaluator("test_annotations"),
+    )

@@ -1,0 +1,145 @@
+"""Building the models a run trains, and the model directories it writes.
+
+A run's model dir (``model_best/``, ``model_last/``) is the model helper's format (config json +
+model.safetensors, via ``save_model``) plus ``answers.json`` (the head's answer order) and
+``tokenizer/`` — everything ``lxmert-finetune``, ``lxmert-evaluate`` and ``lxmert-predict`` need.
+"Load pretrained weights only" (``finetune.init_from`` / ``pretrain.init_from``) lives here; full-state
+resume is ``trainer.resume`` (checkpointing.py).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+ANSWERS_FILE = "answers.json"
+TOKENIZER_DIR = "tokenizer"
+
+
+def _data_overrides(data: Any) -> dict[str, Any]:
+    """Model sizes that the prepared data decides: vocabulary, feature width, label counts."""
+    out: dict[str, Any] = {"vocab_size": len(data.tokenizer), "visual_feat_dim": int(data.store.feat_dim)}
+    meta = getattr(data.store, "metadata", None) or {}
+    if meta.get("object_classes"):
+        out["num_object_labels"] = len(meta["object_classes"])
+    if meta.get("attribute_classes"):
+        out["num_attr_labels"] = len(meta["attribute_classes"])
+    return out
+
+
+def model_config(cfg: DictConfig, **overrides: Any) -> Any:
+    """``cfg.model`` instantiated (an LxmertConfig) with the data-decided fields replaced."""
+    mcfg = instantiate(cfg.model, _convert_="all")
+    return mcfg.replace(**overrides) if overrides else mcfg
+
+
+def build_pretrain_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
+    from lxmert_repro.modeling import LxmertForPreTraining
+
+    overrides = _data_overrides(data)
+    if data.answers is not None:
+        overrides["num_qa_labels"] = len(data.answers)
+    else:
+        overrides["task_qa"] = False
+    model = LxmertForPreTraining(model_config(cfg, **overrides))
+    init_from = (cfg.get("pretrain") or {}).get("init_from")
+    if init_from:
+        load_weights_into(model, init_from)
+    return model
+
+
+def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Copy the weights of a saved model dir into ``model`` (same architecture required)."""
+    from lxmert_repro.modeling import load_model
+
+    src = load_model(str(path))
+    try:
+        model.load_state_dict(src.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise RuntimeError(f"{path}: weights do not fit this model (another model config?): {str(e).splitlines()[0]}") from e
+
+
+def build_vqa_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
+    """From ``finetune.init_from`` (a pretraining or VQA model dir) or from scratch (no init_from)."""
+    from lxmert_repro.data.answers import AnswerVocab
+    from lxmert_repro.modeling import LxmertForPreTraining, LxmertForVQA, load_model
+
+    task_answers = list(data.answers.answers)
+    init_from = (cfg.get("finetune") or {}).get("init_from")
+    if not init_from:
+        log.warning("finetune.init_from is not set: fine-tuning from randomly initialised weights")
+        return LxmertForVQA(model_config(cfg, **_data_overrides(data)), len(task_answers))
+    path = Path(str(init_from))
+    if not path.exists():
+        raise FileNotFoundError(f"finetune.init_from={path}: no such model directory")
+    src = load_model(str(path))
+    feat_dim, vocab = int(data.store.feat_dim), len(data.tokenizer)
+    if src.config.visual_feat_dim != feat_dim:
+        raise ValueError(f"finetune.init_from={path}: model expects {src.config.visual_feat_dim}-d features, "
+                         f"the feature store data.features has {feat_dim}-d")
+    if src.config.vocab_size < vocab:
+        raise ValueError(f"finetune.init_from={path}: model vocabulary {src.config.vocab_size} < tokenizer size {vocab}")
+    if isinstance(src, LxmertForVQA):
+        if src.num_answers != len(task_answers):
+            raise ValueError(f"finetune.init_from={path}: a VQA model with {src.num_answers} answers, the task has "
+                             f"{len(task_answers)}")
+        return src
+    if not isinstance(src, LxmertForPreTraining):
+        raise TypeError(f"finetune.init_from={path}: expected a pretraining or VQA LXMERT, got {type(src).__name__}")
+    answers_file = path / ANSWERS_FILE
+    if getattr(src, "answer_head", None) is not None and answers_file.is_file():
+        pre_answers = AnswerVocab.load(answers_file).answers
+        model = LxmertForVQA.from_pretraining(src, len(task_answers), pre_answers, task_answers)
+        matched = sum(1 for a in task_answers if a in set(pre_answers))
+        log.info("answer head initialised from the pretraining QA head: %d/%d answers matched", matched, len(task_answers))
+    else:
+        model = LxmertForVQA.from_pretraining(src, len(task_answers))
+        log.info("pretrained model has no QA head / answers.json: answer head initialised randomly")
+    return model
+
+
+def load_vqa_model(path: str | os.PathLike) -> torch.nn.Module:
+    from lxmert_repro.modeling import LxmertForVQA, load_model
+
+    model = load_model(str(path))
+    if not isinstance(model, LxmertForVQA):
+        raise TypeError(f"{path}: expected a fine-tuned VQA model, got {type(model).__name__}")
+    return model
+
+
+def save_run_model(model: torch.nn.Module, out_dir: str | os.PathLike, answers: Any = None,
+                   tokenizer_dir: str | os.PathLike | None = None) -> Path:
+    """Write the model dir atomically (temp dir beside it, then rename over the old one)."""
+    from lxmert_repro.modeling import save_model
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_model(model, tmp)
+        if answers is not None:
+            answers.save(tmp / ANSWERS_FILE)
+        if tokenizer_dir is not None:
+            shutil.copytree(tokenizer_dir, tmp / TOKENIZER_DIR)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

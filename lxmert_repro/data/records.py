@@ -1,0 +1,77 @@
+"""Row access to prepared examples, fast and picklable.
+
+Accepts a ``datasets.Dataset`` (the memory-mapped Arrow table ``lxmert-prepare`` saves), a list of
+record dicts or a list of ``Example``. Arrow rows are read straight from the table's columns (much
+faster per row than ``Dataset.__getitem__``); the column handles are rebuilt lazily after pickling, so
+a DataLoader worker receives only the dataset's file reference, never its data.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from lxmert_repro.data.formats.example import Example
+
+
+class RecordTable:
+    def __init__(self, records: Any) -> None:
+        try:
+            import datasets
+        except ImportError:  # pragma: no cover - datasets is a dependency
+            datasets = None
+        self._hf = None
+        self._rows: list[dict[str, Any]] | None = None
+        if datasets is not None and isinstance(records, datasets.Dataset):
+            self._hf = records
+        else:
+            self._rows = [r.to_record() if isinstance(r, Example) else dict(r) for r in records]
+        self._cols: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self._hf) if self._hf is not None else len(self._rows)  # type: ignore[arg-type]
+
+    @property
+    def column_names(self) -> list[str]:
+        if self._hf is not None:
+            return list(self._hf.column_names)
+        return list(self._rows[0]) if self._rows else []
+
+    def _arrow_columns(self) -> dict[str, Any] | None:
+        if self._cols is None and self._hf is not None and getattr(self._hf, "_indices", None) is None:
+            table = self._hf.data.table  # pyarrow.Table (memory-mapped)
+            self._cols = {name: table.column(name) for name in table.column_names}
+        return self._cols
+
+    def get(self, index: int, columns: Iterable[str] | None = None) -> dict[str, Any]:
+        """Row ``index`` as a dict of Python values (only ``columns`` when given)."""
+        if self._rows is not None:
+            row = self._rows[index]
+            return row if columns is None else {c: row[c] for c in columns}
+        cols = self._arrow_columns()
+        if cols is None:
+            row = self._hf[int(index)]
+            return row if columns is None else {c: row[c] for c in columns}
+        names = cols.keys() if columns is None else columns
+        return {c: cols[c][int(index)].as_py() for c in names}
+
+    def column(self, name: str) -> list[Any]:
+        if self._rows is not None:
+            return [r[name] for r in self._rows]
+        return self._hf.data.table.column(name).to_pylist() if self._arrow_columns() is not None else list(self._hf[name])
+
+    def image_codes(self) -> np.ndarray:
+        """(len,) int64 code per row; rows of the same image share a code."""
+        if self._hf is not None and self._arrow_columns() is not None:
+            enc = self._cols["image_id"].combine_chunks().dictionary_encode()
+            return np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)
+        _, codes = np.unique(np.asarray(self.column("image_id"), dtype=object).astype(str), return_inverse=True)
+        return codes.astype(np.int64)
+
+    def unique_image_ids(self) -> list[str]:
+        return sorted(set(self.column("image_id")))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cols"] = None
+        return state

@@ -1,0 +1,45 @@
+"""Helpers shared by the data tests (no tests here): a small real feature store and prepared records."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lxmert_repro.features.store import FeatureStoreWriter
+
+CLS, SEP, PAD, MASK, VOCAB = 2, 3, 0, 4, 1000
+
+
+def make_store(path: Path, num_images: int = 6, feat_dim: int = 16, boxes=(10, 7, 10, 4, 9, 10),
+               feat_dtype: str = "float16", seed: int = 0) -> dict[str, dict]:
+    """A store of ``num_images`` images "img{i}" with varying box counts; returns what was written."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    with FeatureStoreWriter(path, feat_dim=feat_dim, feat_dtype=feat_dtype) as w:
+        for i in range(num_images):
+            n = boxes[i % len(boxes)]
+            h, w_ = 100 + 10 * i, 200 + 5 * i
+            x1 = rng.uniform(0, w_ / 2, n); y1 = rng.uniform(0, h / 2, n)
+            bx = np.stack([x1, y1, x1 + rng.uniform(1, w_ / 2, n), y1 + rng.uniform(1, h / 2, n)], 1).astype(np.float32)
+            feats = (rng.standard_normal((n, feat_dim)) + 10 * i).astype(np.float32)  # image i's rows sit near 10*i
+            rec = dict(img_id=f"img{i}", img_h=h, img_w=w_, boxes=bx, features=feats,
+                       obj_ids=rng.integers(0, 1600, n), obj_conf=rng.uniform(0, 1, n).astype(np.float32),
+                       attr_ids=rng.integers(0, 400, n), attr_conf=rng.uniform(0, 1, n).astype(np.float32))
+            w.add(**rec)
+            written[rec["img_id"]] = rec
+    return written
+
+
+def make_records(num_images: int = 6, per_image: int = 5, seed: int = 0) -> list[dict]:
+    """Sentences whose word ids encode their image (id 100 + image index), some with QA labels."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(num_images):
+        for k in range(per_image):
+            T = int(rng.integers(3, 19))
+            labels = {"yes": 1.0, "no": 0.3} if k % 2 == 0 else {}
+            rows.append({"image_id": f"img{i}", "sentence": f"s{i}-{k}", "source": "vqa" if labels else "mscoco",
+                         "question_id": i * 100 + k, "answers": list(labels), "answer_scores": list(labels.values()),
+                         "main_answer": "yes" if labels else "", "question_type": "", "answer_type": "",
+                         "input_ids": [CLS] + [100 + i] * T + [SEP]})
+    return rows

@@ -1,15 +1,24 @@
 """LXMERT model: config, encoder, pretraining and VQA models, checkpoint I/O."""
-from .config import LxmertConfig
+from .checkpoint import export_transformers, load_model, read_checkpoint, save_model
+from .config import LxmertConfig, load_config
+from .convert import CheckpointError, LoadReport
 from .model import LxmertModel, LxmertModelOutput
 from .pretraining import LxmertForPreTraining, LxmertPreTrainingOutput
 from .vqa import LxmertForVQA, LxmertVQAOutput
 
 __all__ = [
     "LxmertConfig",
+    "load_config",
     "LxmertModel",
     "LxmertModelOutput",
     "LxmertForPreTraining",
     "LxmertPreTrainingOutput",
     "LxmertForVQA",
     "LxmertVQAOutput",
+    "save_model",
+    "load_model",
+    "read_checkpoint",
+    "export_transformers",
+    "CheckpointError",
+    "LoadReport",
 ]

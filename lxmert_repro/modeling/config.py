@@ -107,3 +107,22 @@ class LxmertConfig:
 
     def replace(self, **changes: Any) -> "LxmertConfig":
         return dataclasses.replace(self, **changes)
+
+
+def load_config(path: str | Path) -> LxmertConfig:
+    """An LxmertConfig from a .json file (ours or ``model_config.json``) or a Hydra yaml of ``configs/model``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model config file not found")
+    if path.suffix == ".json":
+        return LxmertConfig.from_json(path)
+    if path.suffix in (".yaml", ".yml"):
+        from hydra import compose, initialize_config_dir
+        from hydra.utils import instantiate
+
+        with initialize_config_dir(config_dir=str(path.resolve().parent), version_base=None):
+            cfg = instantiate(compose(path.stem))
+        if not isinstance(cfg, LxmertConfig):
+            raise ValueError(f"{path}: _target_ must build an LxmertConfig, got {type(cfg).__name__}")
+        return cfg
+    raise ValueError(f"{path}: expected a .json or .yaml model config")

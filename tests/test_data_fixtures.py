@@ -43,3 +43,13 @@ def make_records(num_images: int = 6, per_image: int = 5, seed: int = 0) -> list
                          "main_answer": "yes" if labels else "", "question_type": "", "answer_type": "",
                          "input_ids": [CLS] + [100 + i] * T + [SEP]})
     return rows
+
+
+def make_store_for(path: Path, image_ids, feat_dim: int = 8, num_boxes: int = 5, seed: int = 0) -> None:
+    """A store holding exactly ``image_ids`` (random regions), for prepare/integration tests."""
+    rng = np.random.default_rng(seed)
+    with FeatureStoreWriter(path, feat_dim=feat_dim, feat_dtype="float16") as w:
+        for img_id in image_ids:
+            bx = np.array([[1, 2, 30, 40]] * num_boxes, np.float32)
+            w.add(img_id, 64, 64, bx, rng.standard_normal((num_boxes, feat_dim)), rng.integers(0, 10, num_boxes),
+                  rng.uniform(size=num_boxes), rng.integers(0, 5, num_boxes), rng.uniform(size=num_boxes))

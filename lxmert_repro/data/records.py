@@ -27,6 +27,7 @@ class RecordTable:
         else:
             self._rows = [r.to_record() if isinstance(r, Example) else dict(r) for r in records]
         self._cols: dict[str, Any] | None = None
+        self._map: np.ndarray | None = None  # row -> table row, after Dataset.select/shuffle
 
     def __len__(self) -> int:
         return len(self._hf) if self._hf is not None else len(self._rows)  # type: ignore[arg-type]
@@ -38,9 +39,12 @@ class RecordTable:
         return list(self._rows[0]) if self._rows else []
 
     def _arrow_columns(self) -> dict[str, Any] | None:
-        if self._cols is None and self._hf is not None and getattr(self._hf, "_indices", None) is None:
+        if self._cols is None and self._hf is not None:
             table = self._hf.data.table  # pyarrow.Table (memory-mapped)
             self._cols = {name: table.column(name) for name in table.column_names}
+            indices = getattr(self._hf, "_indices", None)
+            if indices is not None:  # a select()/shuffle() view: rows go through its index mapping
+                self._map = np.asarray(indices.column(0).to_numpy(), np.int64)
         return self._cols
 
     def get(self, index: int, columns: Iterable[str] | None = None) -> dict[str, Any]:
@@ -53,18 +57,20 @@ class RecordTable:
             row = self._hf[int(index)]
             return row if columns is None else {c: row[c] for c in columns}
         names = cols.keys() if columns is None else columns
-        return {c: cols[c][int(index)].as_py() for c in names}
+        row = int(index) if self._map is None else int(self._map[index])
+        return {c: cols[c][row].as_py() for c in names}
 
     def column(self, name: str) -> list[Any]:
         if self._rows is not None:
             return [r[name] for r in self._rows]
-        return self._hf.data.table.column(name).to_pylist() if self._arrow_columns() is not None else list(self._hf[name])
+        return list(self._hf[name])
 
     def image_codes(self) -> np.ndarray:
         """(len,) int64 code per row; rows of the same image share a code."""
         if self._hf is not None and self._arrow_columns() is not None:
             enc = self._cols["image_id"].combine_chunks().dictionary_encode()
-            return np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)
+            codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)
+            return codes if self._map is None else codes[self._map]
         _, codes = np.unique(np.asarray(self.column("image_id"), dtype=object).astype(str), return_inverse=True)
         return codes.astype(np.int64)
 
@@ -73,5 +79,5 @@ class RecordTable:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_cols"] = None
+        state["_cols"], state["_map"] = None, None
         return state

@@ -101,6 +101,8 @@ def build_pretrain_data(cfg: DictConfig, accelerator: Any = None) -> PretrainDat
     train = dataset(_path(cfg, "pretrain.train"))
     val_path = _path(cfg, "pretrain.val", required=False)
     val = dataset(val_path) if val_path is not None else None
+    if val is not None:  # fixed masks every evaluation; QA targets included whenever QA is on at all
+        val.set_epoch(int(pcfg.get("qa_start_epoch", 0)))
     collator = PretrainCollator(pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes)
     return PretrainData(train, val, collator, answers, tokenizer, tok_dir, store)
 

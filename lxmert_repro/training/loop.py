@@ -214,6 +214,7 @@ class Trainer:
         groups = param_groups(model, float(optim_cfg.weight_decay), bool(optim_cfg.no_decay_groups))
         optimizer = instantiate(optim_cfg.optimizer)(groups)
         model, optimizer, loader = acc.prepare(model, optimizer, loader)
+        self.model, self.optimizer = model, optimizer  # visible to callbacks
         accum = int(tcfg.grad_accum_steps)
         steps_per_epoch = math.ceil(len(loader) / accum)
         max_epochs = int(tcfg.max_epochs)

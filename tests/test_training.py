@@ -1,0 +1,199 @@
+"""Training loop on the real tiny model and real (small) easy-VQA data, CPU.
+
+Pretraining loss falls; fine-tuning beats the majority answer; a run killed mid-epoch and resumed
+ends with exactly the weights of an uninterrupted run; bad input stops with clear errors.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_training_fixtures import TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
+
+torch.set_num_threads(1)  # tests share 2 cores with others; tiny models gain nothing from threads
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory) -> dict[str, str]:
+    return build_easy_vqa_data(tmp_path_factory.mktemp("easy_vqa"), n_train_images=120, n_test_images=40)
+
+
+def _cfg(easy, task: str, out: Path, *extra: str):
+    name = "pretrain" if task == "pretrain" else "finetune_vqa"
+    return compose(name, TINY_TRAINER + data_overrides(easy, task) + [f"paths.output_dir={out}", *extra])
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_pretraining_loss_falls(easy, tmp_path):
+    from lxmert_repro.training.pretrain import train_pretrain
+    from lxmert_repro.training.tracking import read_metrics
+
+    out = tmp_path / "pre"
+    metrics = train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=32", "trainer.max_steps=40",
+                                  "optim.lr=1e-3", "optim.warmup_ratio=0.1", "data.pretrain.val=null"))
+    rows = [r for r in read_metrics(out) if "train/loss" in r]
+    assert len(rows) == 40
+    first = sum(r["train/loss"] for r in rows[:5]) / 5
+    last = sum(r["train/loss"] for r in rows[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    for task in ("mlm", "itm", "obj", "attr", "feat", "qa"):  # every task logged
+        assert f"train/{task}" in rows[-1]
+    assert metrics["global_step"] == 40
+    assert (out / "model_last" / "answers.json").is_file() and (out / "model_last" / "tokenizer").is_dir()
+    assert (out / "checkpoints").is_dir() and (out / "config.yaml").is_file()
+
+
+def test_pretrain_qa_schedule_and_val_losses(easy, tmp_path):
+    """Paper schedule: no QA loss before qa_start_epoch; validation loss per task each epoch."""
+    from lxmert_repro.training.pretrain import train_pretrain
+    from lxmert_repro.training.tracking import read_metrics
+
+    out = tmp_path / "qa"
+    train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=64", "trainer.max_epochs=2",
+                        "pretrain.qa_start_epoch=1", "data.limit=192"))
+    rows = read_metrics(out)
+    train = [r for r in rows if "train/loss" in r]
+    epoch1 = [r for r in train if r["epoch"] <= 1.0]
+    epoch2 = [r for r in train if r["epoch"] > 1.0]
+    assert epoch1 and epoch2
+    assert all(r.get("train/qa", 0.0) == 0.0 for r in epoch1)  # QA off in the first epoch
+    assert all(r["train/qa"] > 0.0 for r in epoch2)
+    vals = [r for r in rows if "val/loss" in r and "epoch" in r]
+    assert len(vals) == 2 and all("val/mlm" in r and "val/itm" in r and "val/qa" in r for r in vals)
+    assert any(r.get("event") == "best" for r in rows) and (out / "model_best").is_dir()
+
+
+def test_finetune_beats_majority_and_writes_predictions(easy, tmp_path):
+    from lxmert_repro.evaluation.predictions import read_predictions
+    from lxmert_repro.training.finetune import train_vqa
+
+    out = tmp_path / "ft"
+    metrics = train_vqa(_cfg(easy, "vqa", out, "trainer.batch_size=32", "trainer.max_epochs=3", "optim.lr=1e-3"))
+    import datasets
+
+    test = datasets.load_from_disk(easy["test"])
+    majority = Counter(test["main_answer"]).most_common(1)[0][1] / len(test) * 100
+    assert metrics["best/val/accuracy"] > majority + 5, (metrics, majority)
+    preds = read_predictions(out / "predictions_test.json")
+    assert len(preds) == len(test) and set(preds) == set(test["question_id"])
+    assert (out / "model_best" / "model.safetensors").is_file()
+    acc = sum(preds[q] == a for q, a in zip(test["question_id"], test["main_answer"])) / len(test) * 100
+    assert acc == pytest.approx(metrics["test/accuracy"], abs=1e-3)
+
+
+def test_finetune_from_pretraining_maps_answer_head(easy, tmp_path):
+    from lxmert_repro.training.models import build_vqa_model
+    from lxmert_repro.training.data_setup import build_vqa_data
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    pre = tmp_path / "pre"
+    train_pretrain(_cfg(easy, "pretrain", pre, "trainer.batch_size=64", "trainer.max_steps=2", "data.pretrain.val=null"))
+    cfg = _cfg(easy, "vqa", tmp_path / "ft", f"finetune.init_from={pre / 'model_last'}")
+    data = build_vqa_data(cfg)
+    model = build_vqa_model(cfg, data)
+    src = _weights(pre / "model_last")
+    pre_answers = json.loads((pre / "model_last" / "answers.json").read_text())["answers"]
+    for j, a in enumerate(data.answers.answers):  # same answer list here: rows copied one-to-one
+        i = pre_answers.index(a)
+        assert torch.equal(model.answer_head.classifier.weight[j], src["answer_head.classifier.weight"][i])
+    assert torch.equal(model.lxmert.embeddings.word_embeddings.weight, src["lxmert.embeddings.word_embeddings.weight"])
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_resume_mid_epoch_is_exact(easy, tmp_path):
+    """Killed at step 7 (mid-epoch 2, last checkpoint at step 6), resumed with trainer.resume=auto:
+    the final weights equal those of an uninterrupted run, bit for bit (dropout on)."""
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    args = ("trainer.batch_size=32", "data.limit=160", "trainer.max_epochs=3", "trainer.checkpoint_every_n_steps=3",
+            "data.pretrain.val=null", "optim.lr=1e-3")
+    train_pretrain(_cfg(easy, "pretrain", tmp_path / "a", *args))
+
+    def kill(trainer, state):
+        if state.global_step == 7:
+            raise _Kill()
+
+    with pytest.raises(_Kill):
+        train_pretrain(_cfg(easy, "pretrain", tmp_path / "b", *args), callbacks=[kill])
+    ckpts = sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir())
+    assert ckpts == ["step_000000005", "step_000000006"]  # keep_last_k=2: epoch end 5, periodic 6; no tmp left
+    m = train_pretrain(_cfg(easy, "pretrain", tmp_path / "b", *args, "trainer.resume=auto"))
+    assert m["global_step"] == 15
+    a, b = _weights(tmp_path / "a" / "model_last"), _weights(tmp_path / "b" / "model_last")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    resumed = [r for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl").read_text().splitlines())
+               if r.get("event") == "resume"]
+    assert resumed and resumed[0]["checkpoint"].endswith("step_000000006")
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(easy, tmp_path):
+    from lxmert_repro.training.loop import NonFiniteLossError
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    def poison(trainer, state):
+        if state.global_step == 4:
+            with torch.no_grad():
+                trainer.accelerator.unwrap_model(trainer.model).lxmert.pooler.dense.weight.fill_(float("nan"))
+
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss .* step 4.*step_000000003"):
+        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=32", "trainer.max_steps=10",
+                            "trainer.checkpoint_every_n_steps=3", "data.pretrain.val=null"), callbacks=[poison])
+    ckpt = out / "checkpoints" / "step_000000003"
+    w = load_file(str(ckpt / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in w.values())
+    assert not (out / "checkpoints" / "step_000000006").exists()
+    assert "nonfinite_loss" in (out / "metrics.jsonl").read_text()
+
+
+def test_resume_with_wrong_architecture_fails_clearly(easy, tmp_path):
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    out = tmp_path / "arch"
+    train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=64", "trainer.max_steps=1", "data.pretrain.val=null"))
+    with pytest.raises(RuntimeError, match=r"step_000000001: cannot resume, the checkpoint does not match"):
+        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=64", "trainer.max_steps=2",
+                            "data.pretrain.val=null", "model.hidden_size=64", "trainer.resume=auto"))
+
+
+def test_init_from_wrong_feature_size_fails_clearly(easy, tmp_path):
+    from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining, save_model
+    from lxmert_repro.training.data_setup import build_vqa_data
+    from lxmert_repro.training.models import build_vqa_model
+
+    bad = tmp_path / "bad_model"
+    save_model(LxmertForPreTraining(LxmertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                                                 l_layers=1, r_layers=1, x_layers=1, visual_feat_dim=99,
+                                                 num_qa_labels=3)), bad)
+    cfg = _cfg(easy, "vqa", tmp_path / "ft", f"finetune.init_from={bad}")
+    with pytest.raises(ValueError, match=r"expects 99-d features.*48-d"):
+        build_vqa_model(cfg, build_vqa_data(cfg))
+
+
+def test_missing_data_file_names_the_key(easy, tmp_path):
+    from lxmert_repro.training.finetune import train_vqa
+
+    with pytest.raises(FileNotFoundError, match=r"data\.vqa\.train=/nonexistent/split"):
+        train_vqa(_cfg(easy, "vqa", tmp_path / "x", "data.vqa.train=/nonexistent/split"))
+    with pytest.raises(FileNotFoundError, match=r"data\.features=/no/store"):
+        train_vqa(_cfg(easy, "vqa", tmp_path / "y", "data.features=/no/store"))
+
+
+def test_global_batch_must_divide(easy, tmp_path):
+    from lxmert_repro.training.finetune import train_vqa
+
+    with pytest.raises(ValueError, match=r"trainer.batch_size=30 .*grad_accum_steps \(4\)"):
+        train_vqa(_cfg(easy, "vqa", tmp_path / "z", "trainer.batch_size=30", "trainer.grad_accum_steps=4"))

@@ -82,15 +82,17 @@ def test_seeded_per_epoch_and_index(setup):
     assert len(pickle.dumps(ds)) < 20000  # the store is reopened per worker, never pickled by value
 
 
-def test_collated_batch(setup):
+@pytest.mark.parametrize("feat_dtype", [None, "float32"])
+def test_collated_batch(setup, feat_dtype):
     ds, written, records = setup
     ds.set_epoch(0)
     items = [ds[i] for i in range(len(ds))]
-    batch = PretrainCollator(pad_token_id=PAD)(items)
+    batch = PretrainCollator(pad_token_id=PAD, feat_dtype=feat_dtype)(items)
     assert isinstance(batch, LxmertBatch)
     B, N, F = len(items), 10, 16
     assert batch.visual_feats.shape == (B, N, F) and batch.feat_targets.shape == (B, N, F)
-    assert batch.visual_feats.dtype == torch.float32
+    # default: the store's dtype (float16 here), losslessly; float32 on request
+    assert batch.visual_feats.dtype == batch.feat_targets.dtype == (torch.float16 if feat_dtype is None else torch.float32)
     T = max(len(it.input_ids) for it in items)
     assert batch.input_ids.shape == (B, T) == batch.attention_mask.shape == batch.mlm_labels.shape
     for b, it in enumerate(items):
@@ -99,7 +101,7 @@ def test_collated_batch(setup):
         assert batch.attention_mask[b].sum() == t and (batch.input_ids[b, t:] == PAD).all()
         assert (batch.mlm_labels[b, t:] == IGNORE_INDEX).all()
         assert batch.visual_mask[b].sum() == n and (batch.visual_mask[b, :n] == 1).all()
-        np.testing.assert_allclose(batch.feat_targets[b, :n].numpy(), w["features"].astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(batch.feat_targets[b, :n].float().numpy(), w["features"].astype(np.float16).astype(np.float32))
         assert (batch.feat_targets[b, n:] == 0).all() and (batch.visual_feats[b, n:] == 0).all()
         scale = np.array([w["img_w"], w["img_h"], w["img_w"], w["img_h"]], np.float32)
         np.testing.assert_allclose(batch.visual_boxes[b, :n].numpy(), w["boxes"] / scale, rtol=1e-6)
@@ -115,7 +117,7 @@ def test_collated_batch(setup):
         assert torch.equal(vf[keep], ft[keep])
         img = int(it.image_id[3:])
         for row in vf[torch.from_numpy(ops == BOX_RANDOM)]:
-            assert abs(float(row.mean()) - 10 * img) > 4  # another image's feature (image i's rows sit near 10*i)
+            assert abs(float(row.float().mean()) - 10 * img) > 4  # another image's feature (image i's rows sit near 10*i)
     assert batch.itm_labels.tolist() == [it.itm_label for it in items]
     assert batch.qa_labels.tolist() == [it.qa_label for it in items]
     assert batch.image_ids == [it.image_id for it in items]

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.batch import LxmertBatch
-from lxmert_repro.data.collate_utils import alloc, pad_text
+from lxmert_repro.data.collate_utils import alloc, copy_rows, feature_dtype, pad_text
 from lxmert_repro.data.masking import BOX_RANDOM, BOX_ZERO, IGNORE_INDEX, mask_tokens, object_mask_ops, sample_answer
 from lxmert_repro.data.records import RecordTable
 from lxmert_repro.data.regions import RegionSource
@@ -62,6 +62,8 @@ class PretrainDataset(Dataset):
             raise ValueError("PretrainDataset needs a tokenizer or all of pad/cls/sep/mask token ids and vocab_size")
         self.pad_token_id, self.mask_token_id, self.vocab_size = int(pad_token_id), int(mask_token_id), int(vocab_size)
         self.special_ids = np.array(sorted({int(pad_token_id), int(cls_token_id), int(sep_token_id), int(mask_token_id)}))
+        self._special_lut = np.zeros(max(self.vocab_size, int(self.special_ids.max()) + 1), bool)
+        self._special_lut[self.special_ids] = True
         self.answers = answers
         self.mlm_prob, self.obj_mask_prob, self.itm_prob = mlm_prob, obj_mask_prob, itm_prob
         self.qa, self.qa_start_epoch = qa and answers is not None, qa_start_epoch
@@ -105,7 +107,8 @@ class PretrainDataset(Dataset):
                     break
             ids = np.asarray(self.records.get(j, ("input_ids",))["input_ids"], np.int64)
         ids, mlm_labels = mask_tokens(ids, rng, mask_token_id=self.mask_token_id, vocab_size=self.vocab_size,
-                                      special_ids=self.special_ids, prob=self.mlm_prob)
+                                      special_ids=self.special_ids, prob=self.mlm_prob,
+                                      special_lut=self._special_lut)
         qa_label = IGNORE_INDEX
         if self.qa and itm == 1 and self.epoch >= self.qa_start_epoch and rec.get("answers"):
             qa_label = self._qa_label(rec["answers"], rec["answer_scores"], rng)
@@ -119,10 +122,16 @@ class PretrainDataset(Dataset):
 
 class PretrainCollator:
     """Pads text (to the batch max or ``pad_to``) and boxes (to the batch max or ``max_boxes``), applies
-    the object masking, and returns an ``LxmertBatch`` with every pretraining target."""
+    the object masking, and returns an ``LxmertBatch`` with every pretraining target.
 
-    def __init__(self, pad_token_id: int = 0, pad_to: int | None = None, max_boxes: int | None = None) -> None:
+    ``feat_dtype``: dtype of ``visual_feats``/``feat_targets``; None keeps the store's (float16 for
+    extracted features: lossless, half the memory traffic; the model casts to its own dtype).
+    """
+
+    def __init__(self, pad_token_id: int = 0, pad_to: int | None = None, max_boxes: int | None = None,
+                 feat_dtype: str | None = None) -> None:
         self.pad_token_id, self.pad_to, self.max_boxes = pad_token_id, pad_to, max_boxes
+        self.feat_dtype = feat_dtype
 
     def __call__(self, items: Sequence[PretrainItem]) -> LxmertBatch:
         B = len(items)
@@ -133,21 +142,19 @@ class PretrainCollator:
         F = items[0].features.shape[1]
         box_mask = np.arange(N)[None, :] < counts[:, None]  # (B, N)
 
-        feat_targets = alloc((B, N, F), torch.float32, fill=None)  # (B, N, F)
-        visual_feats = alloc((B, N, F), torch.float32, fill=None)  # (B, N, F)
-        ft, vf = feat_targets.numpy(), visual_feats.numpy()
-        for b, it in enumerate(items):
-            n = counts[b]
-            ft[b, :n] = it.features  # one conversion pass from the store dtype
-            if n < N:
-                ft[b, n:] = 0.0
-        np.copyto(vf, ft)
+        dtype = feature_dtype(self.feat_dtype, items[0].features)
+        feat_targets = alloc((B, N, F), dtype, fill=None)  # (B, N, F)
+        visual_feats = alloc((B, N, F), dtype, fill=None)  # (B, N, F)
+        for b, it in enumerate(items):  # per item: one cache-friendly copy (and conversion) from the store
+            n = int(counts[b])
+            copy_rows(feat_targets[b], it.features, n)
+            copy_rows(visual_feats[b], it.features, n)
         ops = np.zeros((B, N), np.int8)
         ops[box_mask] = np.concatenate([it.box_ops for it in items])
-        vf[ops == BOX_ZERO] = 0.0
+        visual_feats[torch.from_numpy(ops == BOX_ZERO)] = 0.0
         rnd = ops == BOX_RANDOM
-        if rnd.any():
-            vf[rnd] = np.concatenate([it.random_feats for it in items])  # row-major order = per item, box order
+        if rnd.any():  # boolean indexing is row-major: per item, in box order, as random_feats are stored
+            visual_feats[torch.from_numpy(rnd)] = torch.from_numpy(np.concatenate([it.random_feats for it in items])).to(dtype)
 
         def boxes_field(name: str, dtype: np.dtype, fill: float) -> torch.Tensor:
             out = np.full((B, N), fill, dtype)

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.batch import LxmertBatch
-from lxmert_repro.data.collate_utils import alloc, pad_text
+from lxmert_repro.data.collate_utils import alloc, copy_rows, feature_dtype, pad_text
 from lxmert_repro.data.records import RecordTable
 from lxmert_repro.data.regions import RegionSource
 from lxmert_repro.features.store import FeatureStore
@@ -61,11 +61,13 @@ class VQADataset(Dataset):
 
 
 class VQACollator:
-    """Pads text and boxes, builds both masks and the dense (B, A) soft target matrix."""
+    """Pads text and boxes, builds both masks and the dense (B, A) soft target matrix.
+    ``feat_dtype`` as in ``PretrainCollator`` (None = the store's dtype)."""
 
     def __init__(self, num_answers: int, pad_token_id: int = 0, pad_to: int | None = None,
-                 max_boxes: int | None = None) -> None:
+                 max_boxes: int | None = None, feat_dtype: str | None = None) -> None:
         self.num_answers, self.pad_token_id, self.pad_to, self.max_boxes = num_answers, pad_token_id, pad_to, max_boxes
+        self.feat_dtype = feat_dtype
 
     def __call__(self, items: Sequence[VQAItem]) -> LxmertBatch:
         B = len(items)
@@ -74,11 +76,9 @@ class VQACollator:
         N = int(counts.max()) if self.max_boxes is None else self.max_boxes
         F = items[0].features.shape[1]
         box_mask = np.arange(N)[None, :] < counts[:, None]  # (B, N)
-        feats = alloc((B, N, F), torch.float32, fill=None)  # (B, N, F)
-        fv = feats.numpy()
+        feats = alloc((B, N, F), feature_dtype(self.feat_dtype, items[0].features), fill=None)  # (B, N, F)
         for b, it in enumerate(items):
-            fv[b, : counts[b]] = it.features
-            fv[b, counts[b]:] = 0.0
+            copy_rows(feats[b], it.features, int(counts[b]))
         boxes = np.zeros((B, N, 4), np.float32)
         boxes[box_mask] = np.concatenate([it.boxes for it in items])
         targets = np.zeros((B, self.num_answers), np.float32)  # (B, A)

@@ -74,6 +74,15 @@ class RecordTable:
         _, codes = np.unique(np.asarray(self.column("image_id"), dtype=object).astype(str), return_inverse=True)
         return codes.astype(np.int64)
 
+    def text_lengths(self) -> np.ndarray:
+        """(len,) number of token ids per row (for length bucketing)."""
+        if self._hf is not None and self._arrow_columns() is not None:
+            import pyarrow.compute as pc
+
+            lengths = np.asarray(pc.list_value_length(self._cols["input_ids"]).to_numpy(), np.int64)
+            return lengths if self._map is None else lengths[self._map]
+        return np.fromiter((len(x) for x in self.column("input_ids")), np.int64, len(self))
+
     def unique_image_ids(self) -> list[str]:
         return sorted(set(self.column("image_id")))
 

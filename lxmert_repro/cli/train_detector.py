@@ -1,0 +1,32 @@
+"""lxmert-train-detector: train a region detector on COCO-format json (Hydra app, Accelerate)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lxmert_repro.features.train_detector import train_detector
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+def _easy_vqa_images(split: str) -> str:
+    import easy_vqa
+
+    return os.path.join(os.path.dirname(easy_vqa.__file__), "data", split, "images")
+
+
+if not OmegaConf.has_resolver("easy_vqa_images"):
+    OmegaConf.register_new_resolver("easy_vqa_images", _easy_vqa_images)
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train_detector", version_base=None)
+def main(cfg: DictConfig) -> None:
+    print(json.dumps(train_detector(cfg)))
+
+
+if __name__ == "__main__":
+    main()

@@ -124,3 +124,47 @@ def test_lxmert_pretrain_prepare_cli(tmp_path):
     assert summary["splits"]["train"]["sources"] == {"mscoco": 4, "vqa": 8}
     table = AnswerVocab.load(tmp_path / "out" / "answers.json")
     assert table.answers == ["2", "no", "yes"] and table.normalizer == "lxmert"
+
+
+@pytest.mark.parametrize("name", ["easy_vqa", "easy_vqa_pretrain", "vqa_v2", "lxmert_vqa", "lxmert_pretrain"])
+def test_every_data_config_composes(name):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = _cfg([f"data={name}", "features=null"])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    assert data["name"] == name and data["kind"] in ("vqa", "pretrain")
+    for split, readers in cfg.data.splits.items():
+        for r in readers:
+            assert callable(instantiate(r))
+    assert set(cfg.data.answers.from_splits) <= set(cfg.data.splits)
+
+
+def test_lxmert_vqa_json_with_given_answer_list(tmp_path):
+    row = lambda qid, img, lab: {"answer_type": "other", "img_id": img, "label": lab, "question_id": qid,  # noqa: E731
+                                 "question_type": "what", "sent": f"question {qid}?"}
+    (tmp_path / "train.json").write_text(json.dumps([row(1, "A", {"net": 1}), row(2, "B", {"red": 0.6, "dog": 1})]))
+    (tmp_path / "nominival.json").write_text(json.dumps([row(3, "A", {"2": 1})]))
+    (tmp_path / "minival.json").write_text(json.dumps([row(4, "B", {"net": 0.3})]))
+    (tmp_path / "test.json").write_text(json.dumps([{"img_id": "C", "question_id": 5, "sent": "is it?"}]))
+    (tmp_path / "trainval_label2ans.json").write_text(json.dumps(["net", "2", "red", "yes"]))
+    make_store_for(tmp_path / "store", ["A", "B", "C"])
+    summary = run_prepare(_cfg(["data=lxmert_vqa", f"data.root={tmp_path}", f"features={tmp_path / 'store'}",
+                                f"output_dir={tmp_path / 'out'}", "tokenizer.vocab_size=100"]))
+    assert AnswerVocab.load(tmp_path / "out" / "answers.json").answers == ["net", "2", "red", "yes"]
+    assert summary["splits"]["train"]["examples"] == 3 and summary["splits"]["test"]["labelled"] == 0
+    assert summary["splits"]["train"]["labelled_with_known_answer"] == 3
+
+
+def test_prepare_under_two_processes(tmp_path):
+    """torchrun with 2 processes: rank 0 prepares first, rank 1 reads the finished summary."""
+    make_store_for(tmp_path / "store", EASY_IDS)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "lxmert_repro.cli.prepare", f"features={tmp_path / 'store'}",
+           f"output_dir={tmp_path / 'out'}", "missing_images=drop", "tokenizer.vocab_size=300",
+           f"paths.log_dir={tmp_path / 'runs'}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('"num_answers"') == 2  # both ranks report the same summary
+    summary = json.loads((tmp_path / "out" / "prepare_summary.json").read_text())
+    assert summary["splits"]["train"]["images"] == 12 and (tmp_path / "out" / "train" / "dataset_info.json").is_file()

@@ -102,9 +102,11 @@ def prepare(splits: Mapping[str, Sequence[Callable[[], list[Example]]] | Callabl
             answers_from: Sequence[str] = ("train",), answer_min_count: int = 1, answer_normalizer: str = "vqa_official",
             qa_sources: Iterable[str] | None = None, tokenizer_from: Sequence[str] = ("train",),
             max_length: int = 20, feature_store: Any = None, missing_images: str = "error",
+            answers_file: str | os.PathLike | None = None,
             extra_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read every split (each a reader or a list of readers returning ``Example`` lists), check images,
-    build tokenizer and answers, tokenize and save. Returns the summary (also written to disk)."""
+    build tokenizer and answers (or load them from ``answers_file``, e.g. LXMERT's trainval_label2ans.json),
+    tokenize and save. Returns the summary (also written to disk)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     examples: dict[str, list[Example]] = {}
@@ -127,7 +129,10 @@ def prepare(splits: Mapping[str, Sequence[Callable[[], list[Example]]] | Callabl
             raise ValueError(f"split '{s}' (used for answers/tokenizer) is not among the splits {sorted(examples)}")
 
     tok = tokenizer_source.build((e.sentence for s in tokenizer_from for e in examples[s]), out / TOKENIZER_DIR)
-    answers = build_answers(examples, kind, answers_from, answer_min_count, answer_normalizer, qa_sources)
+    if answers_file is not None:
+        answers = AnswerVocab.load(answers_file)
+    else:
+        answers = build_answers(examples, kind, answers_from, answer_min_count, answer_normalizer, qa_sources)
     if len(answers) == 0:
         raise ValueError(f"the answer vocabulary built from splits {list(answers_from)} is empty")
     answers.save(out / ANSWERS_FILE)

@@ -5,8 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pickle
+
 import datasets
 import pytest
+import torch
+from torch.utils.data import DataLoader
 from hydra import compose, initialize_config_dir
 
 from lxmert_repro.cli import CONFIG_DIR
@@ -62,8 +66,12 @@ def test_prepared_split_feeds_vqa_and_pretrain_datasets(easy):
     assert batch.vqa_targets.shape == (8, len(answers)) and (batch.vqa_targets.max(1).values == 1.0).all()
     assert batch.question_ids.tolist() == split["question_id"][:8]
     pre = PretrainDataset(split, root / "store", tokenizer=tok, answers=answers)
-    b = PretrainCollator(pad_token_id=tok.pad_token_id)([pre[i] for i in range(8)])
+    coll = PretrainCollator(pad_token_id=tok.pad_token_id)
+    b = coll([pre[i] for i in range(8)])
     assert b.visual_feats.shape == (8, 5, 8) and b.qa_labels.shape == (8,)
+    assert len(pickle.dumps(pre)) < 50000  # workers get the Arrow file reference, not the data
+    via_workers = next(iter(DataLoader(pre, batch_size=8, collate_fn=coll, num_workers=2)))
+    assert torch.equal(via_workers.input_ids, b.input_ids) and torch.equal(via_workers.visual_feats, b.visual_feats)
 
 
 def test_missing_image_is_an_error_naming_it(tmp_path):

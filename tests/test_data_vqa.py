@@ -54,3 +54,11 @@ def test_workers_and_fixed_padding(setup):
         assert x.input_ids.shape[1] == 20 and x.visual_feats.shape[1] == 36
         for f in ("input_ids", "attention_mask", "visual_feats", "visual_boxes", "visual_mask", "vqa_targets", "question_ids"):
             assert torch.equal(getattr(x, f), getattr(y, f)), f
+
+
+def test_too_many_boxes_for_fixed_padding_is_named(setup):
+    ds, _, _ = setup
+    with pytest.raises(ValueError, match="'img0' has 10 boxes, more than the collator's max_boxes=4"):
+        VQACollator(num_answers=3, max_boxes=4)([ds[0]])
+    capped = VQADataset(ds.records, ds.regions.store, ds.answers, max_boxes=4)
+    assert VQACollator(num_answers=3, max_boxes=4)([capped[0]]).visual_feats.shape == (1, 4, 16)

@@ -60,3 +60,14 @@ def copy_rows(dst: torch.Tensor, src: np.ndarray, n: int) -> None:
             dst[:n].copy_(torch.from_numpy(src))
     if n < dst.shape[0]:
         dst[n:].zero_()
+
+
+def padded_box_count(counts: np.ndarray, image_ids: Sequence[str], max_boxes: int | None) -> int:
+    """N of the batch: the largest box count, or ``max_boxes`` (fixed padding, e.g. 36)."""
+    if max_boxes is None:
+        return int(counts.max())
+    if counts.max() > max_boxes:
+        i = int(counts.argmax())
+        raise ValueError(f"image {image_ids[i]!r} has {int(counts[i])} boxes, more than the collator's max_boxes="
+                         f"{max_boxes} (give the dataset the same max_boxes to keep the first boxes)")
+    return int(max_boxes)

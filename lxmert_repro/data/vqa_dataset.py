@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.batch import LxmertBatch
-from lxmert_repro.data.collate_utils import alloc, copy_rows, feature_dtype, pad_text
+from lxmert_repro.data.collate_utils import alloc, copy_rows, feature_dtype, pad_text, padded_box_count
 from lxmert_repro.data.records import RecordTable
 from lxmert_repro.data.regions import RegionSource
 from lxmert_repro.features.store import FeatureStore
@@ -73,7 +73,7 @@ class VQACollator:
         B = len(items)
         input_ids, attn, token_types, _ = pad_text([it.input_ids for it in items], self.pad_token_id, self.pad_to)
         counts = np.fromiter((it.boxes.shape[0] for it in items), np.int64, B)
-        N = int(counts.max()) if self.max_boxes is None else self.max_boxes
+        N = padded_box_count(counts, [it.image_id for it in items], self.max_boxes)
         F = items[0].features.shape[1]
         box_mask = np.arange(N)[None, :] < counts[:, None]  # (B, N)
         feats = alloc((B, N, F), feature_dtype(self.feat_dtype, items[0].features), fill=None)  # (B, N, F)

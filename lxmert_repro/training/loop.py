@@ -9,6 +9,7 @@ step (the paper's 256 over 4 GPUs): per-process batch = batch_size / (processes 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -67,7 +68,7 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
     """Build the Accelerator; the run dir is decided on the main process and shared with the others."""
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
-    from accelerate.utils import broadcast_object_list, set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
 
     tcfg = cfg.trainer
     # Sequential runs in one process (sweeps, tests) may change mixed precision / accumulation:
@@ -85,6 +86,10 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
         gradient_accumulation_steps=int(tcfg.grad_accum_steps),
         log_with=trackers or None,
         project_dir=str(run_dir),
+        # LXMERT leaves parameters unused in some setups (the VQA model skips the last cross layer's
+        # vision branch; pretraining tasks can be switched off), which plain DDP rejects.
+        kwargs_handlers=[DistributedDataParallelKwargs(
+            find_unused_parameters=bool(tcfg.get("ddp_find_unused_parameters", True)))],
     )
     set_seed(int(tcfg.seed))
     if acc.is_main_process:
@@ -107,6 +112,25 @@ def make_loader(
         drop_last=drop_last, generator=g, pin_memory=torch.cuda.is_available(),
     )
     return loader, sampler
+
+
+_PYTREE_DATACLASSES: set[type] = set()
+
+
+def _register_output_dataclass(module: torch.nn.Module, args: Any, output: Any) -> None:
+    """Forward hook: make the model's dataclass output a pytree node.
+
+    DDP (static graph / unused-parameter mode) routes the forward's output tensors through its
+    autograd sink with ``tree_flatten``; an unregistered dataclass is an opaque leaf, its tensors are
+    never seen, and gradients silently stop being all-reduced. Registering the output class fixes it.
+    """
+    cls = type(output)
+    if dataclasses.is_dataclass(output) and cls not in _PYTREE_DATACLASSES:
+        try:
+            torch.export.register_dataclass(cls)
+        except ValueError:  # already registered by someone else
+            pass
+        _PYTREE_DATACLASSES.add(cls)
 
 
 def _batch_size_of(batch: Any) -> int:
@@ -213,6 +237,7 @@ class Trainer:
         optim_cfg = cfg.optim
         groups = param_groups(model, float(optim_cfg.weight_decay), bool(optim_cfg.no_decay_groups))
         optimizer = instantiate(optim_cfg.optimizer)(groups)
+        model.register_forward_hook(_register_output_dataclass)
         model, optimizer, loader = acc.prepare(model, optimizer, loader)
         self.model, self.optimizer = model, optimizer  # visible to callbacks
         accum = int(tcfg.grad_accum_steps)

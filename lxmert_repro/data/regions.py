@@ -69,6 +69,8 @@ class RegionSource:
 
     def random_rows(self, k: int, rng: np.random.Generator, exclude_img_id: str | None = None) -> np.ndarray:
         """(k, F) features of boxes drawn uniformly from the whole store, never from ``exclude_img_id``."""
+        if k == 0:
+            return np.zeros((0, self.feat_dim), self.store.feat_dtype)
         self._open_rows()
         total = int(self._starts[-1])
         lo = hi = 0
@@ -76,7 +78,7 @@ class RegionSource:
             i = self._row_of[exclude_img_id]
             lo, hi = int(self._starts[i]), int(self._starts[i + 1])
         pool = total - (hi - lo)
-        if k and pool <= 0:
+        if pool <= 0:
             raise ValueError(f"feature store {self.store.path} has no box outside image {exclude_img_id!r}")
         r = rng.integers(0, max(pool, 1), size=k)
         r = np.where(r >= lo, r + (hi - lo), r)  # skip the excluded image's rows

@@ -8,7 +8,6 @@ question type, each a mean of the unrounded per-question values.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence

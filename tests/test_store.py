@@ -210,3 +210,21 @@ def test_merge_stores(tmp_path):
     assert store.metadata["object_classes"] == ["x"]
     for r in regions:
         assert_same(r, store[r.img_id], "float16")
+
+
+@pytest.mark.parametrize("access", ["pread", "mmap"])
+def test_read_features_into_a_batch_buffer(tmp_path, access):
+    regions = [make_region(i, n) for i, n in enumerate([3, 5])]
+    with FeatureStoreWriter(tmp_path / "s", feat_dim=F, feat_dtype="float16") as w:
+        for r in regions:
+            w.add_region(r)
+    store = FeatureStore(tmp_path / "s", access=access)
+    batch = np.zeros((2, 6, F), np.float16)  # (B, N_max, F), padded
+    for b, r in enumerate(regions):
+        got = store.read_features(r.img_id, out=batch[b])
+        assert got.shape == (r.num_boxes, F)
+    np.testing.assert_array_equal(batch[0, :3], regions[0].features.astype(np.float16))
+    assert not batch[0, 3:].any()
+    np.testing.assert_array_equal(batch[1, :5], regions[1].features.astype(np.float16))
+    with pytest.raises(ValueError, match="out must be C-contiguous float16"):
+        store.read_features("img_1", out=np.zeros((2, F), np.float16))

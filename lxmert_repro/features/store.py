@@ -245,6 +245,33 @@ class FeatureStore:
             attr_conf=np.ascontiguousarray(recs["attr_conf"]),
         )
 
+    def read_features(self, img_id: str, out: np.ndarray | None = None) -> np.ndarray:
+        """(n, F) features of one image only (no box records). With ``out`` (a C-contiguous array of the store's
+        dtype with >= n rows of F), the rows are read straight into ``out[:n]`` (no intermediate copy), which is
+        what a collator filling a padded (B, N, F) batch wants."""
+        self._load_index()
+        try:
+            i = self._row[img_id]
+        except KeyError:
+            raise KeyError(f"image id {img_id!r} not in feature store {self.path}") from None
+        self._open()
+        start, n = int(self._start[i]), int(self._n[i])
+        if out is None:
+            out = np.empty((n, self.feat_dim), self.feat_dtype)
+        elif out.dtype != np.dtype(self.feat_dtype) or out.ndim != 2 or out.shape[0] < n or out.shape[1] != self.feat_dim \
+                or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous {self.feat_dtype} with >= {n} rows of {self.feat_dim}, "
+                             f"got {out.dtype} {out.shape}")
+        dst = out[:n]
+        if self._fds is not None:
+            want = dst.nbytes
+            got = os.preadv(self._fds[0], [dst.reshape(-1).view(np.uint8)], start * self.feat_dim * dst.itemsize) if want else 0
+            if got != want:
+                raise OSError(f"{self.path}: short read ({got} of {want} bytes); the store is truncated")
+        else:
+            dst[...] = self._mmaps[0][start : start + n]  # type: ignore[index]
+        return dst
+
     def get(self, img_id: str, default: RegionFeatures | None = None) -> RegionFeatures | None:
         return self[img_id] if img_id in self else default
 

@@ -110,6 +110,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tmp", default=None, help="directory for the temporary stores (needs ~3 GB)")
+    ap.add_argument("--only", choices=["extract", "store"], default=None)
     ap.add_argument("--read-worker", nargs=3, metavar=("STORE", "BATCHES", "ACCESS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.read_worker:
@@ -117,25 +118,35 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench_features_", dir=args.tmp))
     try:
-        print("== extraction (CPU, random weights, 600x800 images)")
-        print(f"{'detector':<18} {'images':>6} {'batch':>5} {'s':>8} {'images/s':>9} {'boxes/img':>9} {'feat':>5}")
-        runs = [("easy_vqa_small", 16 if args.quick else 64, 16), ("vg_r101_c4", 1 if args.quick else 2, 1)]
-        for name, n, b in runs:
-            r = bench_extraction(name, n, b)
-            print(f"{r['detector']:<18} {r['images']:>6} {r['batch']:>5} {r['seconds']:>8} {r['images_per_s']:>9} "
-                  f"{r['boxes_per_image']:>9.1f} {r['feat_dim']:>5}")
-        print("\n== feature store random reads (batch 256 x 36 x 2048 fp16)")
-        sizes = [1000, 20000]
-        rows = bench_store(tmp, sizes, batches=8 if args.quick else 30, accesses=["pread"] if args.quick else ["pread", "mmap"])
-        print(f"{'images':>7} {'access':>6} {'disk GB':>7} {'write s':>7} {'samples/s':>9} {'peak RSS MB':>11}")
-        for r in rows:
-            print(f"{r['images']:>7} {r['access']:>6} {r['disk_gb']:>7} {r['write_s']:>7} {r['samples_per_s']:>9} {r['peak_rss_mb']:>11}")
-        pread = {r["images"]: r for r in rows if r["access"] == "pread"}
-        drss = abs(pread[20000]["peak_rss_mb"] - pread[1000]["peak_rss_mb"])
-        worst = min(r["samples_per_s"] for r in pread.values())
-        print(f"\nRSS difference 1k vs 20k (pread): {drss} MB (target <= 100); slowest: {worst} samples/s (target >= 5000)")
+        if args.only != "store":
+            extraction_table(args.quick)
+        if args.only != "extract":
+            store_table(tmp, args.quick)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def extraction_table(quick: bool) -> None:
+    print("== extraction (CPU, random weights, 600x800 images)")
+    print(f"{'detector':<18} {'images':>6} {'batch':>5} {'s':>8} {'images/s':>9} {'boxes/img':>9} {'feat':>5}")
+    runs = [("easy_vqa_small", 16 if quick else 64, 16), ("vg_r101_c4", 1 if quick else 2, 1)]
+    for name, n, b in runs:
+        r = bench_extraction(name, n, b)
+        print(f"{r['detector']:<18} {r['images']:>6} {r['batch']:>5} {r['seconds']:>8} {r['images_per_s']:>9} "
+              f"{r['boxes_per_image']:>9.1f} {r['feat_dim']:>5}")
+
+
+def store_table(tmp: Path, quick: bool) -> None:
+    print("\n== feature store random reads (batch 256 x 36 x 2048 fp16)")
+    sizes = [1000, 20000]
+    rows = bench_store(tmp, sizes, batches=8 if quick else 30, accesses=["pread"] if quick else ["pread", "mmap"])
+    print(f"{'images':>7} {'access':>6} {'disk GB':>7} {'write s':>7} {'samples/s':>9} {'peak RSS MB':>11}")
+    for r in rows:
+        print(f"{r['images']:>7} {r['access']:>6} {r['disk_gb']:>7} {r['write_s']:>7} {r['samples_per_s']:>9} {r['peak_rss_mb']:>11}")
+    pread = {r["images"]: r for r in rows if r["access"] == "pread"}
+    drss = abs(pread[20000]["peak_rss_mb"] - pread[1000]["peak_rss_mb"])
+    worst = min(r["samples_per_s"] for r in pread.values())
+    print(f"\nRSS difference 1k vs 20k (pread): {drss} MB (target <= 100); slowest: {worst} samples/s (target >= 5000)")
 
 
 if __name__ == "__main__":

@@ -126,7 +126,8 @@ def test_original_pth_errors(tmp_path, cfg):
     state = _original_pretraining_state(hf, True)
     del state["module.bert.encoder.layer.1.attention.self.key.weight"]
     torch.save(state, tmp_path / "a.pth")
-    with pytest.raises(CheckpointError, match=r"attention\.self\.key\.weight.*needed together"):
+    with pytest.raises(CheckpointError, match=r"missing: lxmert\.encoder\.language_layers\.1\.attention\.attn\.key"
+                                              r"\.weight \(source name lxmert\.encoder\.layer\.1\.attention\.self\.key"):
         load_model(tmp_path / "a.pth", config=cfg)
     state = _original_pretraining_state(hf, True)
     state["module.cls.predictions.decoder.weight"] = torch.randn_like(state["module.cls.predictions.decoder.weight"])

@@ -29,6 +29,7 @@ from .convert import (
     load_state,
     normalize_reference_keys,
     ours_to_reference_state,
+    reference_aliases,
     reference_to_ours,
 )
 from .model import LxmertModel
@@ -65,6 +66,7 @@ class Checkpoint:
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     unexpected: list[str] = field(default_factory=list)  # source tensors with no place in our layout
+    aliases: dict[str, str] = field(default_factory=dict)  # our key -> source name, for error messages
 
 
 def _architecture_of(model: nn.Module) -> str:
@@ -152,7 +154,7 @@ def _transformers_weights(path: Path) -> dict[str, torch.Tensor]:
 def _from_reference(ref: dict[str, torch.Tensor], config: LxmertConfig, arch: str, num_answers: int | None,
                     source: str) -> Checkpoint:
     state, unused = reference_to_ours(ref, config)
-    return Checkpoint(config, arch, state, num_answers, {}, source, unused)
+    return Checkpoint(config, arch, state, num_answers, {}, source, unused, reference_aliases(config))
 
 
 def _read_transformers(path: Path) -> Checkpoint:
@@ -247,7 +249,8 @@ def model_from_checkpoint(
         model = LxmertForVQA(ckpt.config, n)
     else:
         model = model_class(ckpt.config)
-    report = load_state(model, ckpt.state, strict=strict, source=ckpt.source, extra_unexpected=ckpt.unexpected)
+    report = load_state(model, ckpt.state, strict=strict, source=ckpt.source, extra_unexpected=ckpt.unexpected,
+                        aliases=ckpt.aliases)
     if not report.ok:
         log.warning("partial load: %s", report.describe(ckpt.source))
     model.load_report = report  # type: ignore[attr-defined]

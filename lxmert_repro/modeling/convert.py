@@ -116,6 +116,11 @@ def reference_to_ours(
     return ours, unused
 
 
+def reference_aliases(config: LxmertConfig) -> dict[str, str]:
+    """Our key -> its reference name(s), for error messages."""
+    return {k: " + ".join(ours_to_reference(k)) for k in our_key_names(config)}
+
+
 def ours_to_reference_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Our model's tensors in the reference layout (LxmertModel exports without the ``lxmert.`` prefix)."""
     from .model import LxmertModel
@@ -144,10 +149,12 @@ def load_state(
     strict: bool = True,
     source: str = "checkpoint",
     extra_unexpected: list[str] | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> LoadReport:
     """Copy ``state`` (our full names, ``lxmert.*`` for the encoder) into ``model``.
 
-    strict: any missing / unexpected / wrong-shape tensor raises CheckpointError naming them all.
+    strict: any missing / unexpected / wrong-shape tensor raises CheckpointError naming them all
+    (``aliases``: our key -> the source's own name, shown next to missing keys).
     Not strict: loads every tensor that fits and returns the report.
     """
     from .model import LxmertModel
@@ -167,7 +174,11 @@ def load_state(
             report.mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}")
         else:
             to_load[key] = value
-    report.missing = sorted(k for k in own if k not in state)
+    prefix = "lxmert." if isinstance(model, LxmertModel) else ""
+    report.missing = sorted(
+        f"{k} (source name {aliases[prefix + k]})" if aliases and prefix + k in aliases else k
+        for k in own if k not in state
+    )
     report.unexpected.sort()
     if strict and not report.ok:
         raise CheckpointError(report.describe(source) + " (pass strict=False for a partial load)")

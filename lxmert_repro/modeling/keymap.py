@@ -1,8 +1,8 @@
 """Parameter names: ours <-> the reference layout (transformers' LxmertForPreTraining = original with
 ``bert.`` renamed ``lxmert.``; spec sec. 6).
 
-Our attention layers hold one fused Q/K/V projection; the reference has separate ``query``/``key``/``value``,
-so one of our keys maps to three reference keys (concatenated along the output dimension).
+The mapping may send one of our keys to several reference keys (``{qkv}`` in a rule: concatenated along the
+output dimension) so a fused projection stays an option; today every key maps to exactly one.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 
 # BERT-layer sub-keys (language / object-relationship layers), ours -> reference.
 _BERT_LAYER = [
-    ("attention.attn.qkv.", "attention.self.{qkv}."),
+    ("attention.attn.", "attention.self."),
     ("attention.output.dense.", "attention.output.dense."),
     ("attention.output.layer_norm.", "attention.output.LayerNorm."),
     ("ffn.intermediate.", "intermediate.dense."),
@@ -18,13 +18,13 @@ _BERT_LAYER = [
     ("ffn.layer_norm.", "output.LayerNorm."),
 ]
 _CROSS_LAYER = [
-    ("cross_attention.qkv.", "visual_attention.att.{qkv}."),
+    ("cross_attention.", "visual_attention.att."),
     ("cross_output.dense.", "visual_attention.output.dense."),
     ("cross_output.layer_norm.", "visual_attention.output.LayerNorm."),
 ]
 for _s in ("lang", "visn"):
     _CROSS_LAYER += [
-        (f"{_s}_self_attention.attn.qkv.", f"{_s}_self_att.self.{{qkv}}."),
+        (f"{_s}_self_attention.attn.", f"{_s}_self_att.self."),
         (f"{_s}_self_attention.output.dense.", f"{_s}_self_att.output.dense."),
         (f"{_s}_self_attention.output.layer_norm.", f"{_s}_self_att.output.LayerNorm."),
         (f"{_s}_ffn.intermediate.", f"{_s}_inter.dense."),

@@ -65,7 +65,8 @@ class CrossModalityLayer(nn.Module):
         visn_mask: torch.Tensor | None,  # (B, 1, 1, N) additive
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        # Shared projections: each stream is projected once, queries of one attend to keys/values of the other.
+        # Shared projections: each stream projected once by the same Q/K/V; each stream's queries attend to
+        # the other stream's keys/values.
         lq, lk, lv = self.cross_attention.project(lang)
         vq, vk, vv = self.cross_attention.project(visn)
         l_ctx, l2v = self.cross_attention.attend(lq, vk, vv, visn_mask, output_attentions)  # (B, T, H)

@@ -1,0 +1,161 @@
+"""Training-step throughput: our LxmertForPreTraining vs transformers.LxmertForPreTraining.
+
+Same config, same batch, same weights, same optimizer (AdamW, grad clip 1.0), same process; the
+implementations run interleaved (round-robin) and each figure is the median over rounds, because the
+machine is shared. Prints a table of samples/s and the ratio to the reference.
+
+    python benchmarks/bench_model.py [--quick] [--rounds R] [--steps S]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import transformers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining  # noqa: E402
+from lxmert_repro.modeling.config import load_config  # noqa: E402
+from lxmert_repro.modeling.convert import config_to_transformers, ours_to_reference_state  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
+
+
+def make_batch(cfg: LxmertConfig, b: int, t: int = 20, n: int = 36, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A pretraining batch shaped like LXMERT's: 20 tokens, 36 boxes, 15% of tokens and boxes masked."""
+    g = torch.Generator().manual_seed(seed)
+    mlm = torch.rand(b, t, generator=g) < 0.15
+    mlm[:, 1] = True
+    masked_boxes = torch.rand(b, n, generator=g) < 0.15
+    itm = (torch.rand(b, generator=g) < 0.5).long()
+    qa = torch.randint(0, cfg.num_qa_labels, (b,), generator=g).masked_fill(itm == 0, -100)
+    return dict(
+        input_ids=torch.randint(1, cfg.vocab_size, (b, t), generator=g),
+        attention_mask=torch.ones(b, t, dtype=torch.long),
+        token_type_ids=torch.zeros(b, t, dtype=torch.long),
+        visual_feats=torch.rand(b, n, cfg.visual_feat_dim, generator=g),
+        visual_boxes=torch.rand(b, n, 4, generator=g),
+        visual_mask=torch.ones(b, n, dtype=torch.long),
+        mlm_labels=torch.randint(0, cfg.vocab_size, (b, t), generator=g).masked_fill(~mlm, -100),
+        itm_labels=itm,
+        obj_labels=torch.randint(0, cfg.num_object_labels, (b, n), generator=g),
+        obj_conf=torch.rand(b, n, generator=g),
+        attr_labels=torch.randint(0, cfg.num_attr_labels, (b, n), generator=g),
+        attr_conf=torch.rand(b, n, generator=g),
+        feat_targets=torch.rand(b, n, cfg.visual_feat_dim, generator=g),
+        masked_boxes=masked_boxes,
+        qa_labels=qa,
+    )
+
+
+def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The same optimizer for every implementation: AdamW, fused single-pass kernel where torch has one."""
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, eps=1e-6, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, eps=1e-6)
+
+
+def ours_step_fn(model, batch, autocast_dtype=None):
+    opt = make_optimizer(model)
+
+    def step() -> float:
+        ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype else nullcontext()
+        with ctx:
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach().item()
+
+    return step
+
+
+def reference_step_fn(model, batch):
+    opt = make_optimizer(model)
+    kwargs = dict(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"],
+        visual_feats=batch["visual_feats"], visual_pos=batch["visual_boxes"],
+        visual_attention_mask=batch["visual_mask"], labels=batch["mlm_labels"], matched_label=batch["itm_labels"],
+        ans=batch["qa_labels"],
+        obj_labels={
+            "obj": (batch["obj_labels"], batch["obj_conf"]),
+            "attr": (batch["attr_labels"], batch["attr_conf"]),
+            "feat": (batch["feat_targets"], batch["masked_boxes"].float()),
+        },
+    )
+
+    def step() -> float:
+        loss = model(**kwargs).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach().item()
+
+    return step
+
+
+def bench_config(name: str, batch_size: int, rounds: int, steps: int) -> list[tuple]:
+    cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+    torch.manual_seed(0)
+    ours = LxmertForPreTraining(cfg).train()
+    tcfg = config_to_transformers(cfg)
+    ref = transformers.LxmertForPreTraining(tcfg).train()
+    ref.load_state_dict(ours_to_reference_state(ours))  # same starting weights
+    ours_bf16 = LxmertForPreTraining(cfg).train()
+    ours_bf16.load_state_dict(ours.state_dict())
+    batch = make_batch(cfg, batch_size)
+    impls = {
+        "transformers fp32": reference_step_fn(ref, batch),
+        "ours fp32": ours_step_fn(ours, batch),
+        "ours bf16 autocast": ours_step_fn(ours_bf16, batch, torch.bfloat16),
+    }
+    for fn in impls.values():  # warm-up (allocator, kernels, optimizer state)
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    for _ in range(rounds):
+        for k, fn in impls.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[k].append((time.perf_counter() - t0) / steps)
+    base = statistics.median(times["transformers fp32"])
+    rows = []
+    for k, ts in times.items():
+        med = statistics.median(ts)
+        rows.append((name, batch_size, k, med * 1000, batch_size / med, base / med))
+    del ours, ref, ours_bf16
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny config only, few rounds (seconds)")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads (default 1: on a shared machine, preempted OpenMP threads make "
+                        "multi-threaded timings erratic)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        plan = [("lxmert_tiny", 32, args.rounds or 5, args.steps or 5)]
+    else:
+        plan = [("lxmert_tiny", 32, args.rounds or 7, args.steps or 5), ("lxmert_base", 8, args.rounds or 4, args.steps or 1)]
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
+          f"device cpu")
+    print(f"{'config':<12} {'batch':>5}  {'implementation':<20} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}")
+    for name, b, rounds, steps in plan:
+        for row in bench_config(name, b, rounds, steps):
+            print(f"{row[0]:<12} {row[1]:>5}  {row[2]:<20} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -148,6 +148,7 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(project_dir=str(run_dir))
     set_seed(cfg.seed)
     train_ds = CocoDetection(cfg.data.train_json, cfg.data.train_images, cfg.data.get("limit"))
@@ -200,8 +201,8 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
             state.global_step += 1
             state.batch_in_epoch += 1
             if state.global_step % cfg.log_every == 0 and accelerator.is_main_process:
-                rec = {"step": state.global_step, "epoch": state.epoch, "loss": float(loss),
-                       **{k: round(float(v), 5) for k, v in losses.items()}, "lr": scheduler.get_last_lr()[0],
+                rec = {"step": state.global_step, "epoch": state.epoch, "loss": round(loss.item(), 5),
+                       **{k: round(v.item(), 5) for k, v in losses.items()}, "lr": scheduler.get_last_lr()[0],
                        "elapsed_s": round(time.perf_counter() - t0, 1)}
                 log.info("%s", rec)
                 with open(metrics_path, "a") as f:

@@ -197,3 +197,15 @@ def test_global_batch_must_divide(easy, tmp_path):
 
     with pytest.raises(ValueError, match=r"trainer.batch_size=30 .*grad_accum_steps \(4\)"):
         train_vqa(_cfg(easy, "vqa", tmp_path / "z", "trainer.batch_size=30", "trainer.grad_accum_steps=4"))
+
+
+def test_fresh_start_in_a_used_run_dir_is_refused(easy, tmp_path):
+    from lxmert_repro.training.finetune import train_vqa
+
+    out = tmp_path / "used"
+    args = ("trainer.batch_size=64", "trainer.max_steps=1", "data.vqa.test=null", "data.vqa.val=null")
+    train_vqa(_cfg(easy, "vqa", out, *args))
+    with pytest.raises(FileExistsError, match=r"already holds checkpoints .* trainer.resume=auto"):
+        train_vqa(_cfg(easy, "vqa", out, *args))
+    m = train_vqa(_cfg(easy, "vqa", out, *args, "trainer.resume=auto"))  # finished: nothing left to train
+    assert m["global_step"] == 1

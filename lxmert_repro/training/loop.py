@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from lxmert_repro.io_utils import atomic_write_json
-from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState, resolve_resume
+from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState, list_checkpoints, resolve_resume
 from lxmert_repro.training.optim import param_groups
 from lxmert_repro.training.sampler import EpochShuffleSampler
 from lxmert_repro.training.tracking import MetricsLogger, flatten, tracker_init_kwargs, tracker_names
@@ -193,8 +193,6 @@ class Trainer:
         if self.accelerator.num_processes > 1:
             bad = self.accelerator.reduce(bad, reduction="sum")
         if bad.item() > 0:
-            from lxmert_repro.training.checkpointing import list_checkpoints
-
             ckpts = list_checkpoints(self.run_dir)
             last = str(ckpts[-1]) if ckpts else "none written yet"
             msg = (
@@ -252,6 +250,11 @@ class Trainer:
 
         state = TrainerState()
         ckpt = resolve_resume(tcfg.get("resume"), self.run_dir)
+        if ckpt is None and list_checkpoints(self.run_dir):
+            raise FileExistsError(
+                f"{self.run_dir} already holds checkpoints of an earlier run; continue it with trainer.resume=auto, "
+                f"or start a new run with another run_name / paths.output_dir"
+            )
         if ckpt is not None:
             state = self.ckpt.load(ckpt)
             log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state.global_step, state.epoch, state.batch_in_epoch)
@@ -355,6 +358,11 @@ class Trainer:
                     acc.wait_for_everyone()
             self.ckpt.save(state, self.config_record)
 
+        if eval_fn is not None and not last_eval:  # resumed a finished run: report its metrics again
+            model.eval()
+            with torch.no_grad():
+                last_eval = eval_fn(model, state)
+            model.train()
         if save_model_fn is not None and acc.is_main_process:
             save_model_fn(acc.unwrap_model(model), self.run_dir / "model_last")
         acc.wait_for_everyone()

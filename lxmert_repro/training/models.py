@@ -88,6 +88,7 @@ def build_vqa_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
                          f"the feature store data.features has {feat_dim}-d")
     if src.config.vocab_size < vocab:
         raise ValueError(f"finetune.init_from={path}: model vocabulary {src.config.vocab_size} < tokenizer size {vocab}")
+    _check_same_tokenizer(path, data.tokenizer_dir)
     if isinstance(src, LxmertForVQA):
         if src.num_answers != len(task_answers):
             raise ValueError(f"finetune.init_from={path}: a VQA model with {src.num_answers} answers, the task has "
@@ -105,6 +106,23 @@ def build_vqa_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
         model = LxmertForVQA.from_pretraining(src, len(task_answers))
         log.info("pretrained model has no QA head / answers.json: answer head initialised randomly")
     return model
+
+
+def _check_same_tokenizer(model_dir: Path, data_tokenizer_dir: Path) -> None:
+    """The fine-tuning data must be tokenized with the vocabulary the model was pretrained with."""
+    from lxmert_repro.text.tokenizer import load_tokenizer
+
+    own = model_dir / TOKENIZER_DIR
+    if not own.is_dir():
+        return  # converted checkpoints carry no tokenizer: the user vouches for the vocabulary
+    a = load_tokenizer(str(own)).get_vocab()
+    b = load_tokenizer(str(data_tokenizer_dir)).get_vocab()
+    if a != b:
+        raise ValueError(
+            f"finetune.init_from={model_dir}: its tokenizer ({own}) differs from the one the fine-tuning data "
+            f"was prepared with ({data_tokenizer_dir}); prepare the data with the model's tokenizer "
+            f"(lxmert-prepare tokenizer=bert_base_uncased tokenizer.path={own})"
+        )
 
 
 def load_vqa_model(path: str | os.PathLike) -> torch.nn.Module:

@@ -126,3 +126,16 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, detector_ckpt):
         np.testing.assert_allclose(x.features, y.features, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(x.boxes, y.boxes, atol=1e-3)
         np.testing.assert_array_equal(x.obj_ids, y.obj_ids)
+
+
+def test_two_processes_shard_and_merge(tmp_path, detector_ckpt):
+    folder = image_folder(tmp_path, 10)
+    args = [f"checkpoint={detector_ckpt}", f"input={folder}", "batch_size=3", "progress=false", "feat_dtype=float32"]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lxmert_repro.cli.extract",
+                    *args, f"output={tmp_path / 'multi'}"], check=True, capture_output=True, cwd=ROOT)
+    assert not (tmp_path / "multi.shards").exists()  # shards merged and removed
+    run(extract_cfg(**dict(a.split("=", 1) for a in args), output=tmp_path / "single"))
+    a, b = FeatureStore(tmp_path / "single"), FeatureStore(tmp_path / "multi")
+    assert sorted(a.image_ids) == sorted(b.image_ids) and len(b.image_ids) == 10
+    for i in a.image_ids:
+        np.testing.assert_allclose(a[i].features, b[i].features, rtol=1e-4, atol=1e-5)

@@ -17,9 +17,11 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def run(cfg: DictConfig) -> dict:
+    import torch
     from accelerate import Accelerator
 
-    accelerator = Accelerator()
+    # cpu=True lets Accelerate see CPU multi-process launches (torchrun/accelerate launch) on GPU-less machines
+    accelerator = Accelerator(cpu=bool(cfg.get("cpu")) or not torch.cuda.is_available())
     if cfg.checkpoint:
         detector, det_cfg = load_detector(cfg.checkpoint)
     else:
@@ -35,13 +37,14 @@ def run(cfg: DictConfig) -> dict:
         metadata={"detector": det_cfg.model._target_.rsplit(".", 1)[-1], "checkpoint": str(cfg.checkpoint or "")},
     )
     summary = {
-        "images": stats.total, "already_done": stats.skipped_done, "written": stats.written,
+        "images": stats.total, "already_done": stats.skipped_done, "written": stats.written, "stored": stats.stored,
         "errors": stats.errors, "seconds": round(stats.seconds, 2), "images_per_s": round(stats.images_per_s, 2),
     }
     if accelerator.is_main_process:
         atomic_write_json(Path(cfg.output) / "extract_summary.json", summary)
-        log.info("extracted %d images (%d already done, %d unreadable) at %.1f images/s -> %s",
-                 stats.written, stats.skipped_done, len(stats.errors), stats.images_per_s, cfg.output)
+        log.info("extracted %d images in this process (%d already done, %d unreadable) at %.1f images/s; "
+                 "%d images in %s", stats.written, stats.skipped_done, len(stats.errors), stats.images_per_s,
+                 stats.stored, cfg.output)
         for err in stats.errors:
             log.warning("unreadable: %s", err)
     return summary

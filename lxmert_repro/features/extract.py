@@ -78,7 +78,8 @@ def _collate(batch):
 class ExtractStats:
     total: int = 0
     skipped_done: int = 0
-    written: int = 0
+    written: int = 0  # by this process
+    stored: int = 0  # images in the final store afterwards (main process)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -152,6 +153,8 @@ def extract_to_store(
             merge_stores(shards, store_path)
             shutil.rmtree(shard_root)
         accelerator.wait_for_everyone()
+    if rank == 0:
+        stats.stored = len(FeatureStore(store_path))
     return stats
 
 

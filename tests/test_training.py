@@ -209,3 +209,38 @@ def test_fresh_start_in_a_used_run_dir_is_refused(easy, tmp_path):
         train_vqa(_cfg(easy, "vqa", out, *args))
     m = train_vqa(_cfg(easy, "vqa", out, *args, "trainer.resume=auto"))  # finished: nothing left to train
     assert m["global_step"] == 1
+
+
+def test_gradient_accumulation_matches_full_batch(easy, tmp_path):
+    """Global batch 32 as 2 x 16 accumulated = one batch of 32 (dropout off), within float tolerance."""
+    from lxmert_repro.training.finetune import train_vqa
+
+    args = ("trainer.batch_size=32", "trainer.max_steps=4", "data.limit=128", "data.vqa.test=null",
+            "data.vqa.val=null", "model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0", "optim.lr=1e-3")
+    train_vqa(_cfg(easy, "vqa", tmp_path / "full", *args))
+    train_vqa(_cfg(easy, "vqa", tmp_path / "accum", *args, "trainer.grad_accum_steps=2"))
+    a, b = _weights(tmp_path / "full" / "model_last"), _weights(tmp_path / "accum" / "model_last")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    rows = [json.loads(l) for l in (tmp_path / "accum" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4]  # optimizer steps, not micro-batches
+
+
+def test_bf16_mixed_precision_on_cpu(easy, tmp_path):
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    m = train_pretrain(_cfg(easy, "pretrain", tmp_path / "bf16", "trainer.mixed_precision=bf16", "trainer.batch_size=32",
+                            "trainer.max_steps=3", "data.pretrain.val=null"))
+    assert m["global_step"] == 3 and torch.isfinite(torch.tensor(m["train/loss"]))
+
+
+def test_trackers_tensorboard_and_offline_wandb(easy, tmp_path, monkeypatch):
+    from lxmert_repro.training.finetune import train_vqa
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the default must be offline by itself
+    out = tmp_path / "trk"
+    cfg = _cfg(easy, "vqa", out, "logger=wandb", "trainer.batch_size=64", "trainer.max_steps=2", "data.limit=128",
+               "data.vqa.test=null")
+    train_vqa(cfg)
+    assert list((out / "wandb").glob("offline-run-*")), "wandb must run offline unless configured"
+    assert list(out.rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    assert (out / "metrics.jsonl").is_file()

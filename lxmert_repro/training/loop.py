@@ -167,10 +167,13 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         trackers = tracker_names(cfg.get("logger"))
         if trackers:
+            init_kwargs = tracker_init_kwargs(cfg.get("logger"), self.run_dir, self.run_dir.name)
+            if "wandb" in init_kwargs:  # wandb also reads the environment: make it agree with the config
+                os.environ["WANDB_MODE"] = init_kwargs["wandb"]["mode"]
             self.accelerator.init_trackers(
                 project_name=str(cfg.get("logger", {}).get("project", "lxmert-repro")),
                 config=flatten(self.config_record),
-                init_kwargs=tracker_init_kwargs(cfg.get("logger"), self.run_dir, self.run_dir.name),
+                init_kwargs=init_kwargs,
             )
 
     # ------------------------------------------------------------------ helpers

@@ -50,6 +50,15 @@ def test_two_process_run_equals_one_process(tmp_path):
     assert a.keys() == b.keys()
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst <= 1e-6, worst
+    # evaluation gathers every process's predictions (no duplicates, none lost): same accuracy
+    import json
+
+    m1, m2 = (json.loads((d / "final_metrics.json").read_text()) for d in (one, two))
+    assert m2["val/accuracy"] == pytest.approx(m1["val/accuracy"], abs=1e-4)
+    # the logged training loss is the mean over both processes = the one-process loss of the same batch
+    l1, l2 = ([json.loads(l)["train/loss"] for l in (d / "metrics.jsonl").read_text().splitlines() if '"train/loss"' in l]
+              for d in (one, two))
+    assert l2[0] == pytest.approx(l1[0], rel=1e-5)
     # one run dir, one metrics file with one record per step, written by rank 0 only
     lines = [l for l in (two / "metrics.jsonl").read_text().splitlines() if '"train/loss"' in l]
     assert len(lines) == 6

@@ -208,6 +208,15 @@ class Trainer:
             self.accelerator.end_training()
             raise NonFiniteLossError(msg)
 
+    def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
+        """Average logged scalars over processes (each saw its own shard of the global batch)."""
+        if self.accelerator.num_processes == 1 or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
+        t = self.accelerator.reduce(t, reduction="mean")
+        return {k: float(v) for k, v in zip(keys, t.tolist())}
+
     # ------------------------------------------------------------------ the loop
     def fit(
         self,
@@ -318,7 +327,7 @@ class Trainer:
                 state.global_step += 1
                 if state.global_step % log_every == 0 or state.global_step == total_steps:
                     now = time.time()
-                    last_train = {f"train/{k}": v / running_n for k, v in running.items()}
+                    last_train = self._mean_over_processes({f"train/{k}": v / running_n for k, v in running.items()})
                     rec = dict(last_train)
                     rec.update({"lr": scheduler.get_last_lr()[0], "epoch": epoch + state.batch_in_epoch / len(loader),
                                 "samples_per_s": running_n * global_bs / max(now - t_last, 1e-9)})

@@ -181,3 +181,22 @@ def test_checkpoint_dir_round_trip(tmp_path):
     assert loaded_cfg.model.object_classes == ["circle", "rectangle", "triangle"]
     for k, v in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_batched_bottom_up_confidences_equal_the_per_class_loop():
+    from torchvision.ops import nms
+
+    g = torch.Generator().manual_seed(0)
+    sel = BottomUpSelection(nms_iou=0.3)
+    props, probs = [], []
+    for n in (30, 0, 17):
+        xy = torch.rand(n, 2, generator=g) * 50
+        props.append(torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=g) * 30], 1))
+        probs.append(torch.rand(n, 4, generator=g).softmax(1))
+    got = sel.batch_confidences(props, probs)
+    for p, s, m in zip(props, probs, got):
+        ref = torch.zeros(p.shape[0])
+        for c in range(s.shape[1]):  # bottom-up attention's loop
+            k = nms(p, s[:, c], 0.3)
+            ref[k] = torch.maximum(ref[k], s[k, c])
+        torch.testing.assert_close(m, ref)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from torchvision.ops import nms
+from torchvision.ops import batched_nms, nms
 
 
 @dataclass
@@ -39,15 +39,30 @@ class BottomUpSelection:
         self.min_boxes = min_boxes
         self.max_boxes = max_boxes
 
-    def __call__(self, proposals: torch.Tensor, regressed: torch.Tensor, obj_probs: torch.Tensor) -> Selection:
+    def batch_confidences(self, proposals: list[torch.Tensor], obj_probs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each proposal's confidence (best score among the classes where it survives per-class NMS), for a
+        batch of images with ONE ``batched_nms`` over (image, class) groups: the same result as a loop over
+        images and classes, without thousands of tiny calls."""
+        counts = [p.shape[0] for p in proposals]
+        if not counts or sum(counts) == 0:
+            return [p.new_zeros(p.shape[0]) for p in proposals]
+        C = obj_probs[0].shape[1]
+        boxes = torch.cat(proposals).repeat_interleave(C, dim=0)  # (sumR*C, 4), row r*C + c
+        scores = torch.cat(obj_probs).reshape(-1)  # (sumR*C,)
+        image = torch.repeat_interleave(torch.arange(len(counts), device=boxes.device),
+                                        torch.tensor(counts, device=boxes.device))
+        groups = image.repeat_interleave(C) * C + torch.arange(C, device=boxes.device).repeat(sum(counts))
+        keep = batched_nms(boxes, scores, groups, self.nms_iou)
+        survived = torch.zeros_like(scores)
+        survived[keep] = scores[keep]
+        return list(survived.reshape(-1, C).max(dim=1).values.split(counts))
+
+    def __call__(self, proposals: torch.Tensor, regressed: torch.Tensor | None, obj_probs: torch.Tensor,
+                 max_conf: torch.Tensor | None = None) -> Selection:
+        """``max_conf`` (R,): precomputed by ``batch_confidences``; computed here when None."""
         num = proposals.shape[0]
-        max_conf = torch.zeros(num, dtype=obj_probs.dtype, device=obj_probs.device)  # (R,)
-        for c in range(obj_probs.shape[1]):
-            scores = obj_probs[:, c]
-            if float(scores.max()) <= 0:
-                continue
-            keep = nms(proposals, scores, self.nms_iou)
-            max_conf[keep] = torch.maximum(max_conf[keep], scores[keep])
+        if max_conf is None:
+            max_conf = self.batch_confidences([proposals], [obj_probs])[0]  # (R,)
         order = torch.argsort(max_conf, descending=True, stable=True)
         n_pass = int((max_conf >= self.conf_threshold).sum())
         n = min(max(n_pass, self.min_boxes), self.max_boxes, num)

@@ -126,6 +126,9 @@ class RegionDetector(nn.Module):
             else:
                 boxes, _ = self.rpn(image_list, feats)
             preds = self.roi_heads.predict(feats, boxes, sizes)
+            confs = None
+            if given_boxes is None and hasattr(self.selection, "batch_confidences"):
+                confs = self.selection.batch_confidences(boxes, [p["obj_probs"] for p in preds])
             out: list[Detections] = []
             repool_boxes, repool_at = [], []
             for i, (p, b) in enumerate(zip(preds, boxes)):
@@ -134,7 +137,8 @@ class RegionDetector(nn.Module):
                     keep = torch.arange(b.shape[0], device=b.device)
                     sel_boxes, from_props = b, True
                 else:
-                    sel = self.selection(b, p["regressed"], p["obj_probs"])
+                    extra = {"max_conf": confs[i]} if confs is not None else {}
+                    sel = self.selection(b, p["regressed"], p["obj_probs"], **extra)
                     keep, sel_boxes, obj_ids, obj_conf, from_props = (
                         sel.keep, sel.boxes, sel.obj_ids, sel.obj_conf, sel.from_proposals,
                     )

@@ -244,3 +244,27 @@ def test_trackers_tensorboard_and_offline_wandb(easy, tmp_path, monkeypatch):
     assert list((out / "wandb").glob("offline-run-*")), "wandb must run offline unless configured"
     assert list(out.rglob("events.out.tfevents.*")), "no TensorBoard event file"
     assert (out / "metrics.jsonl").is_file()
+
+
+def test_finetune_init_from_transformers_checkpoint_with_answer_table(easy, tmp_path):
+    """An imported checkpoint (transformers format, no answers.json beside it): the QA head rows are
+    mapped through finetune.pretrain_answers, unmatched task answers get zero rows."""
+    from lxmert_repro.data.answers import AnswerVocab
+    from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining, export_transformers
+    from lxmert_repro.training.data_setup import build_vqa_data
+    from lxmert_repro.training.models import build_vqa_model
+
+    task = AnswerVocab.load(easy["answers"]).answers
+    table = ["zebra"] + list(reversed(task[1:]))  # task[0] missing from the pretraining table
+    (tmp_path / "all_ans.json").write_text(json.dumps([{"ans": a} for a in table]))  # LXMERT's format
+    src = LxmertForPreTraining(LxmertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64, l_layers=1,
+                                            r_layers=1, x_layers=1, vocab_size=300, visual_feat_dim=48,
+                                            num_object_labels=5, num_attr_labels=3, num_qa_labels=len(table)))
+    export_transformers(src, tmp_path / "hf")
+    cfg = _cfg(easy, "vqa", tmp_path / "ft", f"finetune.init_from={tmp_path / 'hf'}",
+               f"finetune.pretrain_answers={tmp_path / 'all_ans.json'}")
+    model = build_vqa_model(cfg, build_vqa_data(cfg))
+    w = model.answer_head.classifier.weight
+    assert torch.count_nonzero(w[0]) == 0
+    for j, a in enumerate(task[1:], start=1):
+        assert torch.equal(w[j], src.answer_head.classifier.weight[table.index(a)])

@@ -97,6 +97,11 @@ def build_vqa_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
     if not isinstance(src, LxmertForPreTraining):
         raise TypeError(f"finetune.init_from={path}: expected a pretraining or VQA LXMERT, got {type(src).__name__}")
     answers_file = path / ANSWERS_FILE
+    explicit = (cfg.get("finetune") or {}).get("pretrain_answers")
+    if explicit:  # e.g. LXMERT's all_ans.json for an imported original checkpoint
+        answers_file = Path(str(explicit))
+        if not answers_file.is_file():
+            raise FileNotFoundError(f"finetune.pretrain_answers={answers_file}: no such file")
     if getattr(src, "answer_head", None) is not None and answers_file.is_file():
         pre_answers = AnswerVocab.load(answers_file).answers
         model = LxmertForVQA.from_pretraining(src, len(task_answers), pre_answers, task_answers)

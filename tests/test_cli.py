@@ -170,3 +170,16 @@ def test_predict_from_store_and_with_detector(trained, tmp_path):
     res = run_predict(cfg)
     assert len(res) == 1 and len(res[0]["answers"]) == 2 and len(res[0]["box_attention"]) >= 1
     assert (tmp_path / "det.png").is_file()
+
+
+def test_pretrain_cli_runs_and_writes_its_run_dir(trained, tmp_path):
+    easy, _, _ = trained
+    run = tmp_path / "run"
+    r = _cli("pretrain", *data_overrides(easy, "pretrain"), f"hydra.run.dir={run}", "model=lxmert_tiny",
+             "trainer.cpu=true", "trainer.progress_bar=false", "trainer.batch_size=32", "trainer.max_steps=2",
+             "data.pretrain.val=null")
+    assert r.returncode == 0, r.stderr[-3000:]
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert final["global_step"] == 2 and final["train/loss"] > 0
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / "pretrain.log").is_file()
+    assert (run / "model_last" / "model.safetensors").is_file() and (run / "checkpoints" / "step_000000002").is_dir()

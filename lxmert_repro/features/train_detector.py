@@ -149,7 +149,8 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
 
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(project_dir=str(run_dir))
+    # cpu=True lets Accelerate see CPU multi-process launches (torchrun) on GPU-less machines
+    accelerator = Accelerator(project_dir=str(run_dir), cpu=bool(cfg.get("cpu")) or not torch.cuda.is_available())
     set_seed(cfg.seed)
     train_ds = CocoDetection(cfg.data.train_json, cfg.data.train_images, cfg.data.get("limit"))
     val_ds = CocoDetection(cfg.data.val_json, cfg.data.val_images, cfg.data.get("val_limit")) if cfg.data.get("val_json") else None

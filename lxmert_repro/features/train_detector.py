@@ -96,11 +96,11 @@ def detect(model: RegionDetector, images: list[torch.Tensor], score_thresh: floa
         R, C = p["obj_probs"].shape
         boxes = p["regressed"].reshape(-1, 4)
         scores = p["obj_probs"].reshape(-1)
-        labels = torch.arange(C).repeat(R)
+        labels = torch.arange(C, device=scores.device).repeat(R)
         keep = torch.where(scores > score_thresh)[0]
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = batched_nms(boxes, scores, labels, nms_iou)[:max_det]
-        scale = torch.tensor([o[1] / s[1], o[0] / s[0], o[1] / s[1], o[0] / s[0]])
+        scale = torch.tensor([o[1] / s[1], o[0] / s[0], o[1] / s[1], o[0] / s[0]], device=boxes.device)
         out.append({"boxes": boxes[keep] * scale, "scores": scores[keep], "labels": labels[keep]})
     return out
 
@@ -112,7 +112,8 @@ def evaluate_map(model: RegionDetector, ds: CocoDetection, batch_size: int = 32)
     results = []
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=_collate)
     for imgs, _, ids in loader:
-        for img_id, det in zip(ids, detect(model, list(imgs))):
+        device = next(model.parameters()).device
+        for img_id, det in zip(ids, detect(model, [im.to(device) for im in imgs])):
             for b, s, l in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
                 results.append({"image_id": img_id, "category_id": ds.cat_ids[l],
                                 "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
@@ -135,7 +136,8 @@ def attribute_accuracy(model: RegionDetector, ds: CocoDetection, batch_size: int
         return None
     right = total = 0
     for imgs, tgts, _ in DataLoader(ds, batch_size=batch_size, collate_fn=_collate):
-        dets = model.extract(list(imgs), given_boxes=[t["boxes"] for t in tgts])
+        device = next(model.parameters()).device
+        dets = model.extract([im.to(device) for im in imgs], given_boxes=[t["boxes"] for t in tgts])
         for d, t in zip(dets, tgts):
             m = t["attributes"] >= 0
             right += int((d.attr_ids.cpu()[m] == t["attributes"][m]).sum())

@@ -1,1 +1,10 @@
+"""Training: the Accelerate loop, BertAdam + warmup-linear schedule, checkpoints/resume, metrics logging.
 
+Entry points (each takes the composed Hydra config and returns the run's metrics dict):
+    lxmert_repro.training.pretrain.train_pretrain(cfg) -> dict      # lxmert-pretrain
+    lxmert_repro.training.finetune.train_vqa(cfg) -> dict           # lxmert-finetune
+    lxmert_repro.training.evaluate.run_evaluate(cfg) -> dict        # lxmert-evaluate
+Modules: optim (BertAdam, param_groups, linear_warmup_schedule), loop (Trainer), checkpointing
+(CheckpointManager, resolve_resume), sampler (EpochShuffleSampler), tracking (metrics.jsonl + trackers),
+data_setup (prepared artifacts -> datasets), models (build/load/save model dirs), predict (lxmert-predict).
+"""

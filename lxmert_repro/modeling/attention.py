@@ -65,8 +65,9 @@ class MultiHeadAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """q (B, h, Tq, d), k/v (B, h, Tk, d), mask (B, 1, 1, Tk) additive -> context (B, Tq, H), probs."""
         dropout_p = self.dropout_p if self.training else 0.0
-        if output_attentions:
-            # Explicit softmax so the probabilities can be returned (pictures, analysis).
+        if output_attentions or dropout_p > 0.0:
+            # Explicit softmax: returns the probabilities (pictures, analysis), and with attention dropout
+            # it is faster on CPU than SDPA's dropout path (measured, torch 2.14). Same math either way.
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, h, Tq, Tk)
             if mask is not None:
                 scores = scores + mask

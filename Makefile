@@ -19,6 +19,10 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q tests
 
+# The default end-to-end run on easy-VQA (scripts/demo.py): detector, features, pretraining, VQA, report.
+demo: install
+	$(PY) scripts/demo.py
+
 # Speed and memory figures: each benchmark prints a table (see benchmarks/README.md).
 bench: install
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

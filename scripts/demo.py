@@ -38,10 +38,13 @@ def stages(root: Path) -> list[tuple[str, list[list[str]], Path]]:
                                 f"data.train_json={data / 'easy_vqa_coco' / 'train.json'}",
                                 f"data.val_json={data / 'easy_vqa_coco' / 'test.json'}"]], det / ".done"),
         ("feature extraction", [[str(BIN / "lxmert-extract"), f"input={ev / split / 'images'}", f"output={feats}",
-                                 f"checkpoint={det}", f"image_id_prefix={split}_"] for split in ("train", "test")],
+                                 f"checkpoint={det / 'detector'}", f"image_id_prefix={split}_"] for split in ("train", "test")],
          feats / ".done"),
-        ("prepare (tokenizer, answers, Arrow)", [[str(BIN / "lxmert-prepare"), f"data={name}", f"features={feats}",
-                                                  f"paths.root_dir={root}"] for name in ("easy_vqa_pretrain", "easy_vqa")],
+        # The VQA split reuses the pretraining tokenizer: fine-tuning must see the pretrained model's vocabulary.
+        ("prepare (tokenizer, answers, Arrow)", [
+            [str(BIN / "lxmert-prepare"), "data=easy_vqa_pretrain", f"features={feats}", f"paths.root_dir={root}"],
+            [str(BIN / "lxmert-prepare"), "data=easy_vqa", f"features={feats}", f"paths.root_dir={root}",
+             "tokenizer=bert_base_uncased", f"tokenizer.path={data / 'prepared' / 'easy_vqa_pretrain' / 'tokenizer'}"]],
          data / "prepared" / ".done"),
         ("pretraining", [[str(BIN / "lxmert-pretrain"), "experiment=easy_vqa_pretrain", f"paths.root_dir={root}",
                           "trainer.resume=auto"]], runs / "pretrain" / "easy_vqa_pretrain" / ".done"),

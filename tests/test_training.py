@@ -76,7 +76,7 @@ def test_finetune_beats_majority_and_writes_predictions(easy, tmp_path):
     from lxmert_repro.training.finetune import train_vqa
 
     out = tmp_path / "ft"
-    metrics = train_vqa(_cfg(easy, "vqa", out, "trainer.batch_size=32", "trainer.max_epochs=3", "optim.lr=1e-3"))
+    metrics = train_vqa(_cfg(easy, "vqa", out, "trainer.batch_size=16", "trainer.max_epochs=6", "optim.lr=1e-3"))
     import datasets
 
     test = datasets.load_from_disk(easy["test"])

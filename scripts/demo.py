@@ -17,18 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+from lxmert_repro.data.formats.easy_vqa import easy_vqa_image_dir, easy_vqa_root
+
 BIN = Path(sys.executable).parent
-
-
-def easy_vqa_dir() -> Path:
-    import easy_vqa
-
-    return Path(easy_vqa.__file__).parent / "data"
 
 
 def stages(root: Path) -> list[tuple[str, list[list[str]], Path]]:
     """(name, commands, marker): the marker is written after every command of the stage succeeded."""
-    data, runs, ev = root / "data", root / "runs", easy_vqa_dir()
+    data, runs = root / "data", root / "runs"
     det, feats = data / "easy_vqa" / "detector", data / "easy_vqa" / "features"
     py = [sys.executable]
     return [
@@ -37,7 +33,7 @@ def stages(root: Path) -> list[tuple[str, list[list[str]], Path]]:
         ("detector training", [[str(BIN / "lxmert-train-detector"), f"output_dir={det}",
                                 f"data.train_json={data / 'easy_vqa_coco' / 'train.json'}",
                                 f"data.val_json={data / 'easy_vqa_coco' / 'test.json'}"]], det / ".done"),
-        ("feature extraction", [[str(BIN / "lxmert-extract"), f"input={ev / split / 'images'}", f"output={feats}",
+        ("feature extraction", [[str(BIN / "lxmert-extract"), f"input={easy_vqa_image_dir(split)}", f"output={feats}",
                                  f"checkpoint={det / 'detector'}", f"image_id_prefix={split}_"] for split in ("train", "test")],
          feats / ".done"),
         # The VQA split reuses the pretraining tokenizer: fine-tuning must see the pretrained model's vocabulary.
@@ -82,10 +78,10 @@ def report(root: Path, done: list[dict]) -> Path:
     curves = [c for c in (plot_curves(pre, out / "pretrain_losses.png", "pretraining losses"),
                           plot_curves(ft, out / "finetune_losses.png", "VQA fine-tuning loss")) if c]
     metrics = json.loads((ft / "final_metrics.json").read_text())
-    questions = json.loads((easy_vqa_dir() / "test" / "questions.json").read_text())
+    questions = json.loads((easy_vqa_root() / "test" / "questions.json").read_text())
     picks = [questions[i] for i in (0, 7, 21, 42)]
     examples = attention_examples(ft / "model_best", root / "data" / "easy_vqa" / "features", [
-        {"image_id": f"test_{q[2]}", "image_path": str(easy_vqa_dir() / "test" / "images" / f"{q[2]}.png"),
+        {"image_id": f"test_{q[2]}", "image_path": str(easy_vqa_image_dir("test") / f"{q[2]}.png"),
          "question": q[0], "answer": q[1]} for q in picks], out)
     done = done + [{"name": "report", "seconds": time.time() - t0, "status": "ran"}]
     path = write_summary(out, done, metrics, curves, examples)

@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lxmert_repro.data.formats.easy_vqa import easy_vqa_image_dir
 from lxmert_repro.features.train_detector import train_detector
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def _easy_vqa_images(split: str) -> str:
-    import easy_vqa
-
-    return os.path.join(os.path.dirname(easy_vqa.__file__), "data", split, "images")
+    return str(easy_vqa_image_dir(split))
 
 
 if not OmegaConf.has_resolver("easy_vqa_images"):

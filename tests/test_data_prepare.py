@@ -174,5 +174,6 @@ def test_prepare_under_two_processes(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count('"num_answers"') == 2  # both ranks report the same summary
+    assert "(by the main process of 2)" in r.stdout + r.stderr  # one writer, not two racing on the same files
     summary = json.loads((tmp_path / "out" / "prepare_summary.json").read_text())
     assert summary["splits"]["train"]["images"] == 12 and (tmp_path / "out" / "train" / "dataset_info.json").is_file()

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _overrides(easy: dict[str, str], run_dir: Path) -> list[str]:
     return data_overrides(easy, "vqa") + [
         f"hydra.run.dir={run_dir}", "model=lxmert_tiny", "model.hidden_dropout_prob=0.0",
-        "model.attention_probs_dropout_prob=0.0", "trainer.cpu=true", "trainer.progress_bar=false",
+        "model.attention_probs_dropout_prob=0.0", "trainer.progress_bar=false",
         "trainer.batch_size=16", "trainer.max_steps=6", "trainer.log_every_n_steps=1", "data.limit=96",
         "optim.lr=1e-3", "optim.warmup_ratio=0.0", "data.vqa.test=null", "logger=jsonl",
     ]

@@ -11,17 +11,16 @@ from omegaconf import DictConfig
 from lxmert_repro.features.detectors import build_detector, load_detector
 from lxmert_repro.features.extract import extract_to_store, list_images, load_given_boxes
 from lxmert_repro.io_utils import atomic_write_json
+from lxmert_repro.launch import use_cpu
 
 log = logging.getLogger("lxmert-extract")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def run(cfg: DictConfig) -> dict:
-    import torch
     from accelerate import Accelerator
 
-    # cpu=True lets Accelerate see CPU multi-process launches (torchrun/accelerate launch) on GPU-less machines
-    accelerator = Accelerator(cpu=bool(cfg.get("cpu")) or not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=use_cpu(cfg.get("cpu")))
     if cfg.checkpoint:
         detector, det_cfg = load_detector(cfg.checkpoint)
     else:

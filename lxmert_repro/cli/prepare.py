@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lxmert_repro.cli import CONFIG_DIR, prepare_argv
+from lxmert_repro.launch import use_cpu
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def run_prepare(cfg: DictConfig) -> dict:
     from lxmert_repro.features.store import FeatureStore
 
     out = Path(cfg.output_dir)
-    state = PartialState()
+    state = PartialState(cpu=use_cpu())
     with state.main_process_first():
         if not state.is_main_process:
             return json.loads((out / SUMMARY_FILE).read_text())
@@ -50,8 +51,8 @@ def run_prepare(cfg: DictConfig) -> dict:
             extra_summary={"data": d.name, "features": cfg.features,
                            "config": OmegaConf.to_container(cfg.data, resolve=True)},
         )
-    log.info("prepared %s into %s: %s", cfg.data.name, out,
-             {k: v["examples"] for k, v in summary["splits"].items()})
+    log.info("prepared %s into %s: %s (by the main process of %d)", cfg.data.name, out,
+             {k: v["examples"] for k, v in summary["splits"].items()}, state.num_processes)
     return summary
 
 

@@ -26,6 +26,7 @@ from torchvision.ops import batched_nms
 from lxmert_repro.features.detectors import build_detector, save_detector
 from lxmert_repro.features.detectors.detector import RegionDetector
 from lxmert_repro.io_utils import atomic_write_json
+from lxmert_repro.launch import use_cpu
 from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState, resolve_resume
 from lxmert_repro.training.optim import linear_warmup_schedule
 
@@ -151,8 +152,7 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
 
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # cpu=True lets Accelerate see CPU multi-process launches (torchrun) on GPU-less machines
-    accelerator = Accelerator(project_dir=str(run_dir), cpu=bool(cfg.get("cpu")) or not torch.cuda.is_available())
+    accelerator = Accelerator(project_dir=str(run_dir), cpu=use_cpu(cfg.get("cpu")))
     set_seed(cfg.seed)
     train_ds = CocoDetection(cfg.data.train_json, cfg.data.train_images, cfg.data.get("limit"))
     val_ds = CocoDetection(cfg.data.val_json, cfg.data.val_images, cfg.data.get("val_limit")) if cfg.data.get("val_json") else None

@@ -4,7 +4,11 @@ Same config, same batch, same weights, same optimizer (AdamW, grad clip 1.0), sa
 implementations run interleaved (round-robin) and each figure is the median over rounds, because the
 machine is shared. Prints a table of samples/s and the ratio to the reference.
 
-    python benchmarks/bench_model.py [--quick] [--rounds R] [--steps S]
+On a GPU each row also gives the peak memory of one training step (its own pass, after the timed rounds).
+``--compile`` adds ours under ``torch.compile`` (the trainer's ``trainer.compile=true``).
+
+    python benchmarks/bench_model.py [--quick] [--rounds R] [--steps S] [--device cuda] [--compile]
+                                     [--plan lxmert_base:8,lxmert_base:256]
 """
 from __future__ import annotations
 
@@ -63,9 +67,10 @@ def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def ours_step_fn(model, batch, autocast_dtype=None):
     opt = make_optimizer(model)
+    device_type = next(model.parameters()).device.type
 
     def step() -> float:
-        ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype else nullcontext()
+        ctx = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
         with ctx:
             loss = model(**batch).loss
         loss.backward()
@@ -102,22 +107,31 @@ def reference_step_fn(model, batch):
     return step
 
 
-def bench_config(name: str, batch_size: int, rounds: int, steps: int) -> list[tuple]:
+def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: torch.device,
+                 compile_: bool = False) -> list[tuple]:
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
     torch.manual_seed(0)
     ours = LxmertForPreTraining(cfg).train()
     tcfg = config_to_transformers(cfg)
     ref = transformers.LxmertForPreTraining(tcfg).train()
     ref.load_state_dict(ours_to_reference_state(ours))  # same starting weights
-    ours_bf16 = LxmertForPreTraining(cfg).train()
-    ours_bf16.load_state_dict(ours.state_dict())
-    batch = make_batch(cfg, batch_size)
+    models = {"transformers fp32": ref, "ours fp32": ours, "ours bf16 autocast": LxmertForPreTraining(cfg).train()}
+    if compile_:
+        models["ours fp32 compiled"] = LxmertForPreTraining(cfg).train()
+    for m in models.values():
+        if m is not ours and m is not ref:
+            m.load_state_dict(ours.state_dict())
+        m.to(device)
+    batch = {k: v.to(device) for k, v in make_batch(cfg, batch_size).items()}
     impls = {
         "transformers fp32": reference_step_fn(ref, batch),
         "ours fp32": ours_step_fn(ours, batch),
-        "ours bf16 autocast": ours_step_fn(ours_bf16, batch, torch.bfloat16),
+        "ours bf16 autocast": ours_step_fn(models["ours bf16 autocast"], batch, torch.bfloat16),
     }
-    for fn in impls.values():  # warm-up (allocator, kernels, optimizer state)
+    if compile_:
+        impls["ours fp32 compiled"] = ours_step_fn(torch.compile(models["ours fp32 compiled"]), batch)
+    for fn in impls.values():  # warm-up (allocator, kernels, optimizer state, compilation)
+        fn()
         fn()
     times: dict[str, list[float]] = {k: [] for k in impls}
     for _ in range(rounds):
@@ -126,12 +140,21 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int) -> list[tu
             for _ in range(steps):
                 fn()
             times[k].append((time.perf_counter() - t0) / steps)
+    peak = {k: float("nan") for k in impls}
+    if device.type == "cuda":  # peak memory of one step, each implementation on its own
+        for k, fn in impls.items():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+            fn()
+            peak[k] = torch.cuda.max_memory_allocated(device) / 2**30
     base = statistics.median(times["transformers fp32"])
     rows = []
     for k, ts in times.items():
         med = statistics.median(ts)
-        rows.append((name, batch_size, k, med * 1000, batch_size / med, base / med))
-    del ours, ref, ours_bf16
+        rows.append((name, batch_size, k, med * 1000, batch_size / med, base / med, peak[k]))
+    del ours, ref, models, impls
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return rows
 
 
@@ -143,18 +166,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads (default 1: on a shared machine, preempted OpenMP threads make "
                         "multi-threaded timings erratic)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--compile", action="store_true", help="also time ours under torch.compile")
+    p.add_argument("--plan", default=None, help="comma-separated config:batch pairs, e.g. lxmert_base:8,lxmert_base:64")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.quick:
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    if args.plan:
+        pairs = [(c, int(b)) for c, b in (x.split(":") for x in args.plan.split(","))]
+        plan = [(c, b, args.rounds or (10 if gpu else 4), args.steps or (10 if gpu else 1)) for c, b in pairs]
+    elif args.quick:
         plan = [("lxmert_tiny", 32, args.rounds or 5, args.steps or 5)]
     else:
-        plan = [("lxmert_tiny", 32, args.rounds or 7, args.steps or 5), ("lxmert_base", 8, args.rounds or 4, args.steps or 1)]
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
-          f"device cpu")
-    print(f"{'config':<12} {'batch':>5}  {'implementation':<20} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}")
+        plan = [("lxmert_tiny", 32, args.rounds or 7, args.steps or (20 if gpu else 5)),
+                ("lxmert_base", 8, args.rounds or (10 if gpu else 4), args.steps or (10 if gpu else 1))]
+    where = torch.cuda.get_device_name(device) if gpu else f"cpu, threads {torch.get_num_threads()}"
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, device {where}")
+    print(f"{'config':<12} {'batch':>5}  {'implementation':<20} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}"
+          + (f" {'peak GiB':>9}" if gpu else ""))
     for name, b, rounds, steps in plan:
-        for row in bench_config(name, b, rounds, steps):
-            print(f"{row[0]:<12} {row[1]:>5}  {row[2]:<20} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x", flush=True)
+        for row in bench_config(name, b, rounds, steps, device, args.compile):
+            print(f"{row[0]:<12} {row[1]:>5}  {row[2]:<20} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
+                  + (f" {row[6]:>9.2f}" if gpu else ""), flush=True)
 
 
 if __name__ == "__main__":

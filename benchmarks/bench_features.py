@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Region features: extraction speed on CPU and feature-store random-read throughput / memory.
 
-    python benchmarks/bench_features.py [--quick] [--tmp DIR]
+    python benchmarks/bench_features.py [--quick] [--tmp DIR] [--device cuda] [--only extract|store]
 
-1. Extraction images/s (random weights, 600x800 RGB images, CPU): the default easy-VQA detector and vg_r101_c4
+1. Extraction images/s (random weights, 600x800 RGB images, CPU or ``--device``): the default easy-VQA detector and vg_r101_c4
    (300 proposals, bottom-up 36-box rule). Whole ``detector.extract`` call, batch of the listed size.
 2. Store random reads: stores of 1,000 and 20,000 images x 36 boxes x 2048 fp16 (written to a temp dir), batches of
    256 random images stacked into (256, 36, 2048) as a collator would; samples/s and the reader process's peak RSS
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def bench_extraction(name: str, n_images: int, batch: int) -> dict:
+def bench_extraction(name: str, n_images: int, batch: int, device: str = "cpu") -> dict:
     import torch
     from hydra import compose, initialize_config_dir
 
@@ -37,14 +37,16 @@ def bench_extraction(name: str, n_images: int, batch: int) -> dict:
     with initialize_config_dir(str(ROOT / "configs" / "detector"), version_base=None):
         cfg = compose(name)
     torch.manual_seed(0)
-    model = build_detector(cfg).eval()
+    model = build_detector(cfg).eval().to(device)
     g = torch.Generator().manual_seed(0)
-    imgs = [torch.rand(3, 600, 800, generator=g) * 255 for _ in range(n_images)]
-    model.extract(imgs[:1])  # warm-up
+    imgs = [(torch.rand(3, 600, 800, generator=g) * 255).to(device) for _ in range(n_images)]
+    model.extract(imgs[:batch])  # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     t = time.perf_counter()
     boxes = 0
     for i in range(0, n_images, batch):
-        boxes += sum(d.num_boxes for d in model.extract(imgs[i : i + batch]))
+        boxes += sum(int(d.num_boxes) for d in model.extract(imgs[i : i + batch]))  # int(): waits for the GPU
     dt = time.perf_counter() - t
     return {"detector": name, "images": n_images, "batch": batch, "seconds": round(dt, 2),
             "images_per_s": round(n_images / dt, 2), "boxes_per_image": boxes / n_images, "feat_dim": model.feat_dim}
@@ -111,6 +113,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tmp", default=None, help="directory for the temporary stores (needs ~3 GB)")
     ap.add_argument("--only", choices=["extract", "store"], default=None)
+    ap.add_argument("--device", default="cpu", help="extraction device: cpu or cuda")
     ap.add_argument("--read-worker", nargs=3, metavar=("STORE", "BATCHES", "ACCESS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.read_worker:
@@ -119,19 +122,24 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_features_", dir=args.tmp))
     try:
         if args.only != "store":
-            extraction_table(args.quick)
+            extraction_table(args.quick, args.device)
         if args.only != "extract":
             store_table(tmp, args.quick)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def extraction_table(quick: bool) -> None:
-    print("== extraction (CPU, random weights, 600x800 images)")
+def extraction_table(quick: bool, device: str = "cpu") -> None:
+    import torch
+
+    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
+    print(f"== extraction ({where}, random weights, 600x800 images)")
     print(f"{'detector':<18} {'images':>6} {'batch':>5} {'s':>8} {'images/s':>9} {'boxes/img':>9} {'feat':>5}")
     runs = [("easy_vqa_small", 16 if quick else 64, 16), ("vg_r101_c4", 1 if quick else 2, 1)]
+    if device.startswith("cuda"):
+        runs = [("easy_vqa_small", 256, 64), ("vg_r101_c4", 64, 1), ("vg_r101_c4", 64, 8)]
     for name, n, b in runs:
-        r = bench_extraction(name, n, b)
+        r = bench_extraction(name, n, b, device)
         print(f"{r['detector']:<18} {r['images']:>6} {r['batch']:>5} {r['seconds']:>8} {r['images_per_s']:>9} "
               f"{r['boxes_per_image']:>9.1f} {r['feat_dim']:>5}")
 

@@ -200,3 +200,24 @@ def test_batched_bottom_up_confidences_equal_the_per_class_loop():
             k = nms(p, s[:, c], 0.3)
             ref[k] = torch.maximum(ref[k], s[k, c])
         torch.testing.assert_close(m, ref)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bottom_up_confidences_equal_per_class_nms(seed):
+    """The all-classes-at-once NMS gives exactly bottom-up's loop of torchvision ``nms`` per image and class."""
+    from torchvision.ops import nms
+
+    g = torch.Generator().manual_seed(seed)
+    sel = BottomUpSelection(nms_iou=0.3)
+    proposals, probs = [], []
+    for n in (40, 0, 25):  # images with different numbers of proposals, one with none
+        xy = torch.rand(n, 2, generator=g) * 60
+        proposals.append(torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=g) * 30], dim=1))
+        probs.append(torch.softmax(torch.randn(n, 7, generator=g) * 2, dim=1))
+    got = sel.batch_confidences(proposals, probs)
+    for p, s, conf in zip(proposals, probs, got):
+        want = torch.zeros(p.shape[0])
+        for c in range(s.shape[1]):
+            keep = nms(p, s[:, c], 0.3)
+            want[keep] = torch.maximum(want[keep], s[keep, c])
+        torch.testing.assert_close(conf, want, rtol=0, atol=0)

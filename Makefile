@@ -23,6 +23,11 @@ test: install
 demo: install
 	$(PY) scripts/demo.py
 
+# Does pretraining matter? Fine-tunes on 10% of easy-VQA's questions from the demo's pretrained model and from
+# scratch (scripts/ablation.py; runs the demo's earlier stages first when they are missing).
+ablation: install
+	$(PY) scripts/ablation.py
+
 # Speed and memory figures: each benchmark prints a table (see benchmarks/README.md).
 bench: install
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

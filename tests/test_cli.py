@@ -119,7 +119,7 @@ def test_evaluate_checkpoint_matches_training_run(trained, tmp_path):
     cfg = compose("evaluate", [f"paths.output_dir={tmp_path}", f"checkpoint={out / 'model_best'}",
                                f"split={easy['test']}", f"features={easy['features']}", "trainer.cpu=true"])
     res = run_evaluate(cfg)
-    assert res["soft_accuracy"] == pytest.approx(metrics["test/accuracy"], abs=1e-4)
+    assert res["soft_accuracy"] == pytest.approx(metrics["test/accuracy"], abs=0.005)  # reported to 2 decimals
     assert json.loads((tmp_path / "eval_results.json").read_text())["questions"] == res["questions"]
     preds = json.loads((tmp_path / "predictions.json").read_text())
     assert len(preds) == res["questions"] and {"question_id", "answer"} == set(preds[0])

@@ -86,7 +86,11 @@ def test_finetune_beats_majority_and_writes_predictions(easy, tmp_path):
     assert len(preds) == len(test) and set(preds) == set(test["question_id"])
     assert (out / "model_best" / "model.safetensors").is_file()
     acc = sum(preds[q] == a for q, a in zip(test["question_id"], test["main_answer"])) / len(test) * 100
-    assert acc == pytest.approx(metrics["test/accuracy"], abs=1e-3)
+    assert acc == pytest.approx(metrics["test/accuracy"], abs=0.005)  # reported to 2 decimals
+    for atype in set(test["answer_type"]):  # per answer type, from the split's own labels
+        rows = [(q, a) for q, a, t in zip(test["question_id"], test["main_answer"], test["answer_type"]) if t == atype]
+        want = sum(preds[q] == a for q, a in rows) / len(rows) * 100
+        assert metrics[f"test/accuracy_{atype.replace('/', '_')}"] == pytest.approx(want, abs=0.01)
 
 
 def test_finetune_from_pretraining_maps_answer_head(easy, tmp_path):

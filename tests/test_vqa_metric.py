@@ -90,3 +90,23 @@ def test_score_prediction_file(tmp_path):
     r = score_prediction_file(tmp_path / "pred.json", tmp_path / "q.json", tmp_path / "ann.json")
     assert r["overall"] == 30.0 and r["num_questions"] == 2  # 0.0 and 0.6
     assert r["per_answer_type"] == {"other": 60.0, "yes/no": 0.0}
+
+
+def test_soft_score_evaluator_breakdown():
+    from lxmert_repro.evaluation.vqa_metric import SoftScoreEvaluator
+
+    ev = SoftScoreEvaluator([
+        {"question_id": 1, "answers": ["yes"], "answer_scores": [1.0], "answer_type": "yes/no", "question_type": "is"},
+        {"question_id": 2, "answers": ["red", "dark red"], "answer_scores": [0.6, 0.3], "answer_type": "other",
+         "question_type": "what color"},
+        {"question_id": 3, "answers": ["2"], "answer_scores": [1.0], "answer_type": "number", "question_type": "how many"},
+        {"question_id": 4, "answers": ["no"], "answer_scores": [1.0], "answer_type": "yes/no", "question_type": "is"},
+    ])
+    r = ev.evaluate({1: "yes", 2: "dark red", 3: "3", 4: "yes"})
+    assert r["overall"] == 32.5  # (1 + 0.3 + 0 + 0) / 4
+    assert r["per_answer_type"] == {"number": 0.0, "other": 30.0, "yes/no": 50.0}
+    assert r["per_question_type"] == {"how many": 0.0, "is": 50.0, "what color": 30.0}
+    with pytest.raises(ValueError, match="no prediction"):
+        ev.evaluate({1: "yes"})
+    with pytest.raises(ValueError, match="record 0: missing field 'answer_scores'"):
+        SoftScoreEvaluator([{"question_id": 1, "answers": ["a"]}])

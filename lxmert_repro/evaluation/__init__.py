@@ -1,8 +1,8 @@
 """Evaluation: the official VQA accuracy and prediction files."""
 from lxmert_repro.evaluation.predictions import read_predictions, write_predictions
 from lxmert_repro.evaluation.vqa_metric import (
-    VQAEvaluator, question_accuracy, score_prediction_file, soft_score_accuracy, vqa_accuracy,
+    SoftScoreEvaluator, VQAEvaluator, question_accuracy, score_prediction_file, soft_score_accuracy, vqa_accuracy,
 )
 
-__all__ = ["VQAEvaluator", "question_accuracy", "read_predictions", "score_prediction_file",
+__all__ = ["SoftScoreEvaluator", "VQAEvaluator", "question_accuracy", "read_predictions", "score_prediction_file",
            "soft_score_accuracy", "vqa_accuracy", "write_predictions"]

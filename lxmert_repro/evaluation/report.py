@@ -60,9 +60,13 @@ def attention_examples(model_dir: str | os.PathLike, store: str | os.PathLike, e
 def write_summary(out_dir: str | os.PathLike, stages: Sequence[dict[str, Any]], metrics: dict[str, Any],
                   curves: Sequence[Path], examples: Sequence[dict[str, Any]]) -> Path:
     """``report.md``: accuracy (overall, per answer type), per-stage time, throughput, pictures."""
-    lines = ["# easy-VQA end-to-end run", "", "## Test accuracy (official VQA metric)", ""]
-    acc = {k: v for k, v in metrics.items() if k.startswith("test/")}
-    lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in sorted(acc.items())]
+    lines = ["# easy-VQA end-to-end run", "", "## Test accuracy",
+             "", "VQA accuracy of the best epoch's model on the test split (one answer per question: exact match).", ""]
+    lines += ["| answer type | accuracy (%) |", "|---|---|"]
+    if "test/accuracy" in metrics:
+        lines.append(f"| **all** | **{metrics['test/accuracy']:.2f}** |")
+    lines += [f"| {k.removeprefix('test/accuracy_').replace('_', '/')} | {v:.2f} |"
+              for k, v in sorted(metrics.items()) if k.startswith("test/accuracy_")]
     lines += ["", "## Stages", "", "| stage | seconds | status |", "|---|---|---|"]
     lines += [f"| {s['name']} | {s['seconds']:.1f} | {s['status']} |" for s in stages]
     lines += [f"| **total** | {sum(s['seconds'] for s in stages):.1f} | |", ""]

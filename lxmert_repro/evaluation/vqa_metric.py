@@ -104,6 +104,59 @@ def soft_score_accuracy(predictions: Mapping[Any, str], targets: Mapping[Any, Ma
     return total / len(predictions)
 
 
+class SoftScoreEvaluator:
+    """LXMERT's soft-score accuracy with the official evaluator's breakdown, for data without official
+    annotation files (easy-VQA, LXMERT's own json splits): each question scores the soft label of the predicted
+    answer (0 when absent), reported overall / per answer type / per question type like ``VQAEvaluator``.
+    On single-answer data (easy-VQA) this is plain accuracy."""
+
+    def __init__(self, records: Iterable[Mapping[str, Any]], ndigits: int = 2) -> None:
+        self.ndigits = ndigits
+        self.targets: dict[int, dict[str, float]] = {}
+        self.types: dict[int, tuple[str, str]] = {}
+        for i, r in enumerate(records):
+            for field in ("question_id", "answers", "answer_scores"):
+                if field not in r:
+                    raise ValueError(f"record {i}: missing field '{field}'")
+            q = int(r["question_id"])
+            self.targets[q] = dict(zip(r["answers"], map(float, r["answer_scores"])))
+            self.types[q] = (r.get("answer_type") or "", r.get("question_type") or "")
+
+    @classmethod
+    def from_split(cls, split: Any, ndigits: int = 2) -> "SoftScoreEvaluator":
+        """From a prepared split (a ``datasets.Dataset`` with the prepare schema's columns)."""
+        cols = ["question_id", "answers", "answer_scores", "answer_type", "question_type"]
+        table = split.select_columns(cols).to_dict()
+        return cls((dict(zip(cols, row)) for row in zip(*(table[c] for c in cols))), ndigits)
+
+    def evaluate(self, predictions: Mapping[int, str], question_ids: Iterable[int] | None = None,
+                 allow_missing: bool = False) -> dict[str, Any]:
+        qids = list(self.targets) if question_ids is None else [int(q) for q in question_ids]
+        unknown = [q for q in predictions if int(q) not in self.targets]
+        if unknown:
+            raise ValueError(f"{len(unknown)} predicted question ids are not in the split, e.g. {unknown[:5]}")
+        missing = [q for q in qids if q not in predictions]
+        if missing and not allow_missing:
+            raise ValueError(f"{len(missing)} questions have no prediction, e.g. {missing[:5]}")
+        per_q = {q: self.targets[q].get(predictions[q], 0.0) for q in qids if q in predictions}
+        if not per_q:
+            raise ValueError("no question to score")
+        by_atype: dict[str, list[float]] = defaultdict(list)
+        by_qtype: dict[str, list[float]] = defaultdict(list)
+        for q, acc in per_q.items():
+            by_atype[self.types[q][0]].append(acc)
+            by_qtype[self.types[q][1]].append(acc)
+        pct = lambda xs: round(100.0 * sum(xs) / len(xs), self.ndigits)  # noqa: E731
+        return {
+            "overall": pct(list(per_q.values())),
+            "per_answer_type": {k: pct(v) for k, v in sorted(by_atype.items())},
+            "per_question_type": {k: pct(v) for k, v in sorted(by_qtype.items())},
+            "per_question": {q: round(100.0 * a, self.ndigits) for q, a in per_q.items()},
+            "num_questions": len(per_q),
+            "num_missing": len(missing),
+        }
+
+
 def score_prediction_file(predictions_path: str | os.PathLike, questions_path: str | os.PathLike | None,
                           annotations_path: str | os.PathLike, allow_missing: bool = False) -> dict[str, Any]:
     """Score a server-format prediction file against official VQA v2 questions + annotations files.

@@ -79,6 +79,16 @@ def _subset(ds: Any, limit: int | None) -> Any:
     return ds
 
 
+def _fraction(ds: Any, fraction: float, seed: int, path: Path) -> Any:
+    """A random ``fraction`` of the questions (seeded: the same subset for every run that compares on it)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"data.train_fraction must be in (0, 1], got {fraction}")
+    n = max(1, round(len(ds) * fraction))
+    log.info("training on %d of the %d questions of %s (data.train_fraction=%s, seed %d)", n, len(ds), path,
+             fraction, seed)
+    return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
+
+
 def build_pretrain_data(cfg: DictConfig, accelerator: Any = None) -> PretrainData:
     from lxmert_repro.data.answers import AnswerVocab
     from lxmert_repro.data.pretrain_dataset import PretrainCollator, PretrainDataset
@@ -110,24 +120,39 @@ def build_pretrain_data(cfg: DictConfig, accelerator: Any = None) -> PretrainDat
 def build_vqa_data(cfg: DictConfig, accelerator: Any = None) -> VQAData:
     from lxmert_repro.data.answers import AnswerVocab
     from lxmert_repro.data.vqa_dataset import VQACollator, VQADataset
-    from lxmert_repro.evaluation.vqa_metric import VQAEvaluator
+    from lxmert_repro.evaluation.vqa_metric import SoftScoreEvaluator, VQAEvaluator
 
     tokenizer, tok_dir, store = _common(cfg)
     answers = AnswerVocab.load(_path(cfg, "vqa.answers"))
     max_boxes = cfg.data.get("max_boxes")
     limit = cfg.data.get("limit")
 
+    splits = {}
+
     def dataset(key: str, required: bool) -> VQADataset | None:
         p = _path(cfg, f"vqa.{key}", required=required)
-        return None if p is None else VQADataset(_subset(load_split(p), limit), store, answers, max_boxes=max_boxes)
+        if p is None:
+            return None
+        splits[key] = _subset(load_split(p), limit)
+        fraction = float(cfg.data.get("train_fraction") or 1.0)
+        if key == "train" and fraction < 1.0:
+            splits[key] = _fraction(splits[key], fraction, int(cfg.data.get("subset_seed", 0)), p)
+        return VQADataset(splits[key], store, answers, max_boxes=max_boxes)
 
     def evaluator(key: str) -> Any:
-        p = _path(cfg, f"vqa.{key}", required=False)
-        return None if p is None else VQAEvaluator.from_file(p)
+        """Official accuracy from the annotations file when one is configured, else the split's soft scores
+        (with answers, for the per-answer-type breakdown)."""
+        p = _path(cfg, f"vqa.{key}_annotations", required=False)
+        if p is not None:
+            return VQAEvaluator.from_file(p)
+        split = splits.get(key)
+        if split is None or not any(len(a) for a in split["answers"]):
+            return None  # unlabelled (a test-dev/test-std split)
+        return SoftScoreEvaluator.from_split(split)
 
     collator = VQACollator(len(answers), pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes)
     return VQAData(
         train=dataset("train", True), val=dataset("val", False), test=dataset("test", False), collator=collator,
         answers=answers, tokenizer=tokenizer, tokenizer_dir=tok_dir, store=store,
-        val_evaluator=evaluator("val_annotations"), test_evaluator=evaluator("test_annotations"),
+        val_evaluator=evaluator("val"), test_evaluator=evaluator("test"),
     )

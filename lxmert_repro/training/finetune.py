@@ -53,6 +53,15 @@ def predict_answers(accelerator: Any, model: torch.nn.Module, loader: Any, answe
     return predictions, soft
 
 
+def accuracy_metrics(evaluator: Any, predictions: dict[int, str], prefix: str) -> dict[str, float]:
+    """``{prefix}/accuracy`` and one ``{prefix}/accuracy_<answer type>`` per type ('yes/no' -> 'yes_no')."""
+    res = evaluator.evaluate(predictions, list(predictions), allow_missing=False)
+    metrics = {f"{prefix}/accuracy": float(res["overall"])}
+    for k, v in (res.get("per_answer_type") or {}).items():
+        metrics[f"{prefix}/accuracy_{k.replace('/', '_')}"] = float(v)
+    return metrics
+
+
 def make_vqa_eval(trainer: Trainer, loader: Any, answers: Sequence[str], evaluator: Any = None,
                   prefix: str = "val") -> Callable[[torch.nn.Module, TrainerState], dict[str, float]]:
     """Per-epoch evaluation: the official VQA accuracy when annotations are given (``evaluator``),
@@ -64,10 +73,7 @@ def make_vqa_eval(trainer: Trainer, loader: Any, answers: Sequence[str], evaluat
         if soft is not None:
             metrics[f"{prefix}/soft_accuracy"] = soft
         if evaluator is not None:
-            res = evaluator.evaluate(predictions, list(predictions), allow_missing=False)
-            metrics[f"{prefix}/accuracy"] = float(res["overall"])
-            for k, v in (res.get("per_answer_type") or {}).items():
-                metrics[f"{prefix}/accuracy_{k}"] = float(v)
+            metrics.update(accuracy_metrics(evaluator, predictions, prefix))
         elif soft is not None:
             metrics[f"{prefix}/accuracy"] = soft
         return metrics
@@ -110,7 +116,7 @@ def train_vqa(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, ...] 
             if trainer.is_main:
                 write_predictions(trainer.run_dir / "predictions_test.json", predictions)
             if data.test_evaluator is not None:
-                metrics["test/accuracy"] = float(data.test_evaluator.evaluate(predictions, list(predictions))["overall"])
+                metrics.update(accuracy_metrics(data.test_evaluator, predictions, "test"))
             elif soft is not None:
                 metrics["test/accuracy"] = soft
             trainer.logger.log({k: v for k, v in metrics.items() if k.startswith("test/")}, step=result.state.global_step)

@@ -34,7 +34,7 @@ def main() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.time()
-    done = [run_stage(name, cmds, marker, False) for name, cmds, marker in stages(root)
+    done = [run_stage(name, cmds, marker, False) for name, cmds, marker, _ in stages(root)
             if not name.startswith("VQA fine-tuning")]
     runs = root / "runs" / "finetune_vqa"
     common = ["experiment=easy_vqa_vqa", f"paths.root_dir={root}", f"data.train_fraction={args.fraction}",
@@ -45,7 +45,8 @@ def main() -> None:
     for name, extra in variants.items():
         run = f"ablation_{name}"
         cmd = [str(BIN / "lxmert-finetune"), *common, f"run_name={run}", *extra]
-        stage = run_stage(f"fine-tune on {args.fraction:.0%} from {name}", [cmd], runs / run / ".done", args.force)
+        stage = run_stage(f"fine-tune on {args.fraction:.0%} from {name}", [cmd], runs / run / ".done", args.force,
+                          [runs / run])
         done.append(stage)
         metrics = json.loads((runs / run / "final_metrics.json").read_text())
         rows.append({"init": name, "seconds": round(stage["seconds"], 1),

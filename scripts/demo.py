@@ -12,48 +12,58 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 from lxmert_repro.data.formats.easy_vqa import easy_vqa_image_dir, easy_vqa_root
 
 BIN = Path(sys.executable).parent
 
 
-def stages(root: Path) -> list[tuple[str, list[list[str]], Path]]:
-    """(name, commands, marker): the marker is written after every command of the stage succeeded."""
+def stages(root: Path) -> list[tuple[str, list[list[str]], Path, list[Path]]]:
+    """(name, commands, marker, outputs): the marker is written after every command of the stage succeeded; the
+    outputs are what --force deletes first (otherwise the stage's own resume would find its old results)."""
     data, runs = root / "data", root / "runs"
     det, feats = data / "easy_vqa" / "detector", data / "easy_vqa" / "features"
     py = [sys.executable]
     return [
         ("coco annotations", [py + ["scripts/easy_vqa_to_coco.py", "--out-dir", str(data / "easy_vqa_coco")]],
-         data / "easy_vqa_coco" / ".done"),
+         data / "easy_vqa_coco" / ".done", [data / "easy_vqa_coco"]),
         ("detector training", [[str(BIN / "lxmert-train-detector"), f"output_dir={det}",
                                 f"data.train_json={data / 'easy_vqa_coco' / 'train.json'}",
-                                f"data.val_json={data / 'easy_vqa_coco' / 'test.json'}"]], det / ".done"),
+                                f"data.val_json={data / 'easy_vqa_coco' / 'test.json'}"]], det / ".done", [det]),
         ("feature extraction", [[str(BIN / "lxmert-extract"), f"input={easy_vqa_image_dir(split)}", f"output={feats}",
                                  f"checkpoint={det / 'detector'}", f"image_id_prefix={split}_"] for split in ("train", "test")],
-         feats / ".done"),
+         feats / ".done", [feats]),
         # The VQA split reuses the pretraining tokenizer: fine-tuning must see the pretrained model's vocabulary.
         ("prepare (tokenizer, answers, Arrow)", [
             [str(BIN / "lxmert-prepare"), "data=easy_vqa_pretrain", f"features={feats}", f"paths.root_dir={root}"],
             [str(BIN / "lxmert-prepare"), "data=easy_vqa", f"features={feats}", f"paths.root_dir={root}",
              "tokenizer=bert_base_uncased", f"tokenizer.path={data / 'prepared' / 'easy_vqa_pretrain' / 'tokenizer'}"]],
-         data / "prepared" / ".done"),
+         data / "prepared" / ".done", [data / "prepared" / "easy_vqa_pretrain", data / "prepared" / "easy_vqa"]),
         ("pretraining", [[str(BIN / "lxmert-pretrain"), "experiment=easy_vqa_pretrain", f"paths.root_dir={root}",
-                          "trainer.resume=auto"]], runs / "pretrain" / "easy_vqa_pretrain" / ".done"),
+                          "trainer.resume=auto"]], runs / "pretrain" / "easy_vqa_pretrain" / ".done",
+         [runs / "pretrain" / "easy_vqa_pretrain"]),
         ("VQA fine-tuning + test", [[str(BIN / "lxmert-finetune"), "experiment=easy_vqa_vqa", f"paths.root_dir={root}",
-                                     "trainer.resume=auto"]], runs / "finetune_vqa" / "easy_vqa_vqa" / ".done"),
+                                     "trainer.resume=auto"]], runs / "finetune_vqa" / "easy_vqa_vqa" / ".done",
+         [runs / "finetune_vqa" / "easy_vqa_vqa"]),
     ]
 
 
-def run_stage(name: str, commands: list[list[str]], marker: Path, force: bool) -> dict:
+def run_stage(name: str, commands: list[list[str]], marker: Path, force: bool, outputs: Sequence[Path] = ()) -> dict:
     if marker.exists() and not force:
         prev = json.loads(marker.read_text())
         print(f"[demo] {name}: complete, skipped (took {prev['seconds']:.1f}s; --force to redo)", flush=True)
         return {"name": name, "seconds": prev["seconds"], "status": "skipped (done earlier)"}
+    if force:
+        for out in outputs:
+            if out.exists():
+                print(f"[demo]   --force: removing {out}", flush=True)
+                shutil.rmtree(out)
     print(f"[demo] {name} ...", flush=True)
     t0 = time.time()
     for cmd in commands:
@@ -103,7 +113,7 @@ def main() -> None:
     root = Path(args.root).resolve()
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    done = [run_stage(name, cmds, marker, args.force) for name, cmds, marker in stages(root)]
+    done = [run_stage(name, cmds, marker, args.force, outputs) for name, cmds, marker, outputs in stages(root)]
     report(root, done)
 
 

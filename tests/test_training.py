@@ -272,3 +272,19 @@ def test_finetune_init_from_transformers_checkpoint_with_answer_table(easy, tmp_
     assert torch.count_nonzero(w[0]) == 0
     for j, a in enumerate(task[1:], start=1):
         assert torch.equal(w[j], src.answer_head.classifier.weight[table.index(a)])
+
+
+def test_train_fraction_is_a_seeded_random_subset(easy, tmp_path):
+    from lxmert_repro.training.data_setup import build_vqa_data
+
+    full = build_vqa_data(_cfg(easy, "vqa", tmp_path / "a"))
+    tenth = build_vqa_data(_cfg(easy, "vqa", tmp_path / "b", "data.train_fraction=0.1"))
+    again = build_vqa_data(_cfg(easy, "vqa", tmp_path / "c", "data.train_fraction=0.1"))
+    other = build_vqa_data(_cfg(easy, "vqa", tmp_path / "d", "data.train_fraction=0.1", "data.subset_seed=1"))
+    qids = lambda d: [d.train[i].question_id for i in range(len(d.train))]  # noqa: E731
+    assert len(tenth.train) == round(len(full.train) * 0.1)
+    assert qids(tenth) == qids(again) != qids(other)
+    assert set(qids(tenth)) < set(qids(full)) and qids(tenth) != qids(full)[: len(tenth.train)]  # random, not a prefix
+    assert len(tenth.val) == len(full.val)  # only the training split is subsampled
+    with pytest.raises(ValueError, match="data.train_fraction must be in"):
+        build_vqa_data(_cfg(easy, "vqa", tmp_path / "e", "data.train_fraction=1.5"))

@@ -135,7 +135,7 @@ def build_vqa_data(cfg: DictConfig, accelerator: Any = None) -> VQAData:
             return None
         splits[key] = _subset(load_split(p), limit)
         fraction = float(cfg.data.get("train_fraction") or 1.0)
-        if key == "train" and fraction < 1.0:
+        if key == "train" and fraction != 1.0:
             splits[key] = _fraction(splits[key], fraction, int(cfg.data.get("subset_seed", 0)), p)
         return VQADataset(splits[key], store, answers, max_boxes=max_boxes)
 

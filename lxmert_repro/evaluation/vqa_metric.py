@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from lxmert_repro.data.answer_normalization import clean_whitespace, process_digit_article, process_punctuation
 from lxmert_repro.evaluation.predictions import read_predictions
@@ -28,6 +28,42 @@ def question_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
     # leave-one-out: the other answers' matches = total minus this one's own match
     accs = [min(1.0, (total - m) / 3.0) for m in matches]
     return sum(accs) / len(accs)
+
+
+def score_questions(predictions: Mapping[int, str], known: Mapping[int, Any], question_ids: Iterable[int] | None,
+                    allow_missing: bool, score: Callable[[int], float], types: Callable[[int], tuple[str, str]],
+                    ndigits: int, source: str) -> dict[str, Any]:
+    """The official evaluator's report for any per-question ``score`` in [0, 1]: overall / per answer type / per
+    question type (``types(q)`` = (answer type, question type)), each a mean of the unrounded per-question values.
+
+    Like the official code, the predictions must cover exactly the questions scored; with ``allow_missing``
+    questions without a prediction are skipped and counted instead.
+    """
+    qids = list(known) if question_ids is None else [int(q) for q in question_ids]
+    unknown = [q for q in predictions if int(q) not in known]
+    if unknown:
+        raise ValueError(f"{len(unknown)} predicted question ids are not in the {source}, e.g. {unknown[:5]}")
+    missing = [q for q in qids if q not in predictions]
+    if missing and not allow_missing:
+        raise ValueError(f"{len(missing)} questions of the {source} have no prediction, e.g. {missing[:5]}")
+    per_q = {q: score(q) for q in qids if q in predictions}
+    if not per_q:
+        raise ValueError("no question to score")
+    by_atype: dict[str, list[float]] = defaultdict(list)
+    by_qtype: dict[str, list[float]] = defaultdict(list)
+    for q, acc in per_q.items():
+        atype, qtype = types(q)
+        by_atype[atype].append(acc)
+        by_qtype[qtype].append(acc)
+    pct = lambda xs: round(100.0 * sum(xs) / len(xs), ndigits)  # noqa: E731
+    return {
+        "overall": pct(list(per_q.values())),
+        "per_answer_type": {k: pct(v) for k, v in sorted(by_atype.items())},
+        "per_question_type": {k: pct(v) for k, v in sorted(by_qtype.items())},
+        "per_question": {q: round(100.0 * a, ndigits) for q, a in per_q.items()},
+        "num_questions": len(per_q),
+        "num_missing": len(missing),
+    }
 
 
 class VQAEvaluator:
@@ -50,40 +86,16 @@ class VQAEvaluator:
 
     def evaluate(self, predictions: Mapping[int, str], question_ids: Iterable[int] | None = None,
                  allow_missing: bool = False) -> dict[str, Any]:
-        """Official accuracy over ``question_ids`` (default: every annotated question).
+        """Official accuracy over ``question_ids`` (default: every annotated question); see ``score_questions``."""
 
-        Like the official code, the predictions must cover exactly the questions scored; with
-        ``allow_missing`` questions without a prediction are skipped and counted instead.
-        """
-        qids = list(self.annotations) if question_ids is None else [int(q) for q in question_ids]
-        unknown = [q for q in predictions if int(q) not in self.annotations]
-        if unknown:
-            raise ValueError(f"{len(unknown)} predicted question ids are not in the annotations, e.g. {unknown[:5]}")
-        missing = [q for q in qids if q not in predictions]
-        if missing and not allow_missing:
-            raise ValueError(f"{len(missing)} annotated questions have no prediction, e.g. {missing[:5]}")
-        per_q: dict[int, float] = {}
-        by_qtype: dict[str, list[float]] = defaultdict(list)
-        by_atype: dict[str, list[float]] = defaultdict(list)
-        for q in qids:
-            if q not in predictions:
-                continue
-            ann = self.annotations[q]
-            acc = question_accuracy(predictions[q], [a["answer"] for a in ann["answers"]])
-            per_q[q] = acc
-            by_qtype[ann.get("question_type", "")].append(acc)
-            by_atype[ann.get("answer_type", "")].append(acc)
-        if not per_q:
-            raise ValueError("no question to score")
-        pct = lambda xs: round(100.0 * sum(xs) / len(xs), self.ndigits)  # noqa: E731
-        return {
-            "overall": pct(list(per_q.values())),
-            "per_answer_type": {k: pct(v) for k, v in sorted(by_atype.items())},
-            "per_question_type": {k: pct(v) for k, v in sorted(by_qtype.items())},
-            "per_question": {q: round(100.0 * a, self.ndigits) for q, a in per_q.items()},
-            "num_questions": len(per_q),
-            "num_missing": len(missing),
-        }
+        def score(q: int) -> float:
+            return question_accuracy(predictions[q], [a["answer"] for a in self.annotations[q]["answers"]])
+
+        def types(q: int) -> tuple[str, str]:
+            return self.annotations[q].get("answer_type", ""), self.annotations[q].get("question_type", "")
+
+        return score_questions(predictions, self.annotations, question_ids, allow_missing, score, types,
+                               self.ndigits, "annotations")
 
 
 def vqa_accuracy(predictions: Mapping[int, str], annotations: Iterable[Mapping[str, Any]], ndigits: int = 2) -> dict[str, Any]:
@@ -131,30 +143,9 @@ class SoftScoreEvaluator:
 
     def evaluate(self, predictions: Mapping[int, str], question_ids: Iterable[int] | None = None,
                  allow_missing: bool = False) -> dict[str, Any]:
-        qids = list(self.targets) if question_ids is None else [int(q) for q in question_ids]
-        unknown = [q for q in predictions if int(q) not in self.targets]
-        if unknown:
-            raise ValueError(f"{len(unknown)} predicted question ids are not in the split, e.g. {unknown[:5]}")
-        missing = [q for q in qids if q not in predictions]
-        if missing and not allow_missing:
-            raise ValueError(f"{len(missing)} questions have no prediction, e.g. {missing[:5]}")
-        per_q = {q: self.targets[q].get(predictions[q], 0.0) for q in qids if q in predictions}
-        if not per_q:
-            raise ValueError("no question to score")
-        by_atype: dict[str, list[float]] = defaultdict(list)
-        by_qtype: dict[str, list[float]] = defaultdict(list)
-        for q, acc in per_q.items():
-            by_atype[self.types[q][0]].append(acc)
-            by_qtype[self.types[q][1]].append(acc)
-        pct = lambda xs: round(100.0 * sum(xs) / len(xs), self.ndigits)  # noqa: E731
-        return {
-            "overall": pct(list(per_q.values())),
-            "per_answer_type": {k: pct(v) for k, v in sorted(by_atype.items())},
-            "per_question_type": {k: pct(v) for k, v in sorted(by_qtype.items())},
-            "per_question": {q: round(100.0 * a, self.ndigits) for q, a in per_q.items()},
-            "num_questions": len(per_q),
-            "num_missing": len(missing),
-        }
+        return score_questions(predictions, self.targets, question_ids, allow_missing,
+                               lambda q: self.targets[q].get(predictions[q], 0.0), self.types.__getitem__,
+                               self.ndigits, "split")
 
 
 def score_prediction_file(predictions_path: str | os.PathLike, questions_path: str | os.PathLike | None,

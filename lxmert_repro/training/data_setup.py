@@ -127,7 +127,7 @@ def build_vqa_data(cfg: DictConfig, accelerator: Any = None) -> VQAData:
     max_boxes = cfg.data.get("max_boxes")
     limit = cfg.data.get("limit")
 
-    splits = {}
+    splits: dict[str, Any] = {}  # loaded splits by key, for the evaluators
 
     def dataset(key: str, required: bool) -> VQADataset | None:
         p = _path(cfg, f"vqa.{key}", required=required)
@@ -150,9 +150,9 @@ def build_vqa_data(cfg: DictConfig, accelerator: Any = None) -> VQAData:
             return None  # unlabelled (a test-dev/test-std split)
         return SoftScoreEvaluator.from_split(split)
 
+    train, val, test = dataset("train", True), dataset("val", False), dataset("test", False)  # fills `splits`
     collator = VQACollator(len(answers), pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes)
     return VQAData(
-        train=dataset("train", True), val=dataset("val", False), test=dataset("test", False), collator=collator,
-        answers=answers, tokenizer=tokenizer, tokenizer_dir=tok_dir, store=store,
-        val_evaluator=evaluator("val"), test_evaluator=evaluator("test"),
+        train=train, val=val, test=test, collator=collator, answers=answers, tokenizer=tokenizer,
+        tokenizer_dir=tok_dir, store=store, val_evaluator=evaluator("val"), test_evaluator=evaluator("test"),
     )

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import BIN, run_stage, stages  # noqa: E402  (the demo's stages and their skip-if-complete markers)
+from demo import BIN, offline_env, run_stage, stages  # noqa: E402  (the demo's stages and their skip-if-complete markers)
 
 from lxmert_repro.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -31,8 +30,7 @@ def main() -> None:
     ap.add_argument("--root", default=".", help="where data/ and runs/ live")
     args = ap.parse_args()
     root = Path(args.root).resolve()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline_env()
     t0 = time.time()
     done = [run_stage(name, cmds, marker, False) for name, cmds, marker, _ in stages(root)
             if not name.startswith("VQA fine-tuning")]

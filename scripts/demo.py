@@ -105,14 +105,19 @@ def report(root: Path, done: list[dict]) -> Path:
     return path
 
 
+def offline_env() -> None:
+    """Nothing in the shipped run reaches a hub: trackers stay offline, hub lookups fail fast."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="redo every stage even if its outputs are complete")
     ap.add_argument("--root", default=".", help="where data/ and runs/ live")
     args = ap.parse_args()
     root = Path(args.root).resolve()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline_env()
     done = [run_stage(name, cmds, marker, args.force, outputs) for name, cmds, marker, outputs in stages(root)]
     report(root, done)
 

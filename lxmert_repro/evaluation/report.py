@@ -1,12 +1,11 @@
 """The end-to-end run's report: a markdown summary, loss curves and attention pictures (PNG)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from lxmert_repro.io_utils import atomic_path, atomic_write_text
+from lxmert_repro.io_utils import atomic_path, atomic_write_json, atomic_write_text
 from lxmert_repro.training.tracking import read_metrics
 
 
@@ -81,5 +80,5 @@ def write_summary(out_dir: str | os.PathLike, stages: Sequence[dict[str, Any]], 
                       f" truth: {ex.get('answer', '?')}", "", f"  ![{ex['image_id']}]({ex['picture']})", ""]
     out = Path(out_dir) / "report.md"
     atomic_write_text(out, "\n".join(lines) + "\n")
-    (Path(out_dir) / "report.json").write_text(json.dumps({"stages": list(stages), "metrics": metrics}, indent=2))
+    atomic_write_json(Path(out_dir) / "report.json", {"stages": list(stages), "metrics": metrics})
     return out

@@ -127,6 +127,7 @@ def build_vqa_data(cfg: DictConfig, accelerator: Any = None) -> VQAData:
     max_boxes = cfg.data.get("max_boxes")
     limit = cfg.data.get("limit")
 
+    fraction = float(cfg.data.get("train_fraction") or 1.0)
     splits: dict[str, Any] = {}  # loaded splits by key, for the evaluators
 
     def dataset(key: str, required: bool) -> VQADataset | None:
@@ -134,7 +135,6 @@ def build_vqa_data(cfg: DictConfig, accelerator: Any = None) -> VQAData:
         if p is None:
             return None
         splits[key] = _subset(load_split(p), limit)
-        fraction = float(cfg.data.get("train_fraction") or 1.0)
         if key == "train" and fraction != 1.0:
             splits[key] = _fraction(splits[key], fraction, int(cfg.data.get("subset_seed", 0)), p)
         return VQADataset(splits[key], store, answers, max_boxes=max_boxes)

@@ -75,14 +75,15 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
     # Sequential runs in one process (sweeps, tests) may change mixed precision / accumulation:
     # Accelerate keeps those in a process-wide singleton, which is cleared here (not the process group).
     AcceleratorState._reset_state(reset_partial_state=False)
-    state = PartialState(cpu=use_cpu(tcfg.get("cpu", False)))
+    cpu = use_cpu(tcfg.get("cpu", False))
+    state = PartialState(cpu=cpu)
     chosen = [str(output_dir_from_cfg(cfg).resolve()) if state.is_main_process else None]
     if state.num_processes > 1:
         broadcast_object_list(chosen, from_process=0)
     run_dir = Path(chosen[0])
     trackers = tracker_names(cfg.get("logger"))
     acc = Accelerator(
-        cpu=use_cpu(tcfg.get("cpu", False)),
+        cpu=cpu,
         mixed_precision=str(tcfg.mixed_precision),
         # torch.compile through Accelerate (inductor); unwrap_model gives back the plain module for saving
         dynamo_backend="inductor" if tcfg.get("compile", False) else "no",

@@ -19,13 +19,15 @@ def additive_mask(keep: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor
     """(B, S) 1/True = attend -> (B, 1, 1, S) additive mask in ``dtype``; None if everything is kept.
 
     Uses the dtype's most negative finite value (not -inf) so a row with no real key stays finite,
-    as in BERT/LXMERT.
+    as in BERT/LXMERT. The no-padding shortcut (SDPA's unmasked path is faster) is taken only where
+    looking costs nothing: on a CPU tensor and outside ``torch.compile``; reading a GPU tensor back
+    would stall the launch queue and rule out CUDA graphs.
     """
     if keep is None:
         return None
     keep = keep.bool()
-    if bool(keep.all()):
-        return None  # no padding: SDPA's unmasked path is faster
+    if keep.device.type == "cpu" and not torch.compiler.is_compiling() and bool(keep.all()):
+        return None
     mask = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
     mask.masked_fill_(~keep, torch.finfo(dtype).min)
     return mask[:, None, None, :]

@@ -1,10 +1,28 @@
 """What every LXMERT model class shares: the config, weight initialisation, device/dtype helpers."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TypeVar
+
 import torch
 from torch import nn
 
 from .config import LxmertConfig
+
+T = TypeVar("T")
+
+
+def model_output(cls: type[T]) -> type[T]:
+    """Class decorator: a dataclass of model outputs that is also a pytree node.
+
+    DDP (static graph / unused-parameter mode) finds the forward's output tensors with ``tree_flatten``;
+    an unregistered dataclass is an opaque leaf, its tensors are never seen, and gradients silently stop
+    being all-reduced. Registered here, at definition, rather than on first use: a registration made
+    inside a ``torch.compile``d forward is untraceable.
+    """
+    cls = dataclass(cls)
+    torch.export.register_dataclass(cls)
+    return cls
 
 
 def init_lxmert_weights(module: nn.Module, std: float) -> None:

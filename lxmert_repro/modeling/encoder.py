@@ -1,16 +1,15 @@
 """The two-stream encoder stack: language layers, object-relationship layers, cross-modality layers."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from .base import model_output
 from .config import LxmertConfig
 from .layers import CrossModalityLayer, TransformerLayer
 
 
-@dataclass
+@model_output
 class EncoderAttentions:
     """Attention probabilities per layer, each (B, heads, Tq, Tk)."""
 

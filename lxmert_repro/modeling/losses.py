@@ -1,7 +1,9 @@
 """Pretraining and VQA loss formulas (spec sec. 2 and 3), as plain functions of logits and targets.
 
 Every function returns a scalar that stays in the autograd graph even when no target is present
-(an exact 0 then), so a batch without e.g. masked tokens never produces NaN.
+(an exact 0 then), so a batch without e.g. masked tokens never produces NaN. None of them reads a value
+back to the host (no ``.item()``, no ``if tensor.any()``): on a GPU that would stall the launch queue, and
+under ``torch.compile`` it breaks the graph (CUDA graphs need one).
 """
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
 
 
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over positions whose label is not -100. logits (..., V), labels (...)."""
+    """Mean cross-entropy over positions whose label is not -100 (0 if none). logits (..., V), labels (...).
+
+    Sum / count rather than ``reduction="mean"``, which is 0/0 = NaN when every label is ignored.
+    """
     labels = labels.reshape(-1)
-    if not bool((labels != IGNORE_INDEX).any()):
-        return _zero(logits)
-    return F.cross_entropy(logits.reshape(labels.numel(), -1).float(), labels, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels, ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
 def matching_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -89,8 +95,9 @@ def feature_regression_loss(
     """SmoothL1 to the original feature, averaged over the feature dim, on masked boxes, / all real boxes."""
     sel = masked_boxes.bool() if visual_mask is None else masked_boxes.bool() & visual_mask.bool()  # (B, N)
     denom = visual_denominator(visual_mask, masked_boxes, masked_boxes.shape, denominator)
-    if pred.dim() == 3:
-        pred = pred[sel]
+    if pred.dim() == 3:  # every box predicted: static shapes, the unselected boxes weigh 0
+        per_box = F.smooth_l1_loss(pred.float(), targets.float(), reduction="none").mean(-1)  # (B, N)
+        return torch.where(sel, per_box, 0.0).sum() / denom
     if pred.shape[0] == 0:
         return _zero(pred)
     per_box = F.smooth_l1_loss(pred.float(), targets[sel].float(), reduction="none").mean(-1)  # (K,)

@@ -1,19 +1,17 @@
 """LxmertModel: embeddings + two-stream encoder + pooler; returns both streams and the pooled vector."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from .attention import additive_mask
-from .base import LxmertBase
+from .base import LxmertBase, model_output
 from .config import LxmertConfig
 from .embeddings import TextEmbeddings, VisualFeatureEncoder
 from .encoder import EncoderAttentions, LxmertEncoder
 
 
-@dataclass
+@model_output
 class LxmertModelOutput:
     language_output: torch.Tensor  # (B, T, H)
     vision_output: torch.Tensor  # (B, N, H)

@@ -4,20 +4,20 @@ Total = mlm_w * MLM + itm_w * ITM + qa_w * QA + normalizer * (obj + attr + feat)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import torch
 from torch import nn
 
 from . import losses as L
-from .base import LxmertBase
+from .base import LxmertBase, model_output
 from .config import LxmertConfig
 from .encoder import EncoderAttentions
 from .heads import AnswerHead, MaskedLMHead, VisualObjectHead
 from .model import LxmertModel
 
 
-@dataclass
+@model_output
 class LxmertPreTrainingOutput:
     """Head outputs and losses.
 

@@ -1,13 +1,12 @@
 """LxmertForVQA: encoder + answer head over the task's answers, soft-target BCE x num_answers (spec sec. 3)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 
 from . import losses as L
-from .base import LxmertBase
+from .base import LxmertBase, model_output
 from .config import LxmertConfig
 from .encoder import EncoderAttentions
 from .heads import AnswerHead
@@ -16,7 +15,7 @@ from .model import LxmertModel
 ANSWER_HEAD_KEYS = ("dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias")
 
 
-@dataclass
+@model_output
 class LxmertVQAOutput:
     logits: torch.Tensor  # (B, A)
     loss: torch.Tensor | None = None

@@ -9,7 +9,6 @@ step (the paper's 256 over 4 GPUs): per-process batch = batch_size / (processes 
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -65,6 +64,26 @@ def output_dir_from_cfg(cfg: DictConfig) -> Path:
     return Path(str(out))
 
 
+def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] | None = None) -> Any:
+    """trainer.compile -> Accelerate's TorchDynamoPlugin, or None when compilation is off.
+
+    The model is one graph only with static shapes: ``model.sparse_predictions`` (logits only at masked
+    positions) has data-dependent shapes, so it breaks the graph, and CUDA graphs re-record per shape.
+    """
+    from accelerate.utils import TorchDynamoPlugin
+
+    if not ccfg or not ccfg.get("enabled", False):
+        return None
+    mode, fullgraph = str(ccfg.get("mode", "default")), bool(ccfg.get("fullgraph", False))
+    if (model_cfg or {}).get("sparse_predictions", False) and (fullgraph or mode == "reduce-overhead"):
+        if fullgraph:
+            raise ValueError("trainer.compile.fullgraph=true needs model.sparse_predictions=false (the sparse "
+                             "MLM / feature gathers have data-dependent shapes, which break the graph)")
+        log.warning("trainer.compile.mode=reduce-overhead with model.sparse_predictions=true: the masked-position "
+                    "gathers break the graph; set model.sparse_predictions=false for one CUDA graph per step")
+    return TorchDynamoPlugin(backend=str(ccfg.get("backend", "inductor")), mode=mode, fullgraph=fullgraph)
+
+
 def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
     """Build the Accelerator; the run dir is decided on the main process and shared with the others."""
     from accelerate import Accelerator, PartialState
@@ -85,8 +104,8 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
     acc = Accelerator(
         cpu=cpu,
         mixed_precision=str(tcfg.mixed_precision),
-        # torch.compile through Accelerate (inductor); unwrap_model gives back the plain module for saving
-        dynamo_backend="inductor" if tcfg.get("compile", False) else "no",
+        # torch.compile through Accelerate; unwrap_model(keep_torch_compile=False) gives the plain module to save
+        dynamo_plugin=dynamo_plugin(tcfg.get("compile"), cfg.get("model")),
         gradient_accumulation_steps=int(tcfg.grad_accum_steps),
         log_with=trackers or None,
         project_dir=str(run_dir),
@@ -116,25 +135,6 @@ def make_loader(
         drop_last=drop_last, generator=g, pin_memory=torch.cuda.is_available(),
     )
     return loader, sampler
-
-
-_PYTREE_DATACLASSES: set[type] = set()
-
-
-def _register_output_dataclass(module: torch.nn.Module, args: Any, output: Any) -> None:
-    """Forward hook: make the model's dataclass output a pytree node.
-
-    DDP (static graph / unused-parameter mode) routes the forward's output tensors through its
-    autograd sink with ``tree_flatten``; an unregistered dataclass is an opaque leaf, its tensors are
-    never seen, and gradients silently stop being all-reduced. Registering the output class fixes it.
-    """
-    cls = type(output)
-    if dataclasses.is_dataclass(output) and cls not in _PYTREE_DATACLASSES:
-        try:
-            torch.export.register_dataclass(cls)
-        except ValueError:  # already registered by someone else
-            pass
-        _PYTREE_DATACLASSES.add(cls)
 
 
 def _batch_size_of(batch: Any) -> int:
@@ -251,7 +251,6 @@ class Trainer:
         optim_cfg = cfg.optim
         groups = param_groups(model, float(optim_cfg.weight_decay), bool(optim_cfg.no_decay_groups))
         optimizer = instantiate(optim_cfg.optimizer)(groups)
-        model.register_forward_hook(_register_output_dataclass)
         model, optimizer, loader = acc.prepare(model, optimizer, loader)
         self.model, self.optimizer = model, optimizer  # visible to callbacks
         accum = int(tcfg.grad_accum_steps)
@@ -369,7 +368,7 @@ class Trainer:
                     if better:
                         state.best_metric, state.best_step = val, state.global_step
                         if save_model_fn is not None and acc.is_main_process:
-                            save_model_fn(acc.unwrap_model(model), self.run_dir / "model_best")
+                            save_model_fn(acc.unwrap_model(model, keep_torch_compile=False), self.run_dir / "model_best")
                         self.logger.log({"event": "best", select_metric: val}, step=state.global_step)
                     acc.wait_for_everyone()
             self.ckpt.save(state, self.config_record)
@@ -380,7 +379,7 @@ class Trainer:
                 last_eval = eval_fn(model, state)
             model.train()
         if save_model_fn is not None and acc.is_main_process:
-            save_model_fn(acc.unwrap_model(model), self.run_dir / "model_last")
+            save_model_fn(acc.unwrap_model(model, keep_torch_compile=False), self.run_dir / "model_last")
         acc.wait_for_everyone()
         metrics: dict[str, float] = {**last_train, **last_eval}
         if select_metric is not None and state.best_metric is not None:

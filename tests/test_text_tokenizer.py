@@ -65,3 +65,28 @@ def test_tokenizer_configs_build(tmp_path, name):
     tok = source.build(["is there a red circle?", "what shape is it?"] * 5, tmp_path / "out")
     assert tok.model_max_length == 20
     assert load_tokenizer(tmp_path / "out")("a red circle")["input_ids"] == tok("a red circle")["input_ids"]
+
+
+def test_train_wordpiece_is_deterministic_across_processes(tmp_path):
+    """Same sentences, same vocabulary (ids included) in separate processes, whose hash seeds differ:
+    tokenizers alone numbers continuing pieces in hash-map order (huggingface/tokenizers#1794)."""
+    import random
+    import subprocess
+    import sys
+
+    rng = random.Random(0)
+    words = ["red", "blue", "green", "circle", "square", "triangle", "what", "color", "is", "the", "shape",
+             "there", "a", "yes", "no", "gray", "yellow", "teal", "brown", "rectangle", "image", "contain", "does"]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) + "?" for _ in range(3000)))
+    code = ("import sys; from pathlib import Path; from lxmert_repro.text import train_wordpiece; "
+            "train_wordpiece(Path(sys.argv[1]).read_text().splitlines(), sys.argv[2], vocab_size=200)")
+    vocabs = []
+    for i in range(3):
+        subprocess.run([sys.executable, "-c", code, str(corpus), str(tmp_path / f"tok{i}")], check=True)
+        vocabs.append((tmp_path / f"tok{i}" / "vocab.txt").read_text())
+    assert vocabs[0] == vocabs[1] == vocabs[2]
+    tok = load_tokenizer(tmp_path / "tok0")
+    pieces = tok.tokenize("Is there a teal triangle?")
+    assert tok.convert_tokens_to_string(pieces) == "is there a teal triangle?"
+    assert all(p in tok.get_vocab() for p in pieces) and "[UNK]" not in pieces

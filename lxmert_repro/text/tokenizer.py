@@ -61,8 +61,16 @@ def train_wordpiece(
     raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     raw.normalizer = normalizers.BertNormalizer(lowercase=lowercase, clean_text=True, handle_chinese_chars=True)
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    texts = list(texts)  # two passes: the characters, then training
+    # tokenizers numbers the continuing pieces ("##e") in hash-map order and breaks ties between equally
+    # frequent merges by those numbers, so the same sentences could give different vocabularies from run to
+    # run (huggingface/tokenizers#1794). Declared up front, in sorted order, they get fixed ids instead.
+    chars: set[str] = set()
+    for t in texts:
+        chars.update(raw.normalizer.normalize_str(t))
+    continuing = ["##" + c for c in sorted(chars) if not c.isspace()]
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS) + continuing,
         continuing_subword_prefix="##", show_progress=False,
     )
     raw.train_from_iterator(texts, trainer=trainer)

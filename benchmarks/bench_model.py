@@ -5,14 +5,17 @@ implementations run interleaved (round-robin) and each figure is the median over
 machine is shared. Prints a table of samples/s and the ratio to the reference.
 
 On a GPU each row also gives the peak memory of one training step (its own pass, after the timed rounds).
-``--compile`` adds ours under ``torch.compile`` (the trainer's ``trainer.compile=true``).
+``--compile MODE`` adds ours under ``torch.compile(mode=MODE, fullgraph=True)`` with dense predictions
+(one graph per step; the trainer's ``trainer.compile``): ``default``, or ``reduce-overhead`` for CUDA graphs.
 
-    python benchmarks/bench_model.py [--quick] [--rounds R] [--steps S] [--device cuda] [--compile]
+    python benchmarks/bench_model.py [--quick] [--rounds R] [--steps S] [--device cuda]
+                                     [--compile {default,reduce-overhead,max-autotune}]
                                      [--plan lxmert_base:8,lxmert_base:256]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining  # noqa: E402
@@ -70,6 +74,7 @@ def ours_step_fn(model, batch, autocast_dtype=None):
     device_type = next(model.parameters()).device.type
 
     def step() -> float:
+        torch.compiler.cudagraph_mark_step_begin()  # a new iteration for CUDA graphs (no-op otherwise)
         ctx = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
         with ctx:
             loss = model(**batch).loss
@@ -107,8 +112,15 @@ def reference_step_fn(model, batch):
     return step
 
 
+def step_gflop(step) -> float:
+    """GFLOP of one training step (forward, backward, optimizer) by torch's FLOP counter."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops() / 1e9
+
+
 def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: torch.device,
-                 compile_: bool = False) -> list[tuple]:
+                 compile_mode: str | None = None) -> list[tuple]:
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
     torch.manual_seed(0)
     ours = LxmertForPreTraining(cfg).train()
@@ -116,8 +128,9 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
     ref = transformers.LxmertForPreTraining(tcfg).train()
     ref.load_state_dict(ours_to_reference_state(ours))  # same starting weights
     models = {"transformers fp32": ref, "ours fp32": ours, "ours bf16 autocast": LxmertForPreTraining(cfg).train()}
-    if compile_:
-        models["ours fp32 compiled"] = LxmertForPreTraining(cfg).train()
+    compiled = f"ours fp32 compiled ({compile_mode})"
+    if compile_mode:  # static shapes: logits at every position (same loss), so the step is one graph
+        models[compiled] = LxmertForPreTraining(dataclasses.replace(cfg, sparse_predictions=False)).train()
     for m in models.values():
         if m is not ours and m is not ref:
             m.load_state_dict(ours.state_dict())
@@ -128,8 +141,8 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
         "ours fp32": ours_step_fn(ours, batch),
         "ours bf16 autocast": ours_step_fn(models["ours bf16 autocast"], batch, torch.bfloat16),
     }
-    if compile_:
-        impls["ours fp32 compiled"] = ours_step_fn(torch.compile(models["ours fp32 compiled"]), batch)
+    if compile_mode:
+        impls[compiled] = ours_step_fn(torch.compile(models[compiled], mode=compile_mode, fullgraph=True), batch)
     for fn in impls.values():  # warm-up (allocator, kernels, optimizer state, compilation)
         fn()
         fn()
@@ -147,11 +160,14 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
             torch.cuda.reset_peak_memory_stats(device)
             fn()
             peak[k] = torch.cuda.max_memory_allocated(device) / 2**30
+    # Work per step (matmuls, attention), counted on the eager steps: where a device is compute bound,
+    # the reference's GFLOP / ours is the most any speed-up can be without changing the arithmetic.
+    gflop = {k: (step_gflop(fn) if "compiled" not in k else float("nan")) for k, fn in impls.items()}
     base = statistics.median(times["transformers fp32"])
     rows = []
     for k, ts in times.items():
         med = statistics.median(ts)
-        rows.append((name, batch_size, k, med * 1000, batch_size / med, base / med, peak[k]))
+        rows.append((name, batch_size, k, med * 1000, batch_size / med, base / med, gflop[k], peak[k]))
     del ours, ref, models, impls
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -167,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="intra-op threads (default 1: on a shared machine, preempted OpenMP threads make "
                         "multi-threaded timings erratic)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--compile", action="store_true", help="also time ours under torch.compile")
+    p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
+                   help="also time ours under torch.compile with this mode (fullgraph, dense predictions)")
     p.add_argument("--plan", default=None, help="comma-separated config:batch pairs, e.g. lxmert_base:8,lxmert_base:64")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -183,12 +200,12 @@ def main(argv: list[str] | None = None) -> None:
                 ("lxmert_base", 8, args.rounds or (10 if gpu else 4), args.steps or (10 if gpu else 1))]
     where = torch.cuda.get_device_name(device) if gpu else f"cpu, threads {torch.get_num_threads()}"
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, device {where}")
-    print(f"{'config':<12} {'batch':>5}  {'implementation':<20} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}"
-          + (f" {'peak GiB':>9}" if gpu else ""))
+    print(f"{'config':<12} {'batch':>5}  {'implementation':<34} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}"
+          f" {'GFLOP/step':>10}" + (f" {'peak GiB':>9}" if gpu else ""))
     for name, b, rounds, steps in plan:
         for row in bench_config(name, b, rounds, steps, device, args.compile):
-            print(f"{row[0]:<12} {row[1]:>5}  {row[2]:<20} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
-                  + (f" {row[6]:>9.2f}" if gpu else ""), flush=True)
+            print(f"{row[0]:<12} {row[1]:>5}  {row[2]:<34} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
+                  f" {row[6]:>10.2f}" + (f" {row[7]:>9.2f}" if gpu else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from lxmert_repro.features.store import RegionFeatures
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ImageRegions:
-    image_id: str
-    img_h: int
-    img_w: int
-    boxes: np.ndarray  # (n, 4) pixel x1y1x2y2
-    features: np.ndarray  # (n, F)
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
@@ -40,31 +32,32 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
-def detect_regions(detector_dir: str | os.PathLike, image_path: str | os.PathLike) -> ImageRegions:
-    """Run a detector checkpoint (lxmert-train-detector / converted) on one image."""
+def detect_regions(detector_dir: str | os.PathLike, image_path: str | os.PathLike) -> RegionFeatures:
+    """Run a detector checkpoint (lxmert-train-detector / converted) on one image: the regions a store would hold."""
     from lxmert_repro.features.detectors import load_detector
 
     detector, _ = load_detector(detector_dir)
     img = read_image(image_path)
     det = detector.extract([img])[0]
-    return ImageRegions(Path(image_path).stem, int(img.shape[1]), int(img.shape[2]),
-                        det.boxes.cpu().numpy().astype(np.float32), det.features.cpu().float().numpy())
+    return RegionFeatures(
+        Path(image_path).stem, int(img.shape[1]), int(img.shape[2]), det.boxes.cpu().numpy().astype(np.float32),
+        det.features.cpu().float().numpy(), det.obj_ids.cpu().numpy(), det.obj_conf.cpu().float().numpy(),
+        det.attr_ids.cpu().numpy(), det.attr_conf.cpu().float().numpy(),
+    )
 
 
-def regions_from_store(store_path: str | os.PathLike, image_id: str) -> ImageRegions:
+def regions_from_store(store_path: str | os.PathLike, image_id: str) -> RegionFeatures:
     """Regions already extracted into a feature store (no detector run)."""
     from lxmert_repro.features.store import FeatureStore
 
     store = FeatureStore(str(store_path))
     if image_id not in store:
         raise KeyError(f"image_id={image_id!r} is not in the feature store {store_path}")
-    r = store[image_id]
-    return ImageRegions(image_id, int(r.img_h), int(r.img_w), np.asarray(r.boxes, np.float32),
-                        np.asarray(r.features, np.float32))
+    return store[image_id]
 
 
 @torch.no_grad()
-def answer_questions(model_dir: str | os.PathLike, regions: ImageRegions, questions: Sequence[str], top_k: int = 5,
+def answer_questions(model_dir: str | os.PathLike, regions: RegionFeatures, questions: Sequence[str], top_k: int = 5,
                      device: str = "cpu", with_attention: bool = False) -> list[dict[str, Any]]:
     """Top-k answers per question: ``[{question, answers: [{answer, score}], box_attention?}]``."""
     from lxmert_repro.data.answers import AnswerVocab
@@ -81,9 +74,10 @@ def answer_questions(model_dir: str | os.PathLike, regions: ImageRegions, questi
         raise ValueError(f"the detector gives {regions.features.shape[1]}-d features, the model {model_dir} expects "
                          f"{model.config.visual_feat_dim}-d: use the detector its training features came from")
     boxes = normalize_boxes(regions.boxes, regions.img_h, regions.img_w)
+    features = np.asarray(regions.features, np.float32)  # a store may hold float16
     items = [
         VQAItem(np.asarray(tok(q, truncation=True, max_length=int(tok.model_max_length or 20))["input_ids"], np.int64),
-                i, regions.image_id, boxes, regions.features, np.zeros(0, np.int64), np.zeros(0, np.float32))
+                i, regions.img_id, boxes, features, np.zeros(0, np.int64), np.zeros(0, np.float32))
         for i, q in enumerate(questions)
     ]
     batch = VQACollator(len(answers), pad_token_id=tok.pad_token_id)(items).to(device)
@@ -104,7 +98,7 @@ def answer_questions(model_dir: str | os.PathLike, regions: ImageRegions, questi
     return results
 
 
-def save_attention_picture(image_path: str | os.PathLike, regions: ImageRegions, result: dict[str, Any],
+def save_attention_picture(image_path: str | os.PathLike, regions: RegionFeatures, result: dict[str, Any],
                            out_path: str | os.PathLike, top_boxes: int = 5) -> Path:
     """The image with its most-attended boxes drawn, line width and opacity ∝ attention."""
     import matplotlib

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import BIN, offline_env, run_stage, stages  # noqa: E402  (the demo's stages and their skip-if-complete markers)
+from demo import BIN, offline_env, pretraining_stages, run_stage  # noqa: E402  (the demo's stages and their skip-if-complete markers)
 
 from lxmert_repro.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -32,8 +32,7 @@ def main() -> None:
     root = Path(args.root).resolve()
     offline_env()
     t0 = time.time()
-    done = [run_stage(name, cmds, marker, False) for name, cmds, marker, _ in stages(root)
-            if not name.startswith("VQA fine-tuning")]
+    done = [run_stage(name, cmds, marker, False) for name, cmds, marker, _ in pretraining_stages(root)]
     runs = root / "runs" / "finetune_vqa"
     common = ["experiment=easy_vqa_vqa", f"paths.root_dir={root}", f"data.train_fraction={args.fraction}",
               f"trainer.max_epochs={args.epochs}", f"trainer.eval_every_n_epochs={max(1, args.epochs // 4)}",

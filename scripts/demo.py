@@ -24,9 +24,19 @@ from lxmert_repro.data.formats.easy_vqa import easy_vqa_image_dir, easy_vqa_root
 BIN = Path(sys.executable).parent
 
 
-def stages(root: Path) -> list[tuple[str, list[list[str]], Path, list[Path]]]:
-    """(name, commands, marker, outputs): the marker is written after every command of the stage succeeded; the
-    outputs are what --force deletes first (otherwise the stage's own resume would find its old results)."""
+Stage = tuple[str, list[list[str]], Path, list[Path]]
+
+
+def stages(root: Path) -> list[Stage]:
+    """Every stage of the demo: the pretraining pipeline, then VQA fine-tuning and test."""
+    return pretraining_stages(root) + [vqa_stage(root)]
+
+
+def pretraining_stages(root: Path) -> list[Stage]:
+    """(name, commands, marker, outputs) from pixels to the pretrained model (the ablation starts from these).
+
+    The marker is written after every command of the stage succeeded; the outputs are what --force deletes first
+    (otherwise the stage's own resume would find its old results)."""
     data, runs = root / "data", root / "runs"
     det, feats = data / "easy_vqa" / "detector", data / "easy_vqa" / "features"
     py = [sys.executable]
@@ -48,10 +58,13 @@ def stages(root: Path) -> list[tuple[str, list[list[str]], Path, list[Path]]]:
         ("pretraining", [[str(BIN / "lxmert-pretrain"), "experiment=easy_vqa_pretrain", f"paths.root_dir={root}",
                           "trainer.resume=auto"]], runs / "pretrain" / "easy_vqa_pretrain" / ".done",
          [runs / "pretrain" / "easy_vqa_pretrain"]),
-        ("VQA fine-tuning + test", [[str(BIN / "lxmert-finetune"), "experiment=easy_vqa_vqa", f"paths.root_dir={root}",
-                                     "trainer.resume=auto"]], runs / "finetune_vqa" / "easy_vqa_vqa" / ".done",
-         [runs / "finetune_vqa" / "easy_vqa_vqa"]),
     ]
+
+
+def vqa_stage(root: Path) -> Stage:
+    run = root / "runs" / "finetune_vqa" / "easy_vqa_vqa"
+    return ("VQA fine-tuning + test", [[str(BIN / "lxmert-finetune"), "experiment=easy_vqa_vqa", f"paths.root_dir={root}",
+                                        "trainer.resume=auto"]], run / ".done", [run])
 
 
 def run_stage(name: str, commands: list[list[str]], marker: Path, force: bool, outputs: Sequence[Path] = ()) -> dict:

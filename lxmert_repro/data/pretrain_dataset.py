@@ -76,6 +76,11 @@ class PretrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def text_lengths(self) -> np.ndarray:
+        """(len,) tokens of each example's own sentence, for length bucketing (an ITM negative swaps in
+        another sentence, of any length, so pretraining batches stay more mixed than VQA's)."""
+        return self.records.text_lengths()
+
     def set_epoch(self, epoch: int) -> None:
         """Masks depend on (seed, epoch, index): call before each epoch (the workers copy the dataset)."""
         self.epoch = int(epoch)

@@ -41,6 +41,10 @@ class VQADataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def text_lengths(self) -> np.ndarray:
+        """(len,) tokens of each question, for length bucketing."""
+        return self.records.text_lengths()
+
     def __getitem__(self, index: int) -> VQAItem:
         rec = self.records.get(index, ("input_ids", "image_id", "question_id", "answers", "answer_scores"))
         idx, sc = [], []

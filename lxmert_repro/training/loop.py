@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from lxmert_repro.data.bucketing import LengthBucketBatchSampler
 from lxmert_repro.io_utils import atomic_write_json
 from lxmert_repro.launch import use_cpu
 from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState, list_checkpoints, resolve_resume
@@ -123,18 +125,23 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
 
 def make_loader(
     dataset: Dataset, collate_fn: Callable | None, batch_size: int, *, shuffle: bool, seed: int,
-    num_workers: int = 0, drop_last: bool = False,
-) -> tuple[DataLoader, EpochShuffleSampler]:
-    """A DataLoader over a seeded (seed, epoch) permutation; its own generator, so creating an iterator
-    never consumes the global RNG (which resume restores exactly)."""
-    sampler = EpochShuffleSampler(len(dataset), seed=seed, shuffle=shuffle)
+    num_workers: int = 0, drop_last: bool = False, lengths: np.ndarray | None = None, window_batches: int = 50,
+) -> tuple[DataLoader, EpochShuffleSampler | LengthBucketBatchSampler]:
+    """A DataLoader over a seeded (seed, epoch) order; its own generator, so creating an iterator never
+    consumes the global RNG (which resume restores exactly). With ``lengths`` (one per example) the batches
+    group examples of similar length (``LengthBucketBatchSampler``): less padding, same examples per epoch.
+    Returns the loader and the object whose ``set_epoch`` fixes the order."""
     g = torch.Generator()
     g.manual_seed(seed)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn, num_workers=num_workers,
-        drop_last=drop_last, generator=g, pin_memory=torch.cuda.is_available(),
-    )
-    return loader, sampler
+    common = dict(collate_fn=collate_fn, num_workers=num_workers, generator=g, pin_memory=torch.cuda.is_available())
+    if lengths is not None:
+        if len(lengths) != len(dataset):
+            raise ValueError(f"length bucketing: {len(lengths)} lengths for {len(dataset)} examples")
+        batches = LengthBucketBatchSampler(lengths, batch_size, window_batches=window_batches, shuffle=shuffle,
+                                           drop_last=drop_last, seed=seed)
+        return DataLoader(dataset, batch_sampler=batches, **common), batches
+    sampler = EpochShuffleSampler(len(dataset), seed=seed, shuffle=shuffle)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common), sampler
 
 
 def _batch_size_of(batch: Any) -> int:
@@ -239,9 +246,15 @@ class Trainer:
         if select_mode not in ("min", "max"):
             raise ValueError(f"select_mode must be 'min' or 'max', got {select_mode!r}")
         per_dev = self.per_device_batch_size()
+        lengths = None
+        if tcfg.get("length_bucketing", False):
+            if not hasattr(train_dataset, "text_lengths"):
+                raise ValueError(f"trainer.length_bucketing=true: {type(train_dataset).__name__} has no text_lengths()")
+            lengths = train_dataset.text_lengths()
         loader, sampler = make_loader(
             train_dataset, collate_fn, per_dev, shuffle=bool(tcfg.get("shuffle", True)), seed=int(tcfg.seed),
-            num_workers=int(tcfg.num_workers), drop_last=bool(tcfg.get("drop_last", True)),
+            num_workers=int(tcfg.num_workers), drop_last=bool(tcfg.get("drop_last", True)), lengths=lengths,
+            window_batches=int(tcfg.get("bucket_window_batches", 50)),
         )
         if len(loader) == 0:
             raise ValueError(

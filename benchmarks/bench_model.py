@@ -10,7 +10,7 @@ On a GPU each row also gives the peak memory of one training step (its own pass,
 
     python benchmarks/bench_model.py [--quick] [--rounds R] [--steps S] [--device cuda]
                                      [--compile {default,reduce-overhead,max-autotune}]
-                                     [--plan lxmert_base:8,lxmert_base:256]
+                                     [--plan lxmert_base:8,lxmert_base:256] [--layers 9,5,5]
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -112,16 +113,31 @@ def reference_step_fn(model, batch):
     return step
 
 
-def step_gflop(step) -> float:
-    """GFLOP of one training step (forward, backward, optimizer) by torch's FLOP counter."""
-    with FlopCounterMode(display=False) as counter:
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen operators a step dispatches: on a GPU each is (at least) one kernel launch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def step_work(step) -> tuple[float, int]:
+    """(GFLOP, ATen operator calls) of one training step (forward, backward, optimizer)."""
+    with FlopCounterMode(display=False) as flops, _OpCounter() as ops:
         step()
-    return counter.get_total_flops() / 1e9
+    return flops.get_total_flops() / 1e9, ops.calls
 
 
 def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: torch.device,
-                 compile_mode: str | None = None) -> list[tuple]:
+                 compile_mode: str | None = None, layers: tuple[int, int, int] | None = None) -> list[tuple]:
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+    if layers:  # e.g. the tiny widths at the base depth: a step bound by per-operator overhead, as batch 8 on a GPU
+        cfg = dataclasses.replace(cfg, l_layers=layers[0], r_layers=layers[1], x_layers=layers[2])
+        name = f"{name}@{'/'.join(map(str, layers))}"
     torch.manual_seed(0)
     ours = LxmertForPreTraining(cfg).train()
     tcfg = config_to_transformers(cfg)
@@ -160,14 +176,15 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
             torch.cuda.reset_peak_memory_stats(device)
             fn()
             peak[k] = torch.cuda.max_memory_allocated(device) / 2**30
-    # Work per step (matmuls, attention), counted on the eager steps: where a device is compute bound,
-    # the reference's GFLOP / ours is the most any speed-up can be without changing the arithmetic.
-    gflop = {k: (step_gflop(fn) if "compiled" not in k else float("nan")) for k, fn in impls.items()}
+    # Work per step, counted on the eager steps: where a device is compute bound, the reference's GFLOP / ours is
+    # the most any speed-up can be without changing the arithmetic; where it is bound by per-operator overhead
+    # (small batches on a GPU), the operator count is what matters.
+    work = {k: (step_work(fn) if "compiled" not in k else (float("nan"), 0)) for k, fn in impls.items()}
     base = statistics.median(times["transformers fp32"])
     rows = []
     for k, ts in times.items():
         med = statistics.median(ts)
-        rows.append((name, batch_size, k, med * 1000, batch_size / med, base / med, gflop[k], peak[k]))
+        rows.append((name, batch_size, k, med * 1000, batch_size / med, base / med, *work[k], peak[k]))
     del ours, ref, models, impls
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -185,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
                    help="also time ours under torch.compile with this mode (fullgraph, dense predictions)")
+    p.add_argument("--layers", default=None, help="override the layer counts, e.g. 9,5,5 (language,object,cross)")
     p.add_argument("--plan", default=None, help="comma-separated config:batch pairs, e.g. lxmert_base:8,lxmert_base:64")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -200,12 +218,13 @@ def main(argv: list[str] | None = None) -> None:
                 ("lxmert_base", 8, args.rounds or (10 if gpu else 4), args.steps or (10 if gpu else 1))]
     where = torch.cuda.get_device_name(device) if gpu else f"cpu, threads {torch.get_num_threads()}"
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, device {where}")
-    print(f"{'config':<12} {'batch':>5}  {'implementation':<34} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}"
-          f" {'GFLOP/step':>10}" + (f" {'peak GiB':>9}" if gpu else ""))
+    print(f"{'config':<18} {'batch':>5}  {'implementation':<34} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}"
+          f" {'GFLOP/step':>10} {'ATen ops':>8}" + (f" {'peak GiB':>9}" if gpu else ""))
     for name, b, rounds, steps in plan:
-        for row in bench_config(name, b, rounds, steps, device, args.compile):
-            print(f"{row[0]:<12} {row[1]:>5}  {row[2]:<34} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
-                  f" {row[6]:>10.2f}" + (f" {row[7]:>9.2f}" if gpu else ""), flush=True)
+        layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
+        for row in bench_config(name, b, rounds, steps, device, args.compile, layers):
+            print(f"{row[0]:<18} {row[1]:>5}  {row[2]:<34} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
+                  f" {row[6]:>10.2f} {row[7] or '':>8}" + (f" {row[8]:>9.2f}" if gpu else ""), flush=True)
 
 
 if __name__ == "__main__":

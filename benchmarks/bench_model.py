@@ -21,6 +21,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import torch
 import transformers
@@ -70,15 +71,13 @@ def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
         return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, eps=1e-6)
 
 
-def ours_step_fn(model, batch, autocast_dtype=None):
+def training_step(model: torch.nn.Module, forward_loss: Callable[[], torch.Tensor]) -> Callable[[], float]:
+    """One optimizer step around ``forward_loss``: backward, grad-norm clip 1.0, AdamW; the same for every row."""
     opt = make_optimizer(model)
-    device_type = next(model.parameters()).device.type
 
     def step() -> float:
         torch.compiler.cudagraph_mark_step_begin()  # a new iteration for CUDA graphs (no-op otherwise)
-        ctx = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-        with ctx:
-            loss = model(**batch).loss
+        loss = forward_loss()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -88,8 +87,17 @@ def ours_step_fn(model, batch, autocast_dtype=None):
     return step
 
 
+def ours_step_fn(model, batch, autocast_dtype=None):
+    device_type = next(model.parameters()).device.type
+
+    def forward_loss() -> torch.Tensor:
+        with torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else nullcontext():
+            return model(**batch).loss
+
+    return training_step(model, forward_loss)
+
+
 def reference_step_fn(model, batch):
-    opt = make_optimizer(model)
     kwargs = dict(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"],
         visual_feats=batch["visual_feats"], visual_pos=batch["visual_boxes"],
@@ -101,16 +109,7 @@ def reference_step_fn(model, batch):
             "feat": (batch["feat_targets"], batch["masked_boxes"].float()),
         },
     )
-
-    def step() -> float:
-        loss = model(**kwargs).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach().item()
-
-    return step
+    return training_step(model, lambda: model(**kwargs).loss)
 
 
 class _OpCounter(TorchDispatchMode):

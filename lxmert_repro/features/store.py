@@ -224,13 +224,18 @@ class FeatureStore:
         fm, bm = self._mmaps  # type: ignore[misc]
         return np.array(fm[start : start + n]), np.array(bm[start : start + n])
 
-    def __getitem__(self, img_id: str) -> RegionFeatures:
+    def _open_row(self, img_id: str) -> int:
+        """The index row of ``img_id``, with the data files open; KeyError naming the store if it is absent."""
         self._load_index()
         try:
             i = self._row[img_id]
         except KeyError:
             raise KeyError(f"image id {img_id!r} not in feature store {self.path}") from None
         self._open()
+        return i
+
+    def __getitem__(self, img_id: str) -> RegionFeatures:
+        i = self._open_row(img_id)
         n = int(self._n[i])
         feats, recs = self._read_rows(int(self._start[i]), n)
         return RegionFeatures(
@@ -249,12 +254,7 @@ class FeatureStore:
         """(n, F) features of one image only (no box records). With ``out`` (a C-contiguous array of the store's
         dtype with >= n rows of F), the rows are read straight into ``out[:n]`` (no intermediate copy), which is
         what a collator filling a padded (B, N, F) batch wants."""
-        self._load_index()
-        try:
-            i = self._row[img_id]
-        except KeyError:
-            raise KeyError(f"image id {img_id!r} not in feature store {self.path}") from None
-        self._open()
+        i = self._open_row(img_id)
         start, n = int(self._start[i]), int(self._n[i])
         if out is None:
             out = np.empty((n, self.feat_dim), self.feat_dtype)

@@ -315,6 +315,9 @@ def test_compiled_training_matches_eager(easy, tmp_path):
 
     with pytest.raises(ValueError, match="sparse_predictions=false"):
         train_pretrain(_cfg(easy, "pretrain", tmp_path / "sparse", "trainer.max_steps=1", *compiled))
+    with pytest.raises(ValueError, match="cannot be combined with trainer.grad_accum_steps=2"):
+        train_pretrain(_cfg(easy, "pretrain", tmp_path / "accum", *args, "trainer.compile.enabled=true",
+                            "trainer.compile.mode=reduce-overhead", "trainer.grad_accum_steps=2"))
 
 
 def test_length_bucketing_cuts_padding_and_resumes_exactly(easy, tmp_path):

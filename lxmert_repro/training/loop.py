@@ -66,7 +66,8 @@ def output_dir_from_cfg(cfg: DictConfig) -> Path:
     return Path(str(out))
 
 
-def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] | None = None) -> Any:
+def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] | None = None,
+                  grad_accum_steps: int = 1) -> Any:
     """trainer.compile -> Accelerate's TorchDynamoPlugin, or None when compilation is off.
 
     The model is one graph only with static shapes: ``model.sparse_predictions`` (logits only at masked
@@ -77,6 +78,11 @@ def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] |
     if not ccfg or not ccfg.get("enabled", False):
         return None
     mode, fullgraph = str(ccfg.get("mode", "default")), bool(ccfg.get("fullgraph", False))
+    if mode == "reduce-overhead" and grad_accum_steps > 1:
+        # CUDA-graph trees hand the first micro-batch's gradient buffer to .grad, and later replays overwrite it
+        # (pytorch/pytorch#169545, #96693): accumulated gradients would be silently wrong.
+        raise ValueError("trainer.compile.mode=reduce-overhead (CUDA graphs) cannot be combined with "
+                         f"trainer.grad_accum_steps={grad_accum_steps}: use mode=default, or a larger per-GPU batch")
     if (model_cfg or {}).get("sparse_predictions", False) and (fullgraph or mode == "reduce-overhead"):
         if fullgraph:
             raise ValueError("trainer.compile.fullgraph=true needs model.sparse_predictions=false (the sparse "
@@ -107,7 +113,7 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
         cpu=cpu,
         mixed_precision=str(tcfg.mixed_precision),
         # torch.compile through Accelerate; unwrap_model(keep_torch_compile=False) gives the plain module to save
-        dynamo_plugin=dynamo_plugin(tcfg.get("compile"), cfg.get("model")),
+        dynamo_plugin=dynamo_plugin(tcfg.get("compile"), cfg.get("model"), int(tcfg.grad_accum_steps)),
         gradient_accumulation_steps=int(tcfg.grad_accum_steps),
         log_with=trackers or None,
         project_dir=str(run_dir),
@@ -320,6 +326,9 @@ class Trainer:
                             desc=f"epoch {epoch + 1}/{max_epochs}", unit="sample", unit_scale=True, dynamic_ncols=True)
             t_last = time.time()
             for batch in epoch_loader:
+                # a new iteration for CUDA graphs (trainer.compile.mode=reduce-overhead): the previous step's
+                # graph outputs may be overwritten from here on; a no-op otherwise
+                torch.compiler.cudagraph_mark_step_begin()
                 with acc.accumulate(model):
                     loss, parts = loss_fn(model, batch, state)
                     self._check_finite(loss, parts, state)

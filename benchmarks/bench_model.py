@@ -185,7 +185,7 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
     # Work per step, counted on the eager steps: where a device is compute bound, the reference's GFLOP / ours is
     # the most any speed-up can be without changing the arithmetic; where it is bound by per-operator overhead
     # (small batches on a GPU), the operator count is what matters.
-    work = {k: (step_work(fn) if "compiled" not in k else (float("nan"), 0)) for k, fn in impls.items()}
+    work = {k: (step_work(fn) if k != compiled else (float("nan"), 0)) for k, fn in impls.items()}
     base = statistics.median(times["transformers fp32"])
     rows = []
     for k, ts in times.items():
@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, device {where}")
     print(f"{'config':<18} {'batch':>5}  {'implementation':<34} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}"
           f" {'GFLOP/step':>10} {'ATen ops':>8}" + (f" {'peak GiB':>9}" if gpu else ""))
+    layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
     for name, b, rounds, steps in plan:
-        layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
         for row in bench_config(name, b, rounds, steps, device, args.compile, layers):
             print(f"{row[0]:<18} {row[1]:>5}  {row[2]:<34} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
                   f" {row[6]:>10.2f} {row[7] or '':>8}" + (f" {row[8]:>9.2f}" if gpu else ""), flush=True)

@@ -83,10 +83,11 @@ def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] |
         # (pytorch/pytorch#169545, #96693): accumulated gradients would be silently wrong.
         raise ValueError("trainer.compile.mode=reduce-overhead (CUDA graphs) cannot be combined with "
                          f"trainer.grad_accum_steps={grad_accum_steps}: use mode=default, or a larger per-GPU batch")
-    if (model_cfg or {}).get("sparse_predictions", False) and (fullgraph or mode == "reduce-overhead"):
-        if fullgraph:
-            raise ValueError("trainer.compile.fullgraph=true needs model.sparse_predictions=false (the sparse "
-                             "MLM / feature gathers have data-dependent shapes, which break the graph)")
+    sparse = bool((model_cfg or {}).get("sparse_predictions", False))
+    if sparse and fullgraph:
+        raise ValueError("trainer.compile.fullgraph=true needs model.sparse_predictions=false (the sparse "
+                         "MLM / feature gathers have data-dependent shapes, which break the graph)")
+    if sparse and mode == "reduce-overhead":
         log.warning("trainer.compile.mode=reduce-overhead with model.sparse_predictions=true: the masked-position "
                     "gathers break the graph; set model.sparse_predictions=false for one CUDA graph per step")
     return TorchDynamoPlugin(backend=str(ccfg.get("backend", "inductor")), mode=mode, fullgraph=fullgraph)

@@ -9,7 +9,7 @@ On a GPU each row also gives the peak memory of one training step (its own pass,
 (one graph per step; the trainer's ``trainer.compile``): ``default``, or ``reduce-overhead`` for CUDA graphs.
 
     python benchmarks/bench_model.py [--quick] [--rounds R] [--steps S] [--device cuda]
-                                     [--compile {default,reduce-overhead,max-autotune}]
+                                     [--compile {default,reduce-overhead,max-autotune}] [--compile-reference]
                                      [--plan lxmert_base:8,lxmert_base:256] [--layers 9,5,5]
 """
 from __future__ import annotations
@@ -132,7 +132,8 @@ def step_work(step) -> tuple[float, int]:
 
 
 def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: torch.device,
-                 compile_mode: str | None = None, layers: tuple[int, int, int] | None = None) -> list[tuple]:
+                 compile_mode: str | None = None, layers: tuple[int, int, int] | None = None,
+                 compile_reference: bool = False) -> list[tuple]:
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
     if layers:  # e.g. the tiny widths at the base depth: a step bound by per-operator overhead, as batch 8 on a GPU
         cfg = dataclasses.replace(cfg, l_layers=layers[0], r_layers=layers[1], x_layers=layers[2])
@@ -144,6 +145,7 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
     ref.load_state_dict(ours_to_reference_state(ours))  # same starting weights
     models = {"transformers fp32": ref, "ours fp32": ours, "ours bf16 autocast": LxmertForPreTraining(cfg).train()}
     compiled = f"ours fp32 compiled ({compile_mode})"
+    compiled_ref = f"transformers fp32 compiled ({compile_mode})"
     if compile_mode:  # static shapes: logits at every position (same loss), so the step is one graph
         models[compiled] = LxmertForPreTraining(dataclasses.replace(cfg, sparse_predictions=False)).train()
     for m in models.values():
@@ -159,14 +161,25 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
     for fn in impls.values():  # warm-up (allocator, kernels, optimizer state)
         fn()
         fn()
-    if compile_mode:  # a failed compilation loses its own row, not the run (device time is scarce)
+    compiled_steps = {}
+    if compile_mode:
+        compiled_steps[compiled] = lambda: ours_step_fn(
+            torch.compile(models[compiled], mode=compile_mode, fullgraph=True), batch)
+    if compile_mode and compile_reference:  # the fair question: does the reference gain as much from compiling?
+        ref_c = transformers.LxmertForPreTraining(tcfg).train().to(device)
+        ref_c.load_state_dict(ref.state_dict())
+        compiled_steps[compiled_ref] = lambda: reference_step_fn(torch.compile(ref_c, mode=compile_mode), batch)
+    for k, make_step in compiled_steps.items():  # a failed compilation loses its own row, not the run
         try:
-            fn = ours_step_fn(torch.compile(models[compiled], mode=compile_mode, fullgraph=True), batch)
+            t0 = time.perf_counter()
+            fn = make_step()
             fn()
             fn()
-            impls[compiled] = fn
+            impls[k] = fn
+            print(f"[{name} b{batch_size}] {k}: compiled and warmed up in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
         except Exception as e:
-            print(f"[{name} b{batch_size}] {compiled} failed, row dropped: {type(e).__name__}: "
+            print(f"[{name} b{batch_size}] {k} failed, row dropped: {type(e).__name__}: "
                   f"{str(e).strip().splitlines()[0][:300]}", flush=True)
     times: dict[str, list[float]] = {k: [] for k in impls}
     for _ in range(rounds):
@@ -185,13 +198,14 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
     # Work per step, counted on the eager steps: where a device is compute bound, the reference's GFLOP / ours is
     # the most any speed-up can be without changing the arithmetic; where it is bound by per-operator overhead
     # (small batches on a GPU), the operator count is what matters.
-    work = {k: (step_work(fn) if k != compiled else (float("nan"), 0)) for k, fn in impls.items()}
+    work = {k: (step_work(fn) if k not in compiled_steps else (float("nan"), 0)) for k, fn in impls.items()}
     base = statistics.median(times["transformers fp32"])
     rows = []
     for k, ts in times.items():
         med = statistics.median(ts)
         rows.append((name, batch_size, k, med * 1000, batch_size / med, base / med, *work[k], peak[k]))
-    del ours, ref, models, impls
+    del ours, ref, models, impls, compiled_steps
+    torch._dynamo.reset()  # the next plan entry compiles fresh models, not guarded variants of these
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rows
@@ -208,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
                    help="also time ours under torch.compile with this mode (fullgraph, dense predictions)")
+    p.add_argument("--compile-reference", action="store_true",
+                   help="with --compile, also time the reference under torch.compile (same mode, graph breaks allowed)")
     p.add_argument("--layers", default=None, help="override the layer counts, e.g. 9,5,5 (language,object,cross)")
     p.add_argument("--plan", default=None, help="comma-separated config:batch pairs, e.g. lxmert_base:8,lxmert_base:64")
     args = p.parse_args(argv)
@@ -224,12 +240,13 @@ def main(argv: list[str] | None = None) -> None:
                 ("lxmert_base", 8, args.rounds or (10 if gpu else 4), args.steps or (10 if gpu else 1))]
     where = torch.cuda.get_device_name(device) if gpu else f"cpu, threads {torch.get_num_threads()}"
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, device {where}")
-    print(f"{'config':<18} {'batch':>5}  {'implementation':<34} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}"
+    print(f"{'config':<18} {'batch':>5}  {'implementation':<44} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}"
           f" {'GFLOP/step':>10} {'ATen ops':>8}" + (f" {'peak GiB':>9}" if gpu else ""))
     layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
     for name, b, rounds, steps in plan:
-        for row in bench_config(name, b, rounds, steps, device, args.compile, layers):
-            print(f"{row[0]:<18} {row[1]:>5}  {row[2]:<34} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
+        for row in bench_config(name, b, rounds, steps, device, args.compile, layers,
+                                args.compile_reference):
+            print(f"{row[0]:<18} {row[1]:>5}  {row[2]:<44} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
                   f" {row[6]:>10.2f} {row[7] or '':>8}" + (f" {row[8]:>9.2f}" if gpu else ""), flush=True)
 
 

@@ -320,6 +320,55 @@ def test_compiled_training_matches_eager(easy, tmp_path):
                             "trainer.compile.mode=reduce-overhead", "trainer.grad_accum_steps=2"))
 
 
+def test_pad_to_max_length_gives_static_text_shapes(easy, tmp_path):
+    """data.pad_to_max_length: every batch is data.max_length tokens wide (one CUDA graph, not one per length)."""
+    from lxmert_repro.training.data_setup import build_pretrain_data, build_vqa_data
+    from lxmert_repro.training.loop import make_loader
+
+    for task, build in (("pretrain", build_pretrain_data), ("vqa", build_vqa_data)):
+        widths = {}
+        for static in (False, True):
+            data = build(_cfg(easy, task, tmp_path / task, "data.limit=64", f"data.pad_to_max_length={static}"))
+            loader, _ = make_loader(data.train, data.collator, 16, shuffle=False, seed=0)
+            widths[static] = {b.input_ids.shape[1] for b in loader}
+        assert widths[True] == {20}, (task, widths)
+        assert max(widths[False]) < 20, (task, widths)  # by default: the batch's longest question
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device machine)")
+def test_cuda_graph_training_follows_eager(easy, tmp_path, monkeypatch):
+    """trainer.compile.mode=reduce-overhead on a GPU: forward and backward replay as CUDA graphs (none skipped)
+    and the losses follow eager training's, step by step."""
+    from torch._dynamo.utils import counters
+
+    from lxmert_repro.training.pretrain import train_pretrain
+    from lxmert_repro.training.tracking import read_metrics
+
+    replays = []
+    real_replay = torch.cuda.CUDAGraph.replay
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), real_replay(self))[1])
+    steps = 8
+    args = ("trainer.cpu=false", "trainer.batch_size=16", f"trainer.max_steps={steps}", "data.pretrain.val=null",
+            "model.sparse_predictions=false", "data.pad_to_max_length=true", "model.hidden_dropout_prob=0",
+            "model.attention_probs_dropout_prob=0", "optim.lr=1e-3")
+    compiled = ("trainer.compile.enabled=true", "trainer.compile.mode=reduce-overhead", "trainer.compile.fullgraph=true")
+    torch._dynamo.reset()
+    train_pretrain(_cfg(easy, "pretrain", tmp_path / "eager", *args))
+    assert not replays
+    counters.clear()
+    try:
+        train_pretrain(_cfg(easy, "pretrain", tmp_path / "compiled", *args, *compiled))
+        assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
+    finally:
+        torch._dynamo.reset()
+    # the first step runs eagerly to warm up, the second records; every later one replays forward and backward
+    assert len(replays) >= 2 * (steps - 2), len(replays)
+    loss = {k: [r["train/loss"] for r in read_metrics(tmp_path / k) if "train/loss" in r] for k in ("eager", "compiled")}
+    assert len(loss["compiled"]) == steps
+    print("losses eager", loss["eager"], "compiled", loss["compiled"], "replays", len(replays))
+    torch.testing.assert_close(torch.tensor(loss["compiled"]), torch.tensor(loss["eager"]), rtol=1e-3, atol=1e-4)
+
+
 def test_length_bucketing_cuts_padding_and_resumes_exactly(easy, tmp_path):
     """trainer.length_bucketing: the same questions per epoch in batches of similar length (less padding), and a
     run killed mid-epoch resumes to exactly the weights of an uninterrupted one."""

@@ -73,6 +73,12 @@ def _common(cfg: DictConfig) -> tuple[Any, Path, Any]:
     return tokenizer, tok_dir, store
 
 
+def _text_pad_to(cfg: DictConfig) -> int | None:
+    """data.pad_to_max_length: every batch's text padded to data.max_length, so the step's shapes never change
+    (one CUDA graph for trainer.compile.mode=reduce-overhead instead of one per text length)."""
+    return int(cfg.data.get("max_length") or 20) if cfg.data.get("pad_to_max_length") else None
+
+
 def _subset(ds: Any, limit: int | None) -> Any:
     if limit and limit > 0 and len(ds) > limit:
         return ds.select(range(int(limit)))
@@ -113,7 +119,7 @@ def build_pretrain_data(cfg: DictConfig, accelerator: Any = None) -> PretrainDat
     val = dataset(val_path) if val_path is not None else None
     if val is not None:  # fixed masks every evaluation; QA targets included whenever QA is on at all
         val.set_epoch(int(pcfg.get("qa_start_epoch", 0)))
-    collator = PretrainCollator(pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes)
+    collator = PretrainCollator(pad_token_id=tokenizer.pad_token_id, pad_to=_text_pad_to(cfg), max_boxes=max_boxes)
     return PretrainData(train, val, collator, answers, tokenizer, tok_dir, store)
 
 
@@ -151,7 +157,8 @@ def build_vqa_data(cfg: DictConfig, accelerator: Any = None) -> VQAData:
         return SoftScoreEvaluator.from_split(split)
 
     train, val, test = dataset("train", True), dataset("val", False), dataset("test", False)  # fills `splits`
-    collator = VQACollator(len(answers), pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes)
+    collator = VQACollator(len(answers), pad_token_id=tokenizer.pad_token_id, pad_to=_text_pad_to(cfg),
+                           max_boxes=max_boxes)
     return VQAData(
         train=train, val=val, test=test, collator=collator, answers=answers, tokenizer=tokenizer,
         tokenizer_dir=tok_dir, store=store, val_evaluator=evaluator("val"), test_evaluator=evaluator("test"),

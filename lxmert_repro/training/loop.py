@@ -67,7 +67,7 @@ def output_dir_from_cfg(cfg: DictConfig) -> Path:
 
 
 def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] | None = None,
-                  grad_accum_steps: int = 1) -> Any:
+                  grad_accum_steps: int = 1, data_cfg: Mapping[str, Any] | None = None) -> Any:
     """trainer.compile -> Accelerate's TorchDynamoPlugin, or None when compilation is off.
 
     The model is one graph only with static shapes: ``model.sparse_predictions`` (logits only at masked
@@ -90,6 +90,9 @@ def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] |
     if sparse and mode == "reduce-overhead":
         log.warning("trainer.compile.mode=reduce-overhead with model.sparse_predictions=true: the masked-position "
                     "gathers break the graph; set model.sparse_predictions=false for one CUDA graph per step")
+    if mode == "reduce-overhead" and not (data_cfg or {}).get("pad_to_max_length", False):
+        log.warning("trainer.compile.mode=reduce-overhead without data.pad_to_max_length=true: every new text "
+                    "length compiles and records another CUDA graph")
     return TorchDynamoPlugin(backend=str(ccfg.get("backend", "inductor")), mode=mode, fullgraph=fullgraph)
 
 
@@ -114,7 +117,7 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
         cpu=cpu,
         mixed_precision=str(tcfg.mixed_precision),
         # torch.compile through Accelerate; unwrap_model(keep_torch_compile=False) gives the plain module to save
-        dynamo_plugin=dynamo_plugin(tcfg.get("compile"), cfg.get("model"), int(tcfg.grad_accum_steps)),
+        dynamo_plugin=dynamo_plugin(tcfg.get("compile"), cfg.get("model"), int(tcfg.grad_accum_steps), cfg.get("data")),
         gradient_accumulation_steps=int(tcfg.grad_accum_steps),
         log_with=trackers or None,
         project_dir=str(run_dir),

@@ -6,7 +6,6 @@ from torch.utils.data import DataLoader
 
 from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.vqa_dataset import VQACollator, VQADataset
-from lxmert_repro.evaluation import soft_score_accuracy
 from test_data_fixtures import PAD, make_records, make_store
 
 
@@ -36,13 +35,6 @@ def test_targets_and_batch(setup):
     assert batch.mlm_labels is None and batch.itm_labels is None
     lengths = [len(r["input_ids"]) for r in records[:6]]
     assert batch.attention_mask.sum(1).tolist() == lengths
-
-
-def test_question_labels_for_soft_score(setup):
-    ds, _, records = setup
-    labels = ds.question_labels()
-    assert labels[2] == {"yes": 0.3, "blue": 0.9, "unknown": 1.0}
-    assert soft_score_accuracy({0: "yes", 2: "blue"}, labels) == pytest.approx((1.0 + 0.9) / 2)
 
 
 def test_workers_and_fixed_padding(setup):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from lxmert_repro.evaluation import (
-    VQAEvaluator, question_accuracy, read_predictions, score_prediction_file, soft_score_accuracy, write_predictions,
+    VQAEvaluator, question_accuracy, read_predictions, score_prediction_file, write_predictions,
 )
 
 
@@ -64,11 +64,6 @@ def test_evaluator_missing_and_unknown_predictions():
     assert ev.evaluate({1: "yes"}, allow_missing=True)["overall"] == 100.0
     with pytest.raises(ValueError, match="not in the annotations"):
         ev.evaluate({1: "yes", 2: "3", 3: "red", 99: "x"})
-
-
-def test_soft_score_accuracy():
-    assert soft_score_accuracy({1: "yes", 2: "3", 3: "blue"},
-                               {1: {"yes": 1.0}, 2: {"3": 0.9, "2": 0.3}, 3: {"red": 0.6}}) == pytest.approx(1.9 / 3)
 
 
 def test_prediction_file_roundtrip_and_errors(tmp_path):

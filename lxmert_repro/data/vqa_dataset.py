@@ -57,12 +57,6 @@ class VQADataset(Dataset):
         return VQAItem(np.asarray(rec["input_ids"], np.int64), int(rec["question_id"]), rec["image_id"],
                        r.boxes, r.features, np.array(idx, np.int64), np.array(sc, np.float32))
 
-    def question_labels(self) -> dict[int, dict[str, float]]:
-        """{question_id: {answer: soft score}} for ``soft_score_accuracy`` (LXMERT's training-time VQA score)."""
-        qids = self.records.column("question_id")
-        answers, scores = self.records.column("answers"), self.records.column("answer_scores")
-        return {int(q): dict(zip(a or (), s or ())) for q, a, s in zip(qids, answers, scores)}
-
 
 class VQACollator:
     """Pads text and boxes, builds both masks and the dense (B, A) soft target matrix.

@@ -1,4 +1,5 @@
-"""The official VQA accuracy (spec section 4), with its quirks, plus LXMERT's soft-score accuracy.
+"""The official VQA accuracy (spec section 4), with its quirks, plus LXMERT's soft-score accuracy
+(``SoftScoreEvaluator``, for data without official annotation files).
 
 Per question: whitespace-clean the prediction and the 10 human answers; only if the human answers are
 not all the same string, normalise both (punctuation, number words, articles, contractions); then for
@@ -101,19 +102,6 @@ class VQAEvaluator:
 def vqa_accuracy(predictions: Mapping[int, str], annotations: Iterable[Mapping[str, Any]], ndigits: int = 2) -> dict[str, Any]:
     """Functional form of ``VQAEvaluator(annotations).evaluate(predictions)``."""
     return VQAEvaluator(annotations, ndigits).evaluate(predictions)
-
-
-def soft_score_accuracy(predictions: Mapping[Any, str], targets: Mapping[Any, Mapping[str, float]]) -> float:
-    """LXMERT's training-time VQA score: mean over questions of the soft score of the predicted answer
-    (0 when it is not among the labels), as a fraction in [0, 1]."""
-    if not predictions:
-        raise ValueError("no predictions to score")
-    total = 0.0
-    for q, ans in predictions.items():
-        if q not in targets:
-            raise KeyError(f"question id {q} has no target label")
-        total += float(targets[q].get(ans, 0.0))
-    return total / len(predictions)
 
 
 class SoftScoreEvaluator:

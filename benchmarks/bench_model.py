@@ -9,7 +9,7 @@ On a GPU each row also gives the peak memory of one training step (its own pass,
 (one graph per step; the trainer's ``trainer.compile``): ``default``, or ``reduce-overhead`` for CUDA graphs.
 
     python benchmarks/bench_model.py [--quick] [--rounds R] [--steps S] [--device cuda]
-                                     [--compile {default,reduce-overhead,max-autotune}] [--compile-reference]
+                                     [--compile {default,reduce-overhead,max-autotune}] [--compile-reference] [--compile-bf16]
                                      [--plan lxmert_base:8,lxmert_base:256] [--layers 9,5,5]
 """
 from __future__ import annotations
@@ -133,7 +133,7 @@ def step_work(step) -> tuple[float, int]:
 
 def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: torch.device,
                  compile_mode: str | None = None, layers: tuple[int, int, int] | None = None,
-                 compile_reference: bool = False) -> list[tuple]:
+                 compile_reference: bool = False, compile_bf16: bool = False) -> list[tuple]:
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
     if layers:  # e.g. the tiny widths at the base depth: a step bound by per-operator overhead, as batch 8 on a GPU
         cfg = dataclasses.replace(cfg, l_layers=layers[0], r_layers=layers[1], x_layers=layers[2])
@@ -144,7 +144,7 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
     ref = transformers.LxmertForPreTraining(tcfg).train()
     ref.load_state_dict(ours_to_reference_state(ours))  # same starting weights
     models = {"transformers fp32": ref, "ours fp32": ours, "ours bf16 autocast": LxmertForPreTraining(cfg).train()}
-    compiled = f"ours fp32 compiled ({compile_mode})"
+    compiled = f"ours {'bf16 autocast' if compile_bf16 else 'fp32'} compiled ({compile_mode})"
     compiled_ref = f"transformers fp32 compiled ({compile_mode})"
     if compile_mode:  # static shapes: logits at every position (same loss), so the step is one graph
         models[compiled] = LxmertForPreTraining(dataclasses.replace(cfg, sparse_predictions=False)).train()
@@ -164,7 +164,8 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
     compiled_steps = {}
     if compile_mode:
         compiled_steps[compiled] = lambda: ours_step_fn(
-            torch.compile(models[compiled], mode=compile_mode, fullgraph=True), batch)
+            torch.compile(models[compiled], mode=compile_mode, fullgraph=True), batch,
+            torch.bfloat16 if compile_bf16 else None)
     if compile_mode and compile_reference:  # the fair question: does the reference gain as much from compiling?
         ref_c = transformers.LxmertForPreTraining(tcfg).train().to(device)
         ref_c.load_state_dict(ref.state_dict())
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="also time ours under torch.compile with this mode (fullgraph, dense predictions)")
     p.add_argument("--compile-reference", action="store_true",
                    help="with --compile, also time the reference under torch.compile (same mode, graph breaks allowed)")
+    p.add_argument("--compile-bf16", action="store_true", help="with --compile, compile ours in bf16 autocast")
     p.add_argument("--layers", default=None, help="override the layer counts, e.g. 9,5,5 (language,object,cross)")
     p.add_argument("--plan", default=None, help="comma-separated config:batch pairs, e.g. lxmert_base:8,lxmert_base:64")
     args = p.parse_args(argv)
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
     for name, b, rounds, steps in plan:
         for row in bench_config(name, b, rounds, steps, device, args.compile, layers,
-                                args.compile_reference):
+                                args.compile_reference, args.compile_bf16):
             print(f"{row[0]:<18} {row[1]:>5}  {row[2]:<44} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
                   f" {row[6]:>10.2f} {row[7] or '':>8}" + (f" {row[8]:>9.2f}" if gpu else ""), flush=True)
 

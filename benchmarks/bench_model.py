@@ -6,7 +6,9 @@ machine is shared. Prints a table of samples/s and the ratio to the reference.
 
 On a GPU each row also gives the peak memory of one training step (its own pass, after the timed rounds).
 ``--compile MODE`` adds ours under ``torch.compile(mode=MODE, fullgraph=True)`` with dense predictions
-(one graph per step; the trainer's ``trainer.compile``): ``default``, or ``reduce-overhead`` for CUDA graphs.
+(one graph per step; the trainer's ``trainer.compile``): ``default``, or ``reduce-overhead`` for CUDA graphs;
+``--compile-bf16`` compiles that row in bf16 autocast; ``--compile-reference`` adds the reference compiled the same
+way (graph breaks allowed), to tell what compiling gives from what our implementation gives.
 
     python benchmarks/bench_model.py [--quick] [--rounds R] [--steps S] [--device cuda]
                                      [--compile {default,reduce-overhead,max-autotune}] [--compile-reference] [--compile-bf16]

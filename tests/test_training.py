@@ -361,12 +361,12 @@ def test_cuda_graph_training_follows_eager(easy, tmp_path, monkeypatch):
         assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
     finally:
         torch._dynamo.reset()
-    # the first step runs eagerly to warm up, the second records; every later one replays forward and backward
+    # after cudagraph trees' warm-up step every step replays forward and backward (14 replays in 8 steps on an H200)
     assert len(replays) >= 2 * (steps - 2), len(replays)
     loss = {k: [r["train/loss"] for r in read_metrics(tmp_path / k) if "train/loss" in r] for k in ("eager", "compiled")}
     assert len(loss["compiled"]) == steps
-    print("losses eager", loss["eager"], "compiled", loss["compiled"], "replays", len(replays))
-    torch.testing.assert_close(torch.tensor(loss["compiled"]), torch.tensor(loss["eager"]), rtol=1e-3, atol=1e-4)
+    print("losses eager", loss["eager"], "compiled", loss["compiled"], "replays", len(replays))  # seen with -s
+    torch.testing.assert_close(torch.tensor(loss["compiled"]), torch.tensor(loss["eager"]), rtol=1e-4, atol=1e-4)
 
 
 def test_length_bucketing_cuts_padding_and_resumes_exactly(easy, tmp_path):

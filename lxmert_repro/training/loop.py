@@ -67,11 +67,14 @@ def output_dir_from_cfg(cfg: DictConfig) -> Path:
 
 
 def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] | None = None,
-                  grad_accum_steps: int = 1, data_cfg: Mapping[str, Any] | None = None) -> Any:
+                  grad_accum_steps: int = 1, data_cfg: Mapping[str, Any] | None = None,
+                  num_processes: int = 1) -> Any:
     """trainer.compile -> Accelerate's TorchDynamoPlugin, or None when compilation is off.
 
     The model is one graph only with static shapes: ``model.sparse_predictions`` (logits only at masked
     positions) has data-dependent shapes, so it breaks the graph, and CUDA graphs re-record per shape.
+    With several processes Accelerate compiles the DDP wrapper, whose own forward has an untraceable call
+    (``DistributedDataParallel._pre_forward`` logging): fullgraph is then checked on the model's frame only.
     """
     from accelerate.utils import TorchDynamoPlugin
 
@@ -93,6 +96,12 @@ def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] |
     if mode == "reduce-overhead" and not (data_cfg or {}).get("pad_to_max_length", False):
         log.warning("trainer.compile.mode=reduce-overhead without data.pad_to_max_length=true: every new text "
                     "length compiles and records another CUDA graph")
+    if fullgraph and num_processes > 1:
+        # dynamo still traces the model's forward as its own frame (split only at DDP's gradient buckets, so the
+        # all-reduce overlaps the backward); the break is in DDP's wrapper, before the model is called
+        log.info("trainer.compile.fullgraph=true is not enforced with %d processes: DDP's forward wrapper is not "
+                 "traceable (the model itself is checked in single-process runs)", num_processes)
+        fullgraph = False
     return TorchDynamoPlugin(backend=str(ccfg.get("backend", "inductor")), mode=mode, fullgraph=fullgraph)
 
 
@@ -117,7 +126,8 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
         cpu=cpu,
         mixed_precision=str(tcfg.mixed_precision),
         # torch.compile through Accelerate; unwrap_model(keep_torch_compile=False) gives the plain module to save
-        dynamo_plugin=dynamo_plugin(tcfg.get("compile"), cfg.get("model"), int(tcfg.grad_accum_steps), cfg.get("data")),
+        dynamo_plugin=dynamo_plugin(tcfg.get("compile"), cfg.get("model"), int(tcfg.grad_accum_steps), cfg.get("data"),
+                                    state.num_processes),
         gradient_accumulation_steps=int(tcfg.grad_accum_steps),
         log_with=trackers or None,
         project_dir=str(run_dir),

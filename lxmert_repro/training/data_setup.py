@@ -63,12 +63,16 @@ class VQAData:
     test_evaluator: Any = None
 
 
+def _max_length(cfg: DictConfig) -> int:
+    return int(cfg.data.get("max_length") or 20)  # LXMERT: 20 tokens in every task
+
+
 def _common(cfg: DictConfig) -> tuple[Any, Path, Any]:
     from lxmert_repro.features.store import FeatureStore
     from lxmert_repro.text.tokenizer import load_tokenizer
 
     tok_dir = _path(cfg, "tokenizer_dir")
-    tokenizer = load_tokenizer(str(tok_dir), max_length=int(cfg.data.get("max_length") or 20))
+    tokenizer = load_tokenizer(str(tok_dir), max_length=_max_length(cfg))
     store = FeatureStore(str(_path(cfg, "features")))
     return tokenizer, tok_dir, store
 
@@ -76,7 +80,7 @@ def _common(cfg: DictConfig) -> tuple[Any, Path, Any]:
 def _text_pad_to(cfg: DictConfig) -> int | None:
     """data.pad_to_max_length: every batch's text padded to data.max_length, so the step's shapes never change
     (one CUDA graph for trainer.compile.mode=reduce-overhead instead of one per text length)."""
-    return int(cfg.data.get("max_length") or 20) if cfg.data.get("pad_to_max_length") else None
+    return _max_length(cfg) if cfg.data.get("pad_to_max_length") else None
 
 
 def _subset(ds: Any, limit: int | None) -> Any:

@@ -66,9 +66,7 @@ def output_dir_from_cfg(cfg: DictConfig) -> Path:
     return Path(str(out))
 
 
-def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] | None = None,
-                  grad_accum_steps: int = 1, data_cfg: Mapping[str, Any] | None = None,
-                  num_processes: int = 1) -> Any:
+def dynamo_plugin(cfg: DictConfig, num_processes: int = 1) -> Any:
     """trainer.compile -> Accelerate's TorchDynamoPlugin, or None when compilation is off.
 
     The model is one graph only with static shapes: ``model.sparse_predictions`` (logits only at masked
@@ -78,22 +76,24 @@ def dynamo_plugin(ccfg: Mapping[str, Any] | None, model_cfg: Mapping[str, Any] |
     """
     from accelerate.utils import TorchDynamoPlugin
 
+    ccfg = cfg.trainer.get("compile")
     if not ccfg or not ccfg.get("enabled", False):
         return None
+    grad_accum_steps = int(cfg.trainer.grad_accum_steps)
     mode, fullgraph = str(ccfg.get("mode", "default")), bool(ccfg.get("fullgraph", False))
     if mode == "reduce-overhead" and grad_accum_steps > 1:
         # CUDA-graph trees hand the first micro-batch's gradient buffer to .grad, and later replays overwrite it
         # (pytorch/pytorch#169545, #96693): accumulated gradients would be silently wrong.
         raise ValueError("trainer.compile.mode=reduce-overhead (CUDA graphs) cannot be combined with "
                          f"trainer.grad_accum_steps={grad_accum_steps}: use mode=default, or a larger per-GPU batch")
-    sparse = bool((model_cfg or {}).get("sparse_predictions", False))
+    sparse = bool((cfg.get("model") or {}).get("sparse_predictions", False))
     if sparse and fullgraph:
         raise ValueError("trainer.compile.fullgraph=true needs model.sparse_predictions=false (the sparse "
                          "MLM / feature gathers have data-dependent shapes, which break the graph)")
     if sparse and mode == "reduce-overhead":
         log.warning("trainer.compile.mode=reduce-overhead with model.sparse_predictions=true: the masked-position "
                     "gathers break the graph; set model.sparse_predictions=false for one CUDA graph per step")
-    if mode == "reduce-overhead" and not (data_cfg or {}).get("pad_to_max_length", False):
+    if mode == "reduce-overhead" and not (cfg.get("data") or {}).get("pad_to_max_length", False):
         log.warning("trainer.compile.mode=reduce-overhead without data.pad_to_max_length=true: every new text "
                     "length compiles and records another CUDA graph")
     if fullgraph and num_processes > 1:
@@ -126,8 +126,7 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
         cpu=cpu,
         mixed_precision=str(tcfg.mixed_precision),
         # torch.compile through Accelerate; unwrap_model(keep_torch_compile=False) gives the plain module to save
-        dynamo_plugin=dynamo_plugin(tcfg.get("compile"), cfg.get("model"), int(tcfg.grad_accum_steps), cfg.get("data"),
-                                    state.num_processes),
+        dynamo_plugin=dynamo_plugin(cfg, state.num_processes),
         gradient_accumulation_steps=int(tcfg.grad_accum_steps),
         log_with=trackers or None,
         project_dir=str(run_dir),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,33 @@ def test_16_bit_png_reads_like_its_8_bit_version(tmp_path):
             assert got.shape == want.shape == (3, 64, 64)
             assert float((got - want).abs().max()) <= 1.0, name
     assert float(ref[0].std()) > 10  # a real picture, not a flat one
+
+
+def png16(arr: np.ndarray, color_type: int) -> bytes:
+    """A 16-bit-per-sample PNG (colour type 0 grey, 2 RGB, 4 grey+alpha, 6 RGBA), written by hand: Pillow
+    cannot write 16-bit colour PNGs."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = arr.shape[:2]
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_colour_pngs_read_like_their_8_bit_versions(tmp_path):
+    rgb8 = easy_vqa_image(7)
+    alpha = np.full(rgb8.shape[:2], 255, np.uint8)
+    alpha[:, 32:] = 0  # right half transparent: white under the default background
+    (tmp_path / "rgb16.png").write_bytes(png16(rgb8.astype(np.uint16) * 257, 2))
+    (tmp_path / "rgba16.png").write_bytes(png16(np.dstack([rgb8, alpha]).astype(np.uint16) * 257, 6))
+    grey = rgb8[..., 0]
+    (tmp_path / "la16.png").write_bytes(png16(np.dstack([grey, alpha]).astype(np.uint16) * 257, 4))
+    want_rgba = np.where(alpha[..., None] > 0, rgb8, 255)
+    want_la = np.where(alpha[..., None] > 0, np.repeat(grey[..., None], 3, axis=2), 255)
+    for name, want in (("rgb16.png", rgb8), ("rgba16.png", want_rgba), ("la16.png", want_la)):
+        for got in three_loaders(tmp_path, tmp_path / name):
+            assert np.abs(got.permute(1, 2, 0).numpy() - want).max() <= 1, name
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F"])

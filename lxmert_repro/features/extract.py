@@ -171,7 +171,8 @@ def extract_to_store(
 
 
 def load_given_boxes(path: str | os.PathLike) -> dict[str, list]:
-    """json ``{image_id: [[x1, y1, x2, y2], ...]}`` in original-image pixels."""
+    """json ``{image_id: [[x1, y1, x2, y2], ...]}`` in pixels of the upright image (EXIF orientation applied, as
+    ``ImageReader`` reads it and viewers show it)."""
     path = Path(path)
     data = json.loads(path.read_text())
     if not isinstance(data, dict):

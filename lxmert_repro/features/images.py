@@ -13,9 +13,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from PIL import Image, ImageOps
 
 # Modes that carry an alpha channel (or palette transparency, see ``_has_alpha``): composited on the background.
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 upright, 2..8 mirrored and/or rotated
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 # Integer modes wider than 8 bits, with the value that means white: 16-bit data in every byte order.
 # Pillow also decodes 16-bit PNG/TIFF greyscale to mode "I" (int32) in some versions; its range is 16-bit too.
@@ -52,7 +54,7 @@ class ImageReader:
         return torch.from_numpy(self.array(path).astype(np.float32)).permute(2, 0, 1).contiguous()
 
 
-def image_reader_from_cfg(cfg) -> ImageReader:
+def image_reader_from_cfg(cfg: DictConfig | None) -> ImageReader:
     """The app config's ``image_reader`` group (configs/image_reader/default.yaml); the defaults without one."""
     from hydra.utils import instantiate
 
@@ -66,7 +68,8 @@ def _has_alpha(im: Image.Image) -> bool:
 
 def to_rgb(im: Image.Image, background: Sequence[int] = (255, 255, 255), where: str = "<image>") -> np.ndarray:
     """Any Pillow image -> (H, W, 3) uint8 RGB, upright, transparency composited on ``background``."""
-    im = ImageOps.exif_transpose(im)
+    if im.getexif().get(ORIENTATION_TAG, 1) != 1:  # most files: upright already, no copy
+        im = ImageOps.exif_transpose(im)
     if im.mode in HIGH_BIT_MODES:
         grey = np.asarray(im).astype(np.float64)  # I;16B is big-endian: asarray gives '>u2', astype makes it native
         top = HIGH_BIT_MODES[im.mode]

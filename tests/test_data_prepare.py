@@ -114,6 +114,28 @@ def test_vqa_v2_prepare(tmp_path):
     assert dict(zip(val[2]["answers"], val[2]["answer_scores"])) == pytest.approx({"red": 0.9, "blue": 1.0})
 
 
+def test_empty_questions_are_counted_and_warned_or_dropped(tmp_path, caplog):
+    ids = _write_vqa_v2(tmp_path)
+    qfile = tmp_path / "v2_OpenEnded_mscoco_train2014_questions.json"
+    data = json.loads(qfile.read_text())
+    data["questions"][4]["question"] = "  "
+    qfile.write_text(json.dumps(data))
+    make_store_for(tmp_path / "store", ids)
+    base = ["data=vqa_v2", f"data.root={tmp_path}", "data.answers.min_count=4", f"features={tmp_path / 'store'}",
+            "tokenizer.vocab_size=200"]
+    with caplog.at_level("WARNING"):
+        summary = run_prepare(_cfg(base + [f"output_dir={tmp_path / 'out'}"]))
+    assert summary["splits"]["train"]["empty_sentences"] == 1 and summary["splits"]["train"]["examples"] == 6
+    assert summary["splits"]["val"]["empty_sentences"] == 0
+    assert any("split 'train': 1 of 6 examples have an empty sentence (e.g. question_id 4): kept" in r.getMessage()
+               for r in caplog.records)
+    summary = run_prepare(_cfg(base + [f"output_dir={tmp_path / 'out2'}", "empty_sentences=drop"]))
+    assert summary["splits"]["train"]["empty_sentences"] == 1 and summary["splits"]["train"]["examples"] == 5
+    assert 4 not in datasets.load_from_disk(str(tmp_path / "out2" / "train"))["question_id"]
+    with pytest.raises(ValueError, match=r"split 'train': 1 of 6 examples have an empty sentence \(e.g. question_id 4\)"):
+        run_prepare(_cfg(base + [f"output_dir={tmp_path / 'out3'}", "empty_sentences=error"]))
+
+
 def test_lxmert_pretrain_prepare_cli(tmp_path):
     rows = [{"img_id": f"COCO_train2014_{i:012d}", "labelf": {"vqa": [{"Two": 1.0}, {"yes": 1.0, "no": 0.3}]},
              "sentf": {"mscoco": [f"a caption of image {i}"], "vqa": ["how many?", "is it?"]}} for i in range(4)]

@@ -1,6 +1,7 @@
 """lxmert-extract: real easy-VQA images end to end into a store, corrupt images, resume after a kill."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from lxmert_repro.cli.extract import run
 from lxmert_repro.features.detectors import build_detector, load_detector, save_detector
-from lxmert_repro.features.extract import list_images
+from lxmert_repro.features.extract import UnreadableImagesError, list_images
 from lxmert_repro.features.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,9 +58,15 @@ def test_extract_real_images_end_to_end_with_corrupt_ones(tmp_path, detector_ckp
     (folder / "empty.jpg").write_bytes(b"")
     cfg = extract_cfg(checkpoint=detector_ckpt, input=folder, output=tmp_path / "store", batch_size=4, progress=False,
                       image_id_prefix="train_", feat_dtype="float32")
-    summary = run(cfg)
-    assert summary["written"] == 10
+    with pytest.raises(UnreadableImagesError, match=r"2 of 12 images could not be read and were skipped \(10 images "
+                                                    r"are in .*store; fix or remove these .*fail_on_skipped=false"):
+        run(cfg)  # fail_on_skipped=true, the default: the readable images are stored, the exit is an error
+    summary = json.loads((tmp_path / "store" / "extract_summary.json").read_text())
+    assert summary["written"] == 10 and summary["skipped"] == 2
     assert len(summary["errors"]) == 2 and any("broken.png" in e for e in summary["errors"])
+    cfg.fail_on_skipped = False
+    summary = run(cfg)  # accepted: the two unreadable ones are retried, reported, and the run exits 0
+    assert summary["written"] == 0 and summary["already_done"] == 10 and summary["skipped"] == 2
     store = FeatureStore(tmp_path / "store")
     assert sorted(store.image_ids) == sorted(f"train_{i}" for i in range(10))
     assert store.metadata["object_classes"] == ["circle", "rectangle", "triangle"]
@@ -78,6 +85,54 @@ def test_extract_real_images_end_to_end_with_corrupt_ones(tmp_path, detector_ckp
     # rerun: nothing to do, nothing duplicated
     assert run(cfg)["written"] == 0
     assert len(FeatureStore(tmp_path / "store")) == 10
+
+
+def test_extract_fails_when_nothing_is_readable_and_on_an_empty_input(tmp_path, detector_ckpt):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.png").write_bytes(b"not an image")
+    cfg = extract_cfg(checkpoint=detector_ckpt, input=tmp_path / "bad", output=tmp_path / "store", progress=False,
+                      fail_on_skipped=False)
+    with pytest.raises(UnreadableImagesError, match=r"1 of 1 images could not be read .*not one image of the input "
+                                                    r"could be read\): .*a.png: UnidentifiedImageError"):
+        run(cfg)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"input=.*empty: no images \(expected image files .png"):
+        run(extract_cfg(checkpoint=detector_ckpt, input=tmp_path / "empty", output=tmp_path / "s2", progress=False))
+
+
+def test_extract_reads_upright_16_bit_and_tiny_images(tmp_path, detector_ckpt, caplog):
+    """EXIF-rotated JPEG: stored upright with boxes in the upright frame; a 16-bit PNG gives the features of its
+    8-bit version; a 1x1 image is stored with a warning about its sub-pixel boxes."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    grey = np.asarray(Image.open(easy_vqa_images() / "3.png").convert("L"))
+    Image.fromarray(grey).save(folder / "g8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(folder / "g16.png")
+    stored = np.asarray(Image.open(easy_vqa_images() / "4.png").convert("RGB").resize((96, 64)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the viewer turns the stored 96x64 picture 90 degrees clockwise: upright it is 64 wide, 96 high
+    Image.fromarray(stored).save(folder / "rot.jpg", quality=95, exif=exif.tobytes())
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(folder / "dot.png")
+    with caplog.at_level("WARNING"):
+        summary = run(extract_cfg(checkpoint=detector_ckpt, input=folder, output=tmp_path / "store", progress=False,
+                                  feat_dtype="float32"))
+    store = FeatureStore(tmp_path / "store")
+    np.testing.assert_allclose(store["g16"].features, store["g8"].features, rtol=1e-5, atol=1e-5)
+    rot = store["rot"]
+    assert (rot.img_h, rot.img_w) == (96, 64)
+    assert rot.num_boxes > 0 and rot.boxes[:, [0, 2]].max() <= 64 and rot.boxes[:, [1, 3]].max() <= 96
+    detector, _ = load_detector(detector_ckpt)
+    with Image.open(folder / "rot.jpg") as im:
+        upright = np.rot90(np.asarray(im.convert("RGB")), k=-1)
+    ref = detector.extract([torch.from_numpy(upright.astype(np.float32)).permute(2, 0, 1).contiguous()])[0]
+    np.testing.assert_allclose(rot.boxes, ref.boxes.numpy(), atol=1e-3)
+    np.testing.assert_allclose(rot.features, ref.features.numpy(), rtol=1e-4, atol=1e-5)
+    assert (store["dot"].img_h, store["dot"].img_w) == (1, 1)
+    assert summary["degenerate_boxes"] == ["dot"]
+    assert any("image dot (1x1 px)" in r.getMessage() and "boxes are under 1 pixel wide or high" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_given_boxes_mode(tmp_path, detector_ckpt):

@@ -7,12 +7,19 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from lxmert_repro.features.store import FeatureStore
+from lxmert_repro.features.store import FeatureStore, FeatureStoreWriter
+from lxmert_repro.cli.features import main as features_main
 from lxmert_repro.features.tsv import export_tsv, import_tsv, iter_tsv
 
 
 def b64(a: np.ndarray) -> str:
     return base64.b64encode(a.tobytes()).decode("ascii")
+
+
+def boxes_xyxy(rng, n: int) -> np.ndarray:
+    """(n, 4) pixel x1 <= x2, y1 <= y2 inside a 200 x 200 corner (every image is at least 200 px)."""
+    xy = rng.uniform(0, 100, (n, 2))
+    return np.concatenate([xy, xy + rng.uniform(0, 100, (n, 2))], axis=1).astype(np.float32)
 
 
 def write_lxmert_tsv(path, n_images: int, feat_dim: int, seed: int = 0) -> list[dict]:
@@ -31,7 +38,7 @@ def write_lxmert_tsv(path, n_images: int, feat_dim: int, seed: int = 0) -> list[
                 "attrs_id": rng.integers(0, 400, n).astype(np.int64),
                 "attrs_conf": rng.uniform(0, 1, n).astype(np.float32),
                 "num_boxes": n,
-                "boxes": rng.uniform(0, 200, (n, 4)).astype(np.float32),
+                "boxes": boxes_xyxy(rng, n),
                 "features": rng.exponential(size=(n, feat_dim)).astype(np.float32),
             }
             f.write("\t".join([
@@ -96,3 +103,94 @@ def test_tsv_errors_name_file_line_and_field(tmp_path):
     tsv.write_text("a\tb\n")
     with pytest.raises(ValueError, match="bad.tsv:1: 2 tab-separated fields, expected 10"):
         list(iter_tsv(tsv))
+
+
+def set_field(line: str, field: int, value: str) -> str:
+    parts = line.rstrip("\n").split("\t")
+    parts[field] = value
+    return "\t".join(parts) + "\n"
+
+
+def test_truncated_first_line_is_refused_not_imported_with_a_smaller_dim(tmp_path):
+    tsv = tmp_path / "feats.tsv"
+    rows = write_lxmert_tsv(tsv, 1, feat_dim=256)
+    n = rows[0]["num_boxes"]
+    text = tsv.read_text()
+    # cut inside the features field at a point where the rest still decodes: as to 120 values per box
+    cut = text[: text.rindex("\t") + 1] + b64(rows[0]["features"].reshape(-1)[: n * 120])
+    tsv.write_text(cut)  # the file ends there, without a line end, as a copy cut short does
+    with pytest.raises(ValueError, match=r"feats.tsv:1: the only record with boxes ends without a line end \(the "
+                                         r"file looks truncated\); its features would give feature dim 120"):
+        import_tsv([tsv], tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+    with pytest.raises(ValueError, match=r"feats.tsv:1: field 'features' has \d+ bytes = \d+ boxes x 120 float32 "
+                                         r"values, expected \d+ x 256 .*from feat_dim / --feat-dim\) \(the file "
+                                         r"ends inside this line: truncated\?\)"):
+        import_tsv([tsv], tmp_path / "store", feat_dim=256)
+    # the same shortened record followed by good ones: the good ones give the dim, the shortened one is named
+    write_lxmert_tsv(tsv, 3, feat_dim=256)
+    lines = tsv.read_text().splitlines(keepends=True)
+    tsv.write_text(cut + "\n" + "".join(lines[1:]))
+    with pytest.raises(ValueError, match=r"feats.tsv:1: field 'features' .* x 120 float32 values, expected .* x 256 "
+                                         r".*from records .*feats.tsv:2, .*feats.tsv:3\)"):
+        import_tsv([tsv], tmp_path / "store")
+    assert not (tmp_path / "store").exists()  # nothing written
+
+
+def test_every_record_is_checked_and_named_by_file_and_line(tmp_path):
+    tsv = tmp_path / "bad.tsv"
+    write_lxmert_tsv(tsv, 4, feat_dim=64)
+    lines = tsv.read_text().splitlines(keepends=True)
+    rng = np.random.default_rng(5)
+
+    def with_line(i: int, line: str) -> None:
+        tsv.write_text("".join(lines[:i] + [line] + lines[i + 1:]))
+
+    n = int(lines[2].split("\t")[7])
+    with_line(2, set_field(lines[2], 9, b64(rng.normal(size=(n, 32)).astype(np.float32))))  # a later-line shape error
+    with pytest.raises(ValueError, match=r"bad.tsv:3: field 'features' has \d+ bytes = \d+ boxes x 32 float32 values, "
+                                         r"expected \d+ x 64"):
+        import_tsv([tsv], tmp_path / "s1")
+    assert len(FeatureStore(tmp_path / "s1")) == 2  # the records before it are stored; a rerun resumes
+    with pytest.raises(ValueError, match=r"bad.tsv:1: field 'features' .* x 64 float32 values, expected .* x 2048 "
+                                         r".*from feat_dim / --feat-dim"):
+        import_tsv([tsv], tmp_path / "s2", feat_dim=2048)
+    with pytest.raises(ValueError, match=r"bad.tsv:1: field 'features' .* x 64 float32 values, expected .* x 32 "
+                                         r".*from the existing store"):
+        FeatureStoreWriter(tmp_path / "s3", feat_dim=32).close()  # an (empty) store of another dim
+        import_tsv([tsv], tmp_path / "s3")
+    for bad, match in [
+        (set_field(lines[2], 8, b64((np.full((n, 4), 10.0) * [1, 1, 0.5, 1]).astype(np.float32))),
+         r"bad.tsv:3: field 'boxes': box 0 is \[10.0, 10.0, 5.0, 10.0\], expected x1 <= x2"),
+        (set_field(lines[2], 8, b64(np.full((n, 4), 900, np.float32))),
+         r"bad.tsv:3: field 'boxes' spans x 900..900, y 900..900, outside the image of img_w=\d+ x img_h=\d+"),
+        (set_field(lines[2], 9, b64(np.full((n, 64), np.nan, np.float32))),
+         r"bad.tsv:3: field 'features' has non-finite values"),
+        (set_field(lines[2], 1, "tall"), r"bad.tsv:3: field 'img_h' is 'tall', expected an integer"),
+        (set_field(lines[2], 7, "-1"), r"bad.tsv:3: field 'num_boxes' is -1, expected an integer >= 0"),
+        (set_field(lines[2], 4, b64(np.zeros(n + 1, np.float32))),
+         rf"bad.tsv:3: field 'objects_conf' has {4 * (n + 1)} bytes, expected {4 * n} \(float32 \({n},\), from "
+         rf"num_boxes={n}\)"),
+        (lines[0], r"bad.tsv:3: field 'img_id' 'COCO_val2014_000000000000' repeats the image of .*bad.tsv:1"),
+    ]:
+        with_line(2, bad)
+        with pytest.raises(ValueError, match=match):
+            import_tsv([tsv], tmp_path / "s4", feat_dim=64)
+    # two records that disagree, and no third: which one is damaged cannot be told
+    write_lxmert_tsv(tsv, 2, feat_dim=64)
+    two = tsv.read_text().splitlines(keepends=True)
+    m = int(two[1].split("\t")[7])
+    tsv.write_text(two[0] + set_field(two[1], 9, b64(np.zeros((m, 48), np.float32))))
+    with pytest.raises(ValueError, match=r"records disagree on the feature dim \(.*bad.tsv:1 has 64, .*bad.tsv:2 has "
+                                         r"48 float32 values per box\); one is damaged, or pass feat_dim / --feat-dim"):
+        import_tsv([tsv], tmp_path / "s5")
+
+
+def test_import_tsv_cli_checks_the_stated_feature_dim(tmp_path, capsys):
+    tsv = tmp_path / "feats.tsv"
+    write_lxmert_tsv(tsv, 3, feat_dim=16)
+    with pytest.raises(ValueError, match=r"feats.tsv:1: field 'features' .* x 16 float32 values, expected .* x 2048"):
+        features_main(["import-tsv", str(tsv), "--out", str(tmp_path / "s"), "--feat-dim", "2048"])
+    features_main(["import-tsv", str(tsv), "--out", str(tmp_path / "s"), "--feat-dim", "16"])
+    assert "imported 3 images" in capsys.readouterr().out
+    assert FeatureStore(tmp_path / "s").feat_dim == 16

@@ -74,6 +74,13 @@ def test_prediction_file_roundtrip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text('[{"question_id": 1}]')
     with pytest.raises(ValueError, match="bad.json.*entry 0"):
         read_predictions(tmp_path / "bad.json")
+    for qid in ('"q7"', "1.5", "true", "null"):
+        (tmp_path / "bad.json").write_text(f'[{{"question_id": 1, "answer": "a"}}, {{"question_id": {qid}, "answer": "b"}}]')
+        with pytest.raises(ValueError, match=rf"prediction file '.*bad.json', entry 1: field 'question_id' is "
+                                             rf".*, expected an integer"):
+            read_predictions(tmp_path / "bad.json")
+    (tmp_path / "ok.json").write_text('[{"question_id": "12", "answer": "a"}, {"question_id": 13.0, "answer": "b"}]')
+    assert read_predictions(tmp_path / "ok.json") == {12: "a", 13: "b"}
 
 
 def test_score_prediction_file(tmp_path):

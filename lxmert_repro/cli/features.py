@@ -2,7 +2,7 @@
 
     lxmert-features inspect STORE
     lxmert-features show STORE IMAGE_ID --image-dir DIR [--image FILE] --out boxes.png [--top N]
-    lxmert-features import-tsv TSV [TSV ...] --out STORE [--feat-dtype float16]
+    lxmert-features import-tsv TSV [TSV ...] --out STORE [--feat-dtype float16] [--feat-dim 2048]
     lxmert-features export-tsv STORE --out FILE.tsv
 """
 from __future__ import annotations
@@ -70,15 +70,17 @@ def draw_regions(r: RegionFeatures, image_path: Path, out: Path, object_classes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
-    img = Image.open(image_path).convert("RGB")
-    if img.size != (r.img_w, r.img_h):
-        print(f"warning: {image_path} is {img.size[0]}x{img.size[1]}, the store says {r.img_w}x{r.img_h}", file=sys.stderr)
+    from lxmert_repro.features.images import ImageReader
+
+    pixels = ImageReader().array(image_path)  # upright, as extraction read it: the frame the boxes are in
+    size = (pixels.shape[1], pixels.shape[0])
+    if size != (r.img_w, r.img_h):
+        print(f"warning: {image_path} is {size[0]}x{size[1]}, the store says {r.img_w}x{r.img_h}", file=sys.stderr)
     n = r.num_boxes if top is None else min(top, r.num_boxes)
-    scale = max(1.0, 512 / max(img.size))
-    fig, ax = plt.subplots(figsize=(img.size[0] * scale / 100, img.size[1] * scale / 100), dpi=100)
-    ax.imshow(img)
+    scale = max(1.0, 512 / max(size))
+    fig, ax = plt.subplots(figsize=(size[0] * scale / 100, size[1] * scale / 100), dpi=100)
+    ax.imshow(pixels)
     cmap = plt.get_cmap("tab10")
     for i in range(n):
         x1, y1, x2, y2 = r.boxes[i]
@@ -114,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("tsv", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--feat-dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--feat-dim", type=int, default=None,
+                   help="the features' size (2048 for LXMERT's files); every record is checked against it. "
+                        "Default: the existing store's, else what the first records agree on")
     p = sub.add_parser("export-tsv", help="store -> one LXMERT TSV file")
     p.add_argument("store")
     p.add_argument("--out", required=True)
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                      meta.get("object_classes", []), meta.get("attribute_classes", []), args.top)
         print(f"wrote {args.out} ({r.num_boxes} boxes)")
     elif args.cmd == "import-tsv":
-        n = import_tsv(args.tsv, args.out, feat_dtype=args.feat_dtype)
+        n = import_tsv(args.tsv, args.out, feat_dtype=args.feat_dtype, feat_dim=args.feat_dim)
         print(f"imported {n} images into {args.out}")
     elif args.cmd == "export-tsv":
         n = export_tsv(args.store, args.out)

@@ -16,17 +16,19 @@ from lxmert_repro.cli import CONFIG_DIR, prepare_argv
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     import torch
 
+    from lxmert_repro.features.images import image_reader_from_cfg
     from lxmert_repro.io_utils import atomic_write_json
     from lxmert_repro.training.loop import output_dir_from_cfg
     from lxmert_repro.training.predict import answer_questions, detect_regions, regions_from_store, save_attention_picture
 
+    reader = image_reader_from_cfg(cfg)
     questions = list(cfg.questions) if isinstance(cfg.questions, (list, ListConfig)) else [str(cfg.questions)]
     if not questions or not all(isinstance(q, str) and q.strip() for q in questions):
         raise ValueError(f"questions: expected a non-empty question or list of questions, got {cfg.questions!r}")
     if cfg.get("features") and cfg.get("image_id"):
         regions = regions_from_store(cfg.features, str(cfg.image_id))
     elif cfg.get("detector_checkpoint") and cfg.get("image"):
-        regions = detect_regions(cfg.detector_checkpoint, cfg.image)
+        regions = detect_regions(cfg.detector_checkpoint, cfg.image, reader)
     else:
         raise ValueError("lxmert-predict needs detector_checkpoint=DIR image=FILE (run the detector) "
                          "or features=STORE image_id=ID (regions already extracted)")
@@ -42,7 +44,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
             path = Path(str(picture))
             if len(results) > 1:
                 path = path.with_name(f"{path.stem}_{i}{path.suffix or '.png'}")
-            r["attention_picture"] = str(save_attention_picture(cfg.image, regions, r, path))
+            r["attention_picture"] = str(save_attention_picture(cfg.image, regions, r, path, reader=reader))
     try:
         out_dir = output_dir_from_cfg(cfg)
     except ValueError:  # outside a Hydra app (no run dir): the returned/printed results are the output

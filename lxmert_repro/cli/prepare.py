@@ -47,7 +47,8 @@ def run_prepare(cfg: DictConfig) -> dict:
             answer_min_count=int(d.answers.min_count), answer_normalizer=d.answers.get("normalizer", "vqa_official"),
             qa_sources=None if d.answers.get("qa_sources") is None else list(d.answers.qa_sources),
             tokenizer_from=list(d.tokenizer_from_splits), max_length=int(cfg.tokenizer.max_length),
-            feature_store=store, missing_images=cfg.missing_images, answers_file=d.answers.get("file"),
+            feature_store=store, missing_images=cfg.missing_images,
+            empty_sentences=cfg.empty_sentences, answers_file=d.answers.get("file"),
             extra_summary={"data": d.name, "features": cfg.features,
                            "config": OmegaConf.to_container(cfg.data, resolve=True)},
         )

@@ -4,7 +4,7 @@ Writes, under ``output_dir``:
     tokenizer/            the tokenizer every later stage loads (BERT uncased copy, or trained WordPiece)
     answers.json          the answer vocabulary: a task's answers (VQA) or the pretraining QA table
     {split}/              one Arrow dataset per split (``datasets.save_to_disk``; memory-mapped when loaded)
-    prepare_summary.json  counts per split, dropped examples (missing images), answer coverage
+    prepare_summary.json  counts per split, dropped examples (missing images), empty sentences, answer coverage
 Columns: image_id, sentence, source, question_id, answers, answer_scores, main_answer, question_type,
 answer_type (``Example.to_record``) + input_ids ([CLS] ... [SEP], at most max_length).
 """
@@ -45,6 +45,30 @@ def check_images(examples: list[Example], split: str, store: Any, missing: str =
     log.warning("split %s: dropped %d examples of %d images missing from %s", split, len(examples) - len(kept),
                 len(absent), store.path)
     return kept, {"dropped_examples": len(examples) - len(kept), "missing_images": len(absent)}
+
+
+EMPTY_SENTENCES = ("warn", "drop", "error")
+
+
+def check_sentences(examples: list[Example], split: str, empty: str = "warn") -> tuple[list[Example], int]:
+    """Examples whose question/caption is empty (or only spaces): the model sees [CLS] [SEP] and nothing to
+    ground. ``empty='warn'`` keeps them (a VQA split keeps every question id), ``'drop'`` drops them, ``'error'``
+    raises naming them. Returns the examples kept and how many were empty."""
+    if empty not in EMPTY_SENTENCES:
+        raise ValueError(f"empty_sentences must be one of {EMPTY_SENTENCES}, got '{empty}'")
+    blank = [e for e in examples if not e.sentence.strip()]
+    if not blank:
+        return examples, 0
+    named = ", ".join(f"question_id {e.question_id}" if e.question_id >= 0 else f"a caption of image {e.image_id}"
+                      for e in blank[:5])
+    what = f"split '{split}': {len(blank)} of {len(examples)} examples have an empty sentence (e.g. {named})"
+    if empty == "error":
+        raise ValueError(f"{what}; fix the annotations, or set empty_sentences=drop (drop them) or warn (keep them)")
+    if empty == "drop":
+        log.warning("%s: dropped (empty_sentences=drop)", what)
+        return [e for e in examples if e.sentence.strip()], len(blank)
+    log.warning("%s: kept; set empty_sentences=drop to drop them or error to stop", what)
+    return examples, len(blank)
 
 
 def build_answers(examples_by_split: Mapping[str, list[Example]], kind: str, from_splits: Sequence[str],
@@ -102,6 +126,7 @@ def prepare(splits: Mapping[str, Sequence[Callable[[], list[Example]]] | Callabl
             answers_from: Sequence[str] = ("train",), answer_min_count: int = 1, answer_normalizer: str = "vqa_official",
             qa_sources: Iterable[str] | None = None, tokenizer_from: Sequence[str] = ("train",),
             max_length: int = 20, feature_store: Any = None, missing_images: str = "error",
+            empty_sentences: str = "warn",
             answers_file: str | os.PathLike | None = None,
             extra_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read every split (each a reader or a list of readers returning ``Example`` lists), check images,
@@ -118,6 +143,7 @@ def prepare(splits: Mapping[str, Sequence[Callable[[], list[Example]]] | Callabl
         if feature_store is not None:
             exs, dropped = check_images(exs, name, feature_store, missing_images)
             stats.update(dropped)
+        exs, stats["empty_sentences"] = check_sentences(exs, name, empty_sentences)
         if not exs:
             raise ValueError(f"split '{name}' has no examples left")
         examples[name] = exs

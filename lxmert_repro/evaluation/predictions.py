@@ -32,8 +32,24 @@ def read_predictions(path: str | os.PathLike) -> dict[int, str]:
             raise ValueError(f"prediction file '{path}', entry {i}: expected {{'question_id': int, 'answer': str}}, got {row!r}")
         if not isinstance(row["answer"], str):
             raise ValueError(f"prediction file '{path}', entry {i}: field 'answer' must be a string, got {row['answer']!r}")
-        qid = int(row["question_id"])
+        qid = _question_id(row["question_id"])
+        if qid is None:
+            raise ValueError(f"prediction file '{path}', entry {i}: field 'question_id' is {row['question_id']!r}, "
+                             "expected an integer")
         if qid in out:
             raise ValueError(f"prediction file '{path}', entry {i}: question_id {qid} appears twice")
         out[qid] = row["answer"]
     return out
+
+
+def _question_id(value: object) -> int | None:
+    """An integer id: a JSON int, or a string or float that is exactly one ("42", 42.0); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None

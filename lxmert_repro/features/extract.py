@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lxmert_repro.features.detectors.detector import RegionDetector
+from lxmert_repro.features.images import ImageReader
 from lxmert_repro.features.store import FeatureStore, FeatureStoreWriter, merge_stores
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ def list_images(source: str | os.PathLike, id_prefix: str = "") -> list[tuple[st
 class ImageFiles(Dataset):
     """(img_id, image (3,H,W) float RGB 0..255 or None, error or None)."""
 
-    def __init__(self, items: list[tuple[str, str]]):
+    def __init__(self, items: list[tuple[str, str]], reader: ImageReader | None = None):
         self.items = items
+        self.reader = reader or ImageReader()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -63,11 +64,13 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         img_id, path = self.items[i]
         try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.float32)
-            return img_id, torch.from_numpy(arr).permute(2, 0, 1).contiguous(), None
+            return img_id, self.reader.tensor(path), None
         except Exception as e:  # unreadable/corrupt image: reported by the caller, never fatal
             return img_id, None, f"{path}: {type(e).__name__}: {e}"
+
+
+class UnreadableImagesError(ValueError):
+    """Some input images could not be read (they were skipped; the others are in the store)."""
 
 
 def _collate(batch):
@@ -81,6 +84,7 @@ class ExtractStats:
     written: int = 0  # by this process
     stored: int = 0  # images in the final store afterwards (main process)
     errors: list[str] = field(default_factory=list)
+    degenerate: list[str] = field(default_factory=list)  # ids of images stored with boxes under 1 px (e.g. 1x1 px)
     seconds: float = 0.0
 
     @property
@@ -99,6 +103,7 @@ def extract_to_store(
     accelerator=None,
     progress: bool = True,
     metadata: dict | None = None,
+    image_reader: ImageReader | None = None,
 ) -> ExtractStats:
     """Run ``detector`` on every image not yet in ``store_path``. With several processes (``accelerator``),
     process r handles items r, r+W, ... into ``<store>.shards/rank{r}``; the main process merges at the end."""
@@ -121,7 +126,7 @@ def extract_to_store(
         done |= writer.done_ids
         todo = [it for it in mine if it[0] not in done]
         stats.skipped_done = len(mine) - len(todo)
-        loader = DataLoader(ImageFiles(todo), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+        loader = DataLoader(ImageFiles(todo, image_reader), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
         bar = tqdm(total=len(todo), unit="img", disable=not progress, desc=f"extract[{rank}]", dynamic_ncols=True)
         for batch in loader:
             good = [(i, im) for i, im, err in batch if err is None]
@@ -139,6 +144,13 @@ def extract_to_store(
                     boxes = [torch.as_tensor(given_boxes[i], dtype=torch.float32).reshape(-1, 4) for i, _ in good]
                 dets = detector.extract(ims, given_boxes=boxes)
                 for (img_id, im), d in zip(good, dets):
+                    # a box under one pixel wide or high pools from within a single pixel (all a 1x1 image has)
+                    flat = int(((d.boxes[:, 2] - d.boxes[:, 0] < 1) | (d.boxes[:, 3] - d.boxes[:, 1] < 1)).sum())
+                    if flat:
+                        log.warning("image %s (%dx%d px): %d of %d boxes are under 1 pixel wide or high; their "
+                                    "region features carry no more than one pixel", img_id, im.shape[2], im.shape[1],
+                                    flat, len(d.boxes))
+                        stats.degenerate.append(img_id)
                     writer.add(img_id, int(im.shape[1]), int(im.shape[2]), d.boxes.cpu(), d.features.float().cpu(),
                                d.obj_ids.cpu(), d.obj_conf.cpu(), d.attr_ids.cpu(), d.attr_conf.cpu())
                     stats.written += 1
@@ -159,7 +171,8 @@ def extract_to_store(
 
 
 def load_given_boxes(path: str | os.PathLike) -> dict[str, list]:
-    """json ``{image_id: [[x1, y1, x2, y2], ...]}`` in original-image pixels."""
+    """json ``{image_id: [[x1, y1, x2, y2], ...]}`` in pixels of the upright image (EXIF orientation applied, as
+    ``ImageReader`` reads it and viewers show it)."""
     path = Path(path)
     data = json.loads(path.read_text())
     if not isinstance(data, dict):

@@ -16,15 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import batched_nms
 
 from lxmert_repro.features.detectors import build_detector, save_detector
 from lxmert_repro.features.detectors.detector import RegionDetector
+from lxmert_repro.features.images import ImageReader, image_reader_from_cfg
 from lxmert_repro.io_utils import atomic_write_json
 from lxmert_repro.launch import use_cpu
 from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState, resolve_resume
@@ -37,9 +36,11 @@ class CocoDetection(Dataset):
     """(image (3,H,W) float RGB 0..255, target {boxes (n,4) xyxy, labels (n,), attributes (n,) -1 = none}, image id).
 
     Category ids map to 0..C-1 in ascending id order; attribute ids likewise via the json's ``attributes`` list.
+    Images are read upright (EXIF orientation applied, ``ImageReader``), so each image's ``width``/``height`` and
+    boxes must be those of the upright image, as image viewers and annotation tools show it; checked per image.
     """
 
-    def __init__(self, ann_file: str, image_root: str, limit: int | None = None):
+    def __init__(self, ann_file: str, image_root: str, limit: int | None = None, reader: ImageReader | None = None):
         from pycocotools.coco import COCO
 
         ann_path = Path(ann_file)
@@ -47,7 +48,9 @@ class CocoDetection(Dataset):
             raise FileNotFoundError(f"COCO annotation file not found: {ann_path}")
         with contextlib.redirect_stdout(io.StringIO()):
             self.coco = COCO(str(ann_path))
+        self.ann_path = ann_path
         self.root = Path(image_root)
+        self.reader = reader or ImageReader()
         self.ids = sorted(self.coco.getImgIds())[:limit]
         self.cat_ids = sorted(self.coco.getCatIds())
         self.cat_index = {c: i for i, c in enumerate(self.cat_ids)}
@@ -63,8 +66,8 @@ class CocoDetection(Dataset):
         img_id = self.ids[i]
         info = self.coco.imgs[img_id]
         path = self.root / info["file_name"]
-        with Image.open(path) as im:
-            img = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32)).permute(2, 0, 1).contiguous()
+        img = self.reader.tensor(path)
+        self._check_size(info, img.shape[2], img.shape[1])
         anns = [a for a in self.coco.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0)]
         boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                               for a in anns], dtype=torch.float32).reshape(-1, 4)
@@ -76,6 +79,20 @@ class CocoDetection(Dataset):
                 raise ValueError(f"annotation {a['id']}: field 'attribute_id' {aid} is not in the json's 'attributes'")
             attrs.append(self.attr_index[aid] if aid is not None else -1)
         return img, {"boxes": boxes, "labels": labels, "attributes": torch.tensor(attrs, dtype=torch.long)}, img_id
+
+
+    def _check_size(self, info: dict, w: int, h: int) -> None:
+        """The json's width/height (when given) must be the upright image's: boxes are in that frame."""
+        want = (info.get("width"), info.get("height"))
+        if want == (None, None) or want == (w, h):
+            return
+        where = f"{self.ann_path}: image id {info['id']} ({info['file_name']})"
+        if want == (h, w):
+            raise ValueError(f"{where}: fields 'width', 'height' are {want[0]}x{want[1]}, but the upright image "
+                             f"(EXIF orientation applied) is {w}x{h}; the json looks annotated in the stored, "
+                             "rotated frame: width, height and boxes must refer to the upright image")
+        raise ValueError(f"{where}: fields 'width', 'height' are {want[0]}x{want[1]}, expected the image's "
+                         f"size {w}x{h} (upright, EXIF orientation applied)")
 
 
 def _collate(batch):
@@ -154,8 +171,10 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(project_dir=str(run_dir), cpu=use_cpu(cfg.get("cpu")))
     set_seed(cfg.seed)
-    train_ds = CocoDetection(cfg.data.train_json, cfg.data.train_images, cfg.data.get("limit"))
-    val_ds = CocoDetection(cfg.data.val_json, cfg.data.val_images, cfg.data.get("val_limit")) if cfg.data.get("val_json") else None
+    reader = image_reader_from_cfg(cfg)
+    train_ds = CocoDetection(cfg.data.train_json, cfg.data.train_images, cfg.data.get("limit"), reader)
+    val_ds = (CocoDetection(cfg.data.val_json, cfg.data.val_images, cfg.data.get("val_limit"), reader)
+              if cfg.data.get("val_json") else None)
     det_cfg = OmegaConf.to_container(cfg.detector, resolve=True)
     if cfg.classes_from_data:  # the class/attribute names the data defines
         det_cfg["model"]["object_classes"] = train_ds.class_names

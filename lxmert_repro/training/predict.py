@@ -15,29 +15,22 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from lxmert_repro.features.images import ImageReader
 from lxmert_repro.features.store import RegionFeatures
 
 log = logging.getLogger(__name__)
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """(3, H, W) float RGB in 0..255, the detectors' input convention."""
-    from PIL import Image
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"image={p}: no such file")
-    with Image.open(p) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
-def detect_regions(detector_dir: str | os.PathLike, image_path: str | os.PathLike) -> RegionFeatures:
+def detect_regions(detector_dir: str | os.PathLike, image_path: str | os.PathLike,
+                   reader: ImageReader | None = None) -> RegionFeatures:
     """Run a detector checkpoint (lxmert-train-detector / converted) on one image: the regions a store would hold."""
     from lxmert_repro.features.detectors import load_detector
 
     detector, _ = load_detector(detector_dir)
-    img = read_image(image_path)
+    p = Path(image_path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image={p}: no such file")
+    img = (reader or ImageReader()).tensor(p)
     det = detector.extract([img])[0]
     return RegionFeatures(
         Path(image_path).stem, int(img.shape[1]), int(img.shape[2]), det.boxes.cpu().numpy().astype(np.float32),
@@ -99,22 +92,19 @@ def answer_questions(model_dir: str | os.PathLike, regions: RegionFeatures, ques
 
 
 def save_attention_picture(image_path: str | os.PathLike, regions: RegionFeatures, result: dict[str, Any],
-                           out_path: str | os.PathLike, top_boxes: int = 5) -> Path:
+                           out_path: str | os.PathLike, top_boxes: int = 5, reader: ImageReader | None = None) -> Path:
     """The image with its most-attended boxes drawn, line width and opacity ∝ attention."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.patches as patches
     import matplotlib.pyplot as plt
-    from PIL import Image
-
     from lxmert_repro.io_utils import atomic_path
 
     att = np.asarray(result["box_attention"], np.float64)
     order = np.argsort(-att)[:top_boxes]
     fig, ax = plt.subplots(figsize=(6, 6 * regions.img_h / max(regions.img_w, 1)))
-    with Image.open(image_path) as im:
-        ax.imshow(im.convert("RGB"))
+    ax.imshow((reader or ImageReader()).array(image_path))  # the upright pixels the boxes refer to
     peak = float(att.max()) if att.size else 1.0
     for rank, j in enumerate(order):
         x1, y1, x2, y2 = regions.boxes[j]

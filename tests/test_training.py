@@ -163,6 +163,47 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(easy, tmp_path):
     assert "nonfinite_loss" in (out / "metrics.jsonl").read_text()
 
 
+def test_nan_stop_names_a_checkpoint_that_resumes(easy, tmp_path):
+    """lr 1e10: the weights of step 2 are finite (~3e10) but give a NaN loss. With keep_last_k=1 the stop
+    must still name step 1 (kept as the newest good one), move step 2 aside, and step 1 must resume."""
+    import re
+
+    from lxmert_repro.training.loop import NonFiniteLossError
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    args = ("trainer.batch_size=32", "data.pretrain.val=null", "optim.lr=1e10", "trainer.checkpoint_every_n_steps=1",
+            "trainer.keep_last_k=1")
+    out = tmp_path / "lr1e10"
+    with pytest.raises(NonFiniteLossError) as info:
+        train_pretrain(_cfg(easy, "pretrain", out, *args, "trainer.max_steps=30"))
+    named = re.search(r"Last good checkpoint: (\S+) \(resume with", str(info.value))
+    assert named, str(info.value)
+    good = Path(named.group(1))
+    step = int(good.name.split("_")[1])
+    assert all(torch.isfinite(t).all() for t in _weights(good).values())
+    assert [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("nonfinite-")]  # the bad one, aside
+    m = train_pretrain(_cfg(easy, "pretrain", tmp_path / "again", *args, f"trainer.max_steps={step + 1}",
+                            f"trainer.resume={good}"))
+    assert m["global_step"] == step + 1 and m["train/loss"] == m["train/loss"]  # one more step, a finite loss
+
+
+def test_checkpoint_of_nonfinite_weights_is_not_written(easy, tmp_path):
+    from lxmert_repro.training.checkpointing import NonFiniteStateError
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    def poison(trainer, state):
+        if state.global_step == 3:
+            with torch.no_grad():
+                trainer.accelerator.unwrap_model(trainer.model).lxmert.pooler.dense.weight[0, 0] = float("inf")
+
+    out = tmp_path / "inf"
+    with pytest.raises(NonFiniteStateError, match=r"step 3 \(lxmert.pooler.dense.weight\).*Last good checkpoint: "
+                                                  r"\S+step_000000002 "):
+        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=32", "trainer.max_steps=10",
+                            "trainer.checkpoint_every_n_steps=1", "data.pretrain.val=null"), callbacks=[poison])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000000001", "step_000000002"]
+
+
 def test_resume_with_wrong_architecture_fails_clearly(easy, tmp_path):
     from lxmert_repro.training.pretrain import train_pretrain
 

@@ -26,7 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from lxmert_repro.data.bucketing import LengthBucketBatchSampler
 from lxmert_repro.io_utils import atomic_write_json
 from lxmert_repro.launch import use_cpu
-from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState, list_checkpoints, resolve_resume
+from lxmert_repro.training.checkpointing import (
+    CheckpointManager, TrainerState, good_checkpoint_sentence, list_checkpoints, resolve_resume,
+)
 from lxmert_repro.training.optim import param_groups
 from lxmert_repro.training.sampler import EpochShuffleSampler
 from lxmert_repro.training.tracking import MetricsLogger, flatten, tracker_init_kwargs, tracker_names
@@ -39,7 +41,8 @@ Callback = Callable[["Trainer", TrainerState], None]
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN/inf; the run stopped, the last good checkpoint is kept."""
+    """The training loss became NaN/inf; the run stopped, checkpoints of that step on are quarantined
+    (``nonfinite-step_*``) and the message names the last good one."""
 
 
 def per_device_batch_size(global_batch: int, num_processes: int, grad_accum: int) -> int:
@@ -225,18 +228,19 @@ class Trainer:
         bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0], device=loss.device)
         if self.accelerator.num_processes > 1:
             bad = self.accelerator.reduce(bad, reduction="sum")
-        if bad.item() > 0:
-            ckpts = list_checkpoints(self.run_dir)
-            last = str(ckpts[-1]) if ckpts else "none written yet"
-            msg = (
-                f"non-finite training loss ({loss.detach().float().item()}) at optimizer step {state.global_step}, "
-                f"epoch {state.epoch}, batch {state.batch_in_epoch}; per-task: {dict(parts)}. Training stopped "
-                f"before applying this update. Last good checkpoint: {last}. Try a lower optim.lr, "
-                f"trainer.grad_clip, or trainer.mixed_precision=no."
-            )
-            self.logger.log({"event": "nonfinite_loss", "message": msg}, step=state.global_step)
-            self.accelerator.end_training()
-            raise NonFiniteLossError(msg)
+        if bad.item() == 0:
+            self.ckpt.confirm(state.global_step)
+            return
+        good = self.ckpt.quarantine_from(state.global_step)  # checkpoints of this step on are not good
+        msg = (
+            f"non-finite training loss ({loss.detach().float().item()}) at optimizer step {state.global_step}, "
+            f"epoch {state.epoch}, batch {state.batch_in_epoch}; per-task: {dict(parts)}. Training stopped "
+            f"before applying this update. {good_checkpoint_sentence(good)} Try a lower optim.lr, "
+            f"trainer.grad_clip, or trainer.mixed_precision=no."
+        )
+        self.logger.log({"event": "nonfinite_loss", "message": msg}, step=state.global_step)
+        self.accelerator.end_training()
+        raise NonFiniteLossError(msg)
 
     def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
         """Average logged scalars over processes (each saw its own shard of the global batch)."""
@@ -413,6 +417,7 @@ class Trainer:
             with torch.no_grad():
                 last_eval = eval_fn(model, state)
             model.train()
+        self.ckpt.finish()
         if save_model_fn is not None and acc.is_main_process:
             save_model_fn(acc.unwrap_model(model, keep_torch_compile=False), self.run_dir / "model_last")
         acc.wait_for_everyone()

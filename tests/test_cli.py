@@ -183,3 +183,61 @@ def test_pretrain_cli_runs_and_writes_its_run_dir(trained, tmp_path):
     assert final["global_step"] == 2 and final["train/loss"] > 0
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "pretrain.log").is_file()
     assert (run / "model_last" / "model.safetensors").is_file() and (run / "checkpoints" / "step_000000002").is_dir()
+
+
+def _cli_user(module: str, *args: str) -> subprocess.CompletedProcess:
+    """The command as a user runs it: no HYDRA_FULL_ERROR (the suite sets it for in-process Hydra errors)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(OMP_NUM_THREADS="1", WANDB_MODE="offline")
+    return subprocess.run([sys.executable, "-m", f"lxmert_repro.cli.{module}", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _one_line_error(r: subprocess.CompletedProcess, prog: str) -> str:
+    assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if line.startswith(f"{prog}: error: ")]
+    assert len(lines) == 1, r.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("module,prog,args,expected", [
+    ("finetune", "lxmert-finetune", ["data.features=/no/store", "data.tokenizer_dir=/no/tok", "model=lxmert_tiny",
+                                     "trainer.cpu=true"], "data.tokenizer_dir=/no/tok: no such file"),
+    ("pretrain", "lxmert-pretrain", ["data.features=/no/store", "data.tokenizer_dir=/no/tok", "model=lxmert_tiny",
+                                     "trainer.cpu=true"], "data.tokenizer_dir=/no/tok: no such file"),
+    ("evaluate", "lxmert-evaluate", ["predictions=/no/preds.json", "annotations=/no/ann.json"], "/no/preds.json"),
+    ("predict", "lxmert-predict", ["checkpoint=/no/model", "questions=what?"], "detector_checkpoint=DIR"),
+    ("prepare", "lxmert-prepare", ["features=/no/store"], "/no/store"),
+    ("extract", "lxmert-extract", ["input=/no/images", "output=OUT/store"], "/no/images"),
+    ("train_detector", "lxmert-train-detector", ["data.train_json=/no/train.json", "output_dir=OUT/det", "epochs=1"],
+     "/no/train.json"),
+])
+def test_bad_input_is_one_line_without_traceback(module, prog, args, expected, tmp_path):
+    args = [a.replace("OUT", str(tmp_path)) for a in args]
+    if module not in ("extract", "train_detector"):
+        args.append(f"hydra.run.dir={tmp_path / 'run'}")
+    line = _one_line_error(_cli_user(module, *args), prog)
+    assert expected in line
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    r = _cli_user("evaluate", "--debug", "predictions=/no/preds.json", "annotations=/no/ann.json",
+                  f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "/no/preds.json" in r.stderr
+
+
+def test_refused_rerun_leaves_the_finished_runs_record_untouched(trained, tmp_path):
+    """A finished run, then the same run dir again with another lr: refused before Hydra writes anything."""
+    easy, _, _ = trained
+    run = tmp_path / "run"
+    args = [*data_overrides(easy, "vqa"), f"hydra.run.dir={run}", "model=lxmert_tiny", "trainer.cpu=true",
+            "trainer.progress_bar=false", "trainer.batch_size=32", "trainer.max_steps=1", "data.vqa.test=null"]
+    r = _cli_user("finetune", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recorded = {p: p.read_bytes() for p in [run / "config.yaml", *(run / ".hydra").iterdir()]}
+    line = _one_line_error(_cli_user("finetune", *args, "optim.lr=0.123"), "lxmert-finetune")
+    assert str(run) in line and "trainer.resume=auto" in line
+    assert {p: p.read_bytes() for p in [run / "config.yaml", *(run / ".hydra").iterdir()]} == recorded
+    r = _cli_user("finetune", *args, "trainer.resume=auto")  # continuing the run is still allowed
+    assert r.returncode == 0, r.stderr[-3000:]

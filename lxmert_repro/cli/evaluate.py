@@ -7,7 +7,7 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from lxmert_repro.cli import CONFIG_DIR, prepare_argv
+from lxmert_repro.cli import CONFIG_DIR, run_app
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
@@ -21,8 +21,7 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    prepare_argv()
-    _app()
+    run_app(_app, "lxmert-evaluate")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig
 
-from lxmert_repro.cli import CONFIG_DIR, prepare_argv
+from lxmert_repro.cli import CONFIG_DIR, run_app
 
 
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -60,8 +60,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    prepare_argv()
-    _app()
+    run_app(_app, "lxmert-predict")
 
 
 if __name__ == "__main__":

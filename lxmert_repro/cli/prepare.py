@@ -17,7 +17,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lxmert_repro.cli import CONFIG_DIR, prepare_argv
+from lxmert_repro.cli import CONFIG_DIR, run_app
 from lxmert_repro.launch import use_cpu
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    prepare_argv()
-    _app()
+    run_app(_app, "lxmert-prepare")
 
 
 if __name__ == "__main__":

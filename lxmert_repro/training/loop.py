@@ -196,6 +196,12 @@ class Trainer:
         self.logger = MetricsLogger(self.accelerator, self.run_dir)
         self.config_record = OmegaConf.to_container(cfg, resolve=True)
         self.ckpt = CheckpointManager(self.accelerator, self.run_dir, keep_last_k=self.tcfg.get("keep_last_k", 2))
+        self.resume_from = resolve_resume(self.tcfg.get("resume"), self.run_dir)
+        if self.resume_from is None and list_checkpoints(self.run_dir):  # refused before config.yaml is rewritten
+            raise FileExistsError(
+                f"{self.run_dir} already holds checkpoints of an earlier run; continue it with trainer.resume=auto, "
+                f"or start a new run with another run_name / paths.output_dir"
+            )
         if self.accelerator.is_main_process:
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         trackers = tracker_names(cfg.get("logger"))
@@ -300,12 +306,7 @@ class Trainer:
         acc.register_for_checkpointing(scheduler)
 
         state = TrainerState()
-        ckpt = resolve_resume(tcfg.get("resume"), self.run_dir)
-        if ckpt is None and list_checkpoints(self.run_dir):
-            raise FileExistsError(
-                f"{self.run_dir} already holds checkpoints of an earlier run; continue it with trainer.resume=auto, "
-                f"or start a new run with another run_name / paths.output_dir"
-            )
+        ckpt = self.resume_from
         if ckpt is not None:
             state = self.ckpt.load(ckpt)
             log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state.global_step, state.epoch, state.batch_in_epoch)

@@ -121,6 +121,15 @@ def test_import_original_pretraining_pth(tmp_path, cfg, batch, wrap_heads):
     assert_same(out.qa_logits, ref.question_answering_score)
 
 
+@pytest.mark.parametrize("name", ["random.bin", "random.pth", "random.safetensors"])
+def test_random_file_is_not_a_supported_checkpoint(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(CheckpointError, match=rf"{path}: not a checkpoint of a supported format \(tried: a model "
+                                              r"directory of ours.*transformers.*original LXMERT \.pth"):
+        load_model(path)
+
+
 def test_original_pth_errors(tmp_path, cfg):
     hf = hf_twin(cfg, seed=7)
     state = _original_pretraining_state(hf, True)

@@ -241,3 +241,101 @@ def test_refused_rerun_leaves_the_finished_runs_record_untouched(trained, tmp_pa
     assert {p: p.read_bytes() for p in [run / "config.yaml", *(run / ".hydra").iterdir()]} == recorded
     r = _cli_user("finetune", *args, "trainer.resume=auto")  # continuing the run is still allowed
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+APP_SCHEMAS = {  # config name -> (schema import path, overrides filling its ??? values)
+    "pretrain": ("lxmert_repro.cli.pretrain.PretrainApp", ["data.features=f"]),
+    "finetune_vqa": ("lxmert_repro.cli.finetune.FinetuneApp", ["data.features=f"]),
+    "evaluate": ("lxmert_repro.cli.evaluate.EvaluateApp", []),
+    "predict": ("lxmert_repro.cli.predict.PredictApp", ["checkpoint=c", "questions=q"]),
+    "prepare": ("lxmert_repro.cli.prepare.PrepareApp", ["features=f"]),
+    "extract": ("lxmert_repro.cli.extract.ExtractApp", ["input=i", "output=o"]),
+    "train_detector": ("lxmert_repro.cli.train_detector.TrainDetectorApp", []),
+}
+
+
+def _validate(name: str, overrides: list[str]) -> None:
+    from hydra.utils import get_object
+
+    from lxmert_repro.config_schema import validate_config
+
+    schema, fill = APP_SCHEMAS[name]
+    paths = [] if name in ("extract", "train_detector") else ["paths.output_dir=/tmp/out"]
+    if name == "train_detector":
+        import lxmert_repro.cli.train_detector  # noqa: F401  (registers its easy_vqa_images resolver)
+    validate_config(compose(name, paths + fill + overrides), get_object(schema))
+
+
+@pytest.mark.parametrize("name,overrides", [(name, []) for name in APP_SCHEMAS] + [
+    ("pretrain", [f"experiment={e}"]) for e in EXPERIMENTS if e.endswith("pretrain")] + [
+    ("finetune_vqa", [f"experiment={e}"]) for e in EXPERIMENTS if not e.endswith("pretrain")] + [
+    ("prepare", [f"data={d.stem}", "tokenizer=bert_base_uncased"]) for d in sorted((Path(CONFIG_DIR) / "data").glob("*.yaml"))] + [
+    ("extract", [f"detector={d.stem}"]) for d in sorted((Path(CONFIG_DIR) / "detector").glob("*.yaml"))] + [
+    ("finetune_vqa", ["optim=adamw", "logger=wandb", "trainer=gpu"]), ("pretrain", ["hparams_search=pretrain_optuna"])])
+def test_every_shipped_config_passes_its_schema(name, overrides):
+    _validate(name, overrides)
+
+
+@pytest.mark.parametrize("name,override,message", [
+    ("finetune_vqa", "optim.lr=abc", "optim.lr: 'abc' is not a float"),
+    ("finetune_vqa", "optim.lr=-1", "optim.lr: -1.0 is not a positive float"),
+    ("pretrain", "trainer.batch_size=eight", "trainer.batch_size: 'eight' is not an integer"),
+    ("pretrain", "trainer.batch_size=0", "trainer.batch_size: 0 is not a positive integer"),
+    ("pretrain", "+trainer.not_a_key=1", "trainer.not_a_key: unknown key; expected one of batch_size,"),
+    ("pretrain", "trainer.mixed_precision=fp8", "trainer.mixed_precision: 'fp8' is not one of no | fp16 | bf16"),
+    ("pretrain", "trainer.shuffle=maybe", "trainer.shuffle: 'maybe' is not a boolean"),
+    ("pretrain", "model.hidden_size=big", "model.hidden_size: 'big' is not an integer"),
+    ("pretrain", "+model.hiden_size=64", "model.hiden_size: unknown key; lxmert_repro.modeling.LxmertConfig takes"),
+    ("pretrain", "optim.optimizer.eps=tiny", "optim.optimizer.eps: 'tiny' is not a float"),
+    ("pretrain", "pretrain.mlm_prob=1.5", "pretrain.mlm_prob: 1.5 is not a probability in [0, 1]"),
+    ("pretrain", "logger.trackers=[mlflow]", "logger.trackers: 'mlflow' is not a tracker name"),
+    ("finetune_vqa", "data.vqa.train=null", "data.vqa.train: None is not a string"),
+    ("finetune_vqa", "data.train_fraction=2", "data.train_fraction: 2.0 is not a float in (0, 1]"),
+    ("finetune_vqa", "tokenizer.vocab_size=many", "tokenizer.vocab_size: 'many' is not an integer"),
+    ("prepare", "missing_images=keep", "missing_images: 'keep' is not one of error | drop"),
+    ("prepare", "data.answers.min_count=nine", "data.answers.min_count: 'nine' is not an integer"),
+    ("prepare", "data.splits.train.0.split=3.5", None),  # a str parameter given a number: OmegaConf converts it
+    ("evaluate", "batch_size=x", "batch_size: 'x' is not an integer"),
+    ("predict", "top_k=0", "top_k: 0 is not a positive integer"),
+    ("predict", "image_reader.background=white", None),  # ImageReader checks its own value when built
+    ("extract", "feat_dtype=int8", "feat_dtype: 'int8' is not one of float16 | float32"),
+    ("extract", "detector.model.feat_dim=wide", "detector.model.feat_dim: 'wide' is not an integer"),
+    ("extract", "detector.weights_format=onnx", "detector.weights_format: 'onnx' is not one of ours | detectron2"),
+    ("train_detector", "optim.lr=fast", "optim.lr: 'fast' is not a float"),
+    ("train_detector", "data.limit=some", "data.limit: 'some' is not an integer or null"),
+])
+def test_schema_errors_name_the_key_the_value_and_the_expectation(name, override, message):
+    from lxmert_repro.config_schema import ConfigError
+
+    if message is None:
+        _validate(name, [override])
+        return
+    with pytest.raises(ConfigError) as info:
+        _validate(name, [override])
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_missing_value_is_named():
+    from lxmert_repro.config_schema import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data\.features: missing value \(\?\?\?\); set it"):
+        _validate("finetune_vqa", ["data.features=???"])
+
+
+@pytest.mark.parametrize("module,prog,args,message", [
+    ("finetune", "lxmert-finetune", ["optim.lr=abc"], "optim.lr: 'abc' is not a float"),
+    ("pretrain", "lxmert-pretrain", ["trainer.batch_size=eight"], "trainer.batch_size: 'eight' is not an integer"),
+    ("evaluate", "lxmert-evaluate", ["batch_size=x"], "batch_size: 'x' is not an integer"),
+    ("predict", "lxmert-predict", ["checkpoint=c", "questions=q", "top_k=many"], "top_k: 'many' is not an integer"),
+    ("prepare", "lxmert-prepare", ["features=f", "missing_images=keep"], "missing_images: 'keep' is not one of"),
+    ("extract", "lxmert-extract", ["input=i", "output=OUT/o", "batch_size=big"], "batch_size: 'big' is not an integer"),
+    ("train_detector", "lxmert-train-detector", ["output_dir=OUT/d", "optim.lr=fast"], "optim.lr: 'fast' is not a float"),
+    ("finetune", "lxmert-finetune", ["-m", "optim.lr=abc,xyz", "hydra.sweep.dir=OUT/sweep"],
+     "optim.lr: 'abc' is not a float"),  # each job of a sweep is checked
+])
+def test_wrong_config_value_stops_every_app_with_one_line(module, prog, args, message, tmp_path):
+    args = [a.replace("OUT", str(tmp_path)) for a in args]
+    if module not in ("extract", "train_detector"):
+        args.append(f"hydra.run.dir={tmp_path / 'run'}")
+    line = _one_line_error(_cli_user(module, *args), prog)
+    assert line == f"{prog}: error: {message}" or line.startswith(f"{prog}: error: {message}"), line

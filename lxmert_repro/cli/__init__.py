@@ -13,12 +13,23 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 EXIT_USAGE = 2  # as argparse: the command was given something it cannot use
+
+
+@dataclass
+class PathsConfig:
+    """Schema of the ``paths`` group (configs/paths/)."""
+
+    root_dir: str = "."
+    data_dir: str = "data"
+    log_dir: str = "runs"
+    output_dir: str = ""  # the run directory (Hydra's)
 
 
 def launch_rank() -> int:

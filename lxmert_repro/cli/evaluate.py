@@ -3,16 +3,47 @@ evaluate a fine-tuned model dir on a prepared split. Hydra app (configs/evaluate
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from typing import Optional
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
-from lxmert_repro.cli import CONFIG_DIR, run_app
+from lxmert_repro.cli import CONFIG_DIR, PathsConfig, run_app
+from lxmert_repro.config_schema import check, validate_config
+from lxmert_repro.training.loop import TrainerConfig
+from lxmert_repro.training.tracking import LoggerConfig
+
+
+@dataclass
+class EvaluateApp:
+    """Schema of configs/evaluate.yaml."""
+
+    task_name: str = MISSING
+    run_name: str = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    predictions: Optional[str] = None
+    annotations: Optional[str] = None
+    questions: Optional[str] = None
+    allow_missing: bool = False
+    checkpoint: Optional[str] = None
+    split: Optional[str] = None
+    features: Optional[str] = None
+    batch_size: int = 64
+    max_boxes: Optional[int] = None
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def _app(cfg: DictConfig) -> float | None:
     from lxmert_repro.training.evaluate import run_evaluate
+
+    validate_config(cfg, EvaluateApp)
 
     result = run_evaluate(cfg)
     print(json.dumps({k: v for k, v in result.items() if k != "per_question_type"}, indent=2))

@@ -7,15 +7,43 @@
 """
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
-from lxmert_repro.cli import CONFIG_DIR, objective, run_app
+import hydra
+from omegaconf import MISSING, DictConfig
+
+from lxmert_repro.cli import CONFIG_DIR, PathsConfig, objective, run_app
+from lxmert_repro.config_schema import validate_config
+from lxmert_repro.training.data_setup import VQADataConfig
+from lxmert_repro.training.finetune import FinetuneTaskConfig
+from lxmert_repro.training.loop import TrainerConfig
+from lxmert_repro.training.optim import OptimConfig
+from lxmert_repro.training.tracking import LoggerConfig
+
+
+@dataclass
+class FinetuneApp:
+    """Schema of configs/finetune_vqa.yaml; ``model`` and ``tokenizer`` are ``_target_`` nodes."""
+
+    task_name: str = MISSING
+    run_name: str = MISSING
+    optimized_metric: Optional[str] = None
+    model: Any = None
+    data: VQADataConfig = field(default_factory=VQADataConfig)
+    tokenizer: Any = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    finetune: FinetuneTaskConfig = field(default_factory=FinetuneTaskConfig)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="finetune_vqa")
 def _app(cfg: DictConfig) -> float | None:
     from lxmert_repro.training.finetune import train_vqa
+
+    validate_config(cfg, FinetuneApp)
 
     return objective(cfg, train_vqa(cfg))
 

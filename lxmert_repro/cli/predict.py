@@ -4,13 +4,39 @@ Hydra app (configs/predict.yaml)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import hydra
-from omegaconf import DictConfig, ListConfig
+from omegaconf import MISSING, DictConfig, ListConfig
 
-from lxmert_repro.cli import CONFIG_DIR, run_app
+from lxmert_repro.cli import CONFIG_DIR, PathsConfig, run_app
+from lxmert_repro.config_schema import check, validate_config
+
+
+@dataclass
+class PredictApp:
+    """Schema of configs/predict.yaml; ``image_reader`` is a ``_target_`` node."""
+
+    task_name: str = MISSING
+    run_name: str = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    image_reader: Any = None
+    checkpoint: str = MISSING
+    detector_checkpoint: Optional[str] = None
+    image: Optional[str] = None
+    features: Optional[str] = None
+    image_id: Optional[str] = None
+    questions: Any = MISSING  # a question or a list of questions (checked by run_predict)
+    top_k: int = 5
+    attention_picture: Optional[str] = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check(self.top_k > 0, "top_k", self.top_k, "a positive integer")
+        check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), "device", self.device,
+              "auto | cpu | cuda[:N]")
 
 
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -56,6 +82,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
 def _app(cfg: DictConfig) -> None:
+    validate_config(cfg, PredictApp)
     print(json.dumps(run_predict(cfg), indent=2))
 
 

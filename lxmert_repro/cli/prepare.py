@@ -11,16 +11,39 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from lxmert_repro.cli import CONFIG_DIR, run_app
+from lxmert_repro.cli import CONFIG_DIR, PathsConfig, run_app
+from lxmert_repro.config_schema import one_of, validate_config
+from lxmert_repro.data.prepare import DataConfig
 from lxmert_repro.launch import use_cpu
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareApp:
+    """Schema of configs/prepare.yaml; ``tokenizer`` is a ``_target_`` node."""
+
+    task_name: str = MISSING
+    run_name: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: Any = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    output_dir: str = MISSING
+    features: Optional[str] = MISSING  # null skips the image-id check
+    missing_images: str = "error"
+    empty_sentences: str = "warn"
+
+    def __post_init__(self) -> None:
+        one_of("missing_images", self.missing_images, ("error", "drop"))
+        one_of("empty_sentences", self.empty_sentences, ("warn", "drop", "error"))
 
 
 def run_prepare(cfg: DictConfig) -> dict:
@@ -59,6 +82,7 @@ def run_prepare(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="prepare")
 def _app(cfg: DictConfig) -> None:
+    validate_config(cfg, PrepareApp)
     summary = run_prepare(cfg)
     print(json.dumps({k: summary[k] for k in ("splits", "vocab_size", "num_answers")}, indent=2))
 

@@ -14,9 +14,13 @@ import logging
 import os
 import shutil
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from omegaconf import MISSING
+
+from lxmert_repro.config_schema import one_of
 from lxmert_repro.data.answers import AnswerVocab, build_answer_vocab, build_pretrain_answer_table
 from lxmert_repro.data.formats.example import Example
 from lxmert_repro.io_utils import atomic_write_json
@@ -26,6 +30,35 @@ log = logging.getLogger(__name__)
 TOKENIZER_DIR = "tokenizer"
 ANSWERS_FILE = "answers.json"
 SUMMARY_FILE = "prepare_summary.json"
+KINDS = ("vqa", "pretrain")
+
+
+@dataclass
+class AnswersConfig:
+    """Schema of ``data.answers``: where the answer vocabulary comes from."""
+
+    file: Optional[str] = None
+    from_splits: List[str] = field(default_factory=lambda: ["train"])
+    min_count: int = 1
+    normalizer: str = "vqa_official"
+    qa_sources: Optional[List[str]] = None
+
+
+@dataclass
+class DataConfig:
+    """Schema of the ``data`` group (configs/data/) as lxmert-prepare reads it; ``splits`` maps a split name
+    to a list of reader ``_target_`` nodes (checked against the readers' signatures)."""
+
+    name: str = MISSING
+    kind: str = MISSING
+    splits: Dict[str, Any] = field(default_factory=dict)
+    answers: AnswersConfig = field(default_factory=AnswersConfig)
+    tokenizer_from_splits: List[str] = field(default_factory=lambda: ["train"])
+    image_id_format: Optional[str] = None
+    root: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        one_of("data.kind", self.kind, KINDS)
 
 
 def check_images(examples: list[Example], split: str, store: Any, missing: str = "error") -> tuple[list[Example], dict[str, int]]:

@@ -13,14 +13,16 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import batched_nms
 
+from lxmert_repro.config_schema import check
 from lxmert_repro.features.detectors import build_detector, save_detector
 from lxmert_repro.features.detectors.detector import RegionDetector
 from lxmert_repro.features.images import ImageReader, image_reader_from_cfg
@@ -30,6 +32,32 @@ from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState,
 from lxmert_repro.training.optim import linear_warmup_schedule
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectorDataConfig:
+    """Schema of ``data`` in lxmert-train-detector (configs/train_detector.yaml)."""
+
+    train_json: str = MISSING
+    train_images: str = MISSING
+    val_json: Optional[str] = None
+    val_images: Optional[str] = None
+    limit: Optional[int] = None
+    val_limit: Optional[int] = None
+
+
+@dataclass
+class DetectorOptimConfig:
+    """Schema of ``optim`` in lxmert-train-detector (AdamW + linear warmup)."""
+
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 10.0
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "optim.lr", self.lr, "a positive float")
+        check(0 <= self.warmup_ratio <= 1, "optim.warmup_ratio", self.warmup_ratio, "a float in [0, 1]")
 
 
 class CocoDetection(Dataset):

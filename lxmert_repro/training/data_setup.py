@@ -4,13 +4,72 @@ error naming the config key and the path."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
+
+from lxmert_repro.config_schema import check
+from lxmert_repro.data.prepare import DataConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingDataConfig(DataConfig):
+    """Schema of ``data`` in the training apps: the prepare-time group plus where its outputs are."""
+
+    prepared_dir: str = MISSING
+    features: str = MISSING
+    tokenizer_dir: str = MISSING
+    max_length: int = 20
+    pad_to_max_length: bool = False
+    max_boxes: Optional[int] = None
+    limit: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.max_length > 2, "data.max_length", self.max_length, "an integer > 2 ([CLS] text [SEP])")
+        check(self.max_boxes is None or self.max_boxes > 0, "data.max_boxes", self.max_boxes, "a positive integer or null")
+        check(self.limit is None or self.limit > 0, "data.limit", self.limit, "a positive integer or null")
+
+
+@dataclass
+class PretrainSplits:
+    """Schema of ``data.pretrain``."""
+
+    train: str = MISSING
+    val: Optional[str] = None
+    answers: Optional[str] = None
+
+
+@dataclass
+class PretrainDataConfig(TrainingDataConfig):
+    pretrain: PretrainSplits = field(default_factory=PretrainSplits)
+
+
+@dataclass
+class VQASplits:
+    """Schema of ``data.vqa``."""
+
+    train: str = MISSING
+    val: Optional[str] = None
+    test: Optional[str] = None
+    answers: str = MISSING
+    val_annotations: Optional[str] = None
+    test_annotations: Optional[str] = None
+
+
+@dataclass
+class VQADataConfig(TrainingDataConfig):
+    vqa: VQASplits = field(default_factory=VQASplits)
+    train_fraction: float = 1.0
+    subset_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 < self.train_fraction <= 1, "data.train_fraction", self.train_fraction, "a float in (0, 1]")
 
 
 def _path(cfg: DictConfig, key: str, *, required: bool = True) -> Path | None:

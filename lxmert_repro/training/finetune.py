@@ -5,8 +5,9 @@ the evaluation-server prediction file written for the test split.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -16,6 +17,14 @@ from lxmert_repro.training.checkpointing import TrainerState
 from lxmert_repro.training.loop import Callback, Trainer
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneTaskConfig:
+    """Schema of ``finetune`` (configs/finetune_vqa.yaml)."""
+
+    init_from: Optional[str] = None
+    pretrain_answers: Optional[str] = None
 
 
 def vqa_loss(model: torch.nn.Module, batch: LxmertBatch, state: TrainerState) -> tuple[torch.Tensor, dict[str, float]]:

@@ -13,9 +13,9 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from lxmert_repro.config_schema import check, one_of
 from lxmert_repro.data.bucketing import LengthBucketBatchSampler
 from lxmert_repro.io_utils import atomic_write_json
 from lxmert_repro.launch import use_cpu
@@ -38,6 +39,59 @@ log = logging.getLogger(__name__)
 LossFn = Callable[[torch.nn.Module, Any, TrainerState], "tuple[torch.Tensor, dict[str, float]]"]
 EvalFn = Callable[[torch.nn.Module, TrainerState], "dict[str, float]"]
 Callback = Callable[["Trainer", TrainerState], None]
+
+
+@dataclass
+class CompileConfig:
+    """Schema of ``trainer.compile`` (configs/trainer/default.yaml says what each key does)."""
+
+    enabled: bool = False
+    backend: str = "inductor"
+    mode: str = "default"
+    fullgraph: bool = False
+
+    def __post_init__(self) -> None:
+        one_of("trainer.compile.mode", self.mode, ("default", "reduce-overhead", "max-autotune",
+                                                   "max-autotune-no-cudagraphs"))
+
+
+@dataclass
+class TrainerConfig:
+    """Schema of the ``trainer`` group (configs/trainer/)."""
+
+    seed: int = 9595
+    max_epochs: int = 20
+    max_steps: int = -1
+    batch_size: int = 256
+    eval_batch_size: Optional[int] = None
+    grad_accum_steps: int = 1
+    grad_clip: float = 1.0
+    mixed_precision: str = "no"
+    cpu: bool = False
+    compile: CompileConfig = field(default_factory=CompileConfig)
+    num_workers: int = 0
+    shuffle: bool = True
+    length_bucketing: bool = False
+    bucket_window_batches: int = 50
+    drop_last: bool = True
+    log_every_n_steps: int = 50
+    eval_every_n_epochs: int = 1
+    checkpoint_every_n_steps: int = 0
+    keep_last_k: Optional[int] = 2
+    resume: Optional[str] = None
+    progress_bar: bool = True
+    ddp_find_unused_parameters: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "grad_accum_steps", "log_every_n_steps", "eval_every_n_epochs",
+                    "bucket_window_batches"):
+            check(getattr(self, key) > 0, f"trainer.{key}", getattr(self, key), "a positive integer")
+        for key in ("max_epochs", "num_workers", "checkpoint_every_n_steps"):
+            check(getattr(self, key) >= 0, f"trainer.{key}", getattr(self, key), "an integer >= 0")
+        check(self.eval_batch_size is None or self.eval_batch_size > 0, "trainer.eval_batch_size",
+              self.eval_batch_size, "a positive integer or null")
+        check(self.grad_clip >= 0, "trainer.grad_clip", self.grad_clip, "a float >= 0 (0 = off)")
+        one_of("trainer.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
 
 
 class NonFiniteLossError(RuntimeError):

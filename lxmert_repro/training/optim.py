@@ -8,12 +8,33 @@ schedule serves AdamW too. AdamW with the usual no-decay groups (biases, LayerNo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+
+from lxmert_repro.config_schema import check
+
+
+@dataclass
+class OptimConfig:
+    """Schema of the ``optim`` group (configs/optim/); ``optimizer`` and ``scheduler`` are ``_target_`` nodes,
+    checked against their targets' signatures."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    no_decay_groups: bool = False
+    warmup_ratio: float = 0.05
+    optimizer: Any = None
+    scheduler: Any = None
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "optim.lr", self.lr, "a positive float")
+        check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a float >= 0")
+        check(0 <= self.warmup_ratio <= 1, "optim.warmup_ratio", self.warmup_ratio, "a float in [0, 1]")
 
 
 class BertAdam(Optimizer):

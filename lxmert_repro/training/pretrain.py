@@ -7,11 +7,13 @@ the dataset, which only samples QA targets from that epoch on. Returns the run's
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import torch
 from omegaconf import DictConfig
 
+from lxmert_repro.config_schema import check
 from lxmert_repro.data.batch import LxmertBatch
 from lxmert_repro.training.checkpointing import TrainerState
 from lxmert_repro.training.loop import Callback, Trainer
@@ -20,6 +22,23 @@ log = logging.getLogger(__name__)
 
 PRETRAIN_TASKS = ("mlm", "itm", "obj", "attr", "feat", "qa")
 
+
+
+@dataclass
+class PretrainTaskConfig:
+    """Schema of ``pretrain`` (configs/pretrain.yaml): the task mixture."""
+
+    mlm_prob: float = 0.15
+    obj_mask_prob: float = 0.15
+    itm_prob: float = 0.5
+    qa: bool = True
+    qa_start_epoch: int = 0
+    init_from: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for key in ("mlm_prob", "obj_mask_prob", "itm_prob"):
+            check(0 <= getattr(self, key) <= 1, f"pretrain.{key}", getattr(self, key), "a probability in [0, 1]")
+        check(self.qa_start_epoch >= 0, "pretrain.qa_start_epoch", self.qa_start_epoch, "an integer >= 0")
 
 def pretrain_loss(model: torch.nn.Module, batch: LxmertBatch, state: TrainerState) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and each task's term (as it enters the total)."""

@@ -7,10 +7,10 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from lxmert_repro.cli import CONFIG_DIR, prepare_argv
+from lxmert_repro.cli import CONFIG_PATH, prepare_argv
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
 def _app(cfg: DictConfig) -> float | None:
     from lxmert_repro.training.evaluate import run_evaluate
 

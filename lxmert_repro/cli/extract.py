@@ -8,6 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from lxmert_repro.cli import CONFIG_PATH
 from lxmert_repro.features.detectors import build_detector, load_detector
 from lxmert_repro.features.extract import (
     IMAGE_EXTENSIONS, UnreadableImagesError, extract_to_store, list_images, load_given_boxes,
@@ -17,7 +18,6 @@ from lxmert_repro.io_utils import atomic_write_json
 from lxmert_repro.launch import use_cpu
 
 log = logging.getLogger("lxmert-extract")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -67,7 +67,7 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="extract", version_base=None)
+@hydra.main(config_path=CONFIG_PATH, config_name="extract", version_base=None)
 def main(cfg: DictConfig) -> None:
     print(json.dumps(run(cfg)))
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from lxmert_repro.cli import CONFIG_DIR, objective, prepare_argv
+from lxmert_repro.cli import CONFIG_PATH, objective, prepare_argv
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="finetune_vqa")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="finetune_vqa")
 def _app(cfg: DictConfig) -> float | None:
     from lxmert_repro.training.finetune import train_vqa
 

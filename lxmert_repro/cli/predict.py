@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig
 
-from lxmert_repro.cli import CONFIG_DIR, prepare_argv
+from lxmert_repro.cli import CONFIG_PATH, prepare_argv
 
 
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -54,7 +54,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def _app(cfg: DictConfig) -> None:
     print(json.dumps(run_predict(cfg), indent=2))
 

@@ -17,7 +17,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lxmert_repro.cli import CONFIG_DIR, prepare_argv
+from lxmert_repro.cli import CONFIG_PATH, prepare_argv
 from lxmert_repro.launch import use_cpu
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def run_prepare(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="prepare")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="prepare")
 def _app(cfg: DictConfig) -> None:
     summary = run_prepare(cfg)
     print(json.dumps({k: summary[k] for k in ("splits", "vocab_size", "num_answers")}, indent=2))

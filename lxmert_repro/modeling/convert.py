@@ -226,10 +226,16 @@ def config_to_transformers(config: LxmertConfig, num_qa_labels: int | None = Non
     return tcfg
 
 
-def infer_config(ref_state: Mapping[str, torch.Tensor], base: LxmertConfig | None = None) -> LxmertConfig:
+BASE_HIDDEN_SIZE, BASE_HEADS = 768, 12  # LXMERT's only published size (airsplay/lxmert src/lxrt/modeling.py)
+
+
+def infer_config(ref_state: Mapping[str, torch.Tensor], base: LxmertConfig | None = None,
+                 source: str = "checkpoint") -> LxmertConfig:
     """Sizes read from the tensors of a reference-layout checkpoint (the original has no config file).
 
-    The number of attention heads cannot be read from shapes: it comes from ``base`` (default: hidden/64, BERT's).
+    The number of attention heads cannot be read from shapes: it comes from ``base``. Without one, only the
+    published size (hidden 768: 12 heads) is assumed; any other hidden size is an error naming ``source``,
+    since a guessed head count loads without complaint and computes something else.
     """
     def shape(key: str) -> tuple[int, ...]:
         if key not in ref_state:
@@ -267,7 +273,12 @@ def infer_config(ref_state: Mapping[str, torch.Tensor], base: LxmertConfig | Non
     if changes["task_qa"]:
         changes["num_qa_labels"] = shape("answer_head.logit_fc.3.weight")[0]
     if base is None:
-        base = LxmertConfig(num_attention_heads=max(1, hidden // 64), hidden_size=hidden)
+        if hidden != BASE_HIDDEN_SIZE:
+            raise CheckpointError(
+                f"{source}: hidden size {hidden} is not LXMERT's {BASE_HIDDEN_SIZE}, and an original checkpoint does "
+                "not record num_attention_heads: give a model config with it (lxmert-convert --config FILE.yaml|json, "
+                "or load_model(..., config=LxmertConfig(num_attention_heads=...)))")
+        base = LxmertConfig(num_attention_heads=BASE_HEADS)
     if hidden % base.num_attention_heads:
         raise CheckpointError(f"hidden size {hidden} is not a multiple of num_attention_heads={base.num_attention_heads}")
     return base.replace(**changes)

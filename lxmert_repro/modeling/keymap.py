@@ -1,5 +1,5 @@
 """Parameter names: ours <-> the reference layout (transformers' LxmertForPreTraining = original with
-``bert.`` renamed ``lxmert.``; spec sec. 6).
+``bert.`` renamed ``lxmert.``; docs/checkpoints.md).
 
 The mapping may send one of our keys to several reference keys (``{qkv}`` in a rule: concatenated along the
 output dimension) so a fused projection stays an option; today every key maps to exactly one.

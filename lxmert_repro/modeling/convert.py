@@ -91,19 +91,14 @@ def our_key_names(config: LxmertConfig) -> list[str]:
 def reference_to_ours(
     ref_state: Mapping[str, torch.Tensor], config: LxmertConfig
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Reference-layout tensors -> our names (fusing Q/K/V). Returns (our state, unconsumed reference keys)."""
+    """Reference-layout tensors -> our names. Returns (our state, unconsumed reference keys)."""
     ours: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     for key in our_key_names(config):
-        refs = ours_to_reference(key)
-        present = [r for r in refs if r in ref_state]
-        if not present:
-            continue
-        if len(present) != len(refs):
-            raise CheckpointError(f"checkpoint has {present} but not {sorted(set(refs) - set(present))} "
-                                  f"(needed together for {key})")
-        ours[key] = ref_state[refs[0]] if len(refs) == 1 else torch.cat([ref_state[r] for r in refs], 0)
-        used.update(refs)
+        ref = ours_to_reference(key)
+        if ref in ref_state:
+            ours[key] = ref_state[ref]
+            used.add(ref)
     if TIED_DECODER_KEY in ref_state:
         used.add(TIED_DECODER_KEY)
         dec, emb = ref_state[TIED_DECODER_KEY], ref_state.get(WORD_EMBEDDINGS_KEY)
@@ -117,8 +112,8 @@ def reference_to_ours(
 
 
 def reference_aliases(config: LxmertConfig) -> dict[str, str]:
-    """Our key -> its reference name(s), for error messages."""
-    return {k: " + ".join(ours_to_reference(k)) for k in our_key_names(config)}
+    """Our key -> its reference name, for error messages."""
+    return {k: ours_to_reference(k) for k in our_key_names(config)}
 
 
 def ours_to_reference_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -129,11 +124,8 @@ def ours_to_reference_state(model: nn.Module) -> dict[str, torch.Tensor]:
     bare = isinstance(model, LxmertModel)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        full = "lxmert." + key if bare else key
-        refs = ours_to_reference(full)
-        chunks = value.chunk(len(refs), 0) if len(refs) > 1 else (value,)
-        for r, c in zip(refs, chunks):
-            out[r[len("lxmert."):] if bare else r] = c.contiguous()
+        ref = ours_to_reference("lxmert." + key if bare else key)
+        out[ref[len("lxmert."):] if bare else ref] = value.contiguous()
     if hasattr(model, "mlm_head"):
         out[TIED_DECODER_KEY] = out[WORD_EMBEDDINGS_KEY]
     return out

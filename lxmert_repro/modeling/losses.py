@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # label of a position without a loss (torch's cross_entropy default); the data uses it too
 
 
 def _zero(like: torch.Tensor) -> torch.Tensor:

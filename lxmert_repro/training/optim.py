@@ -124,11 +124,3 @@ def linear_warmup_schedule(optimizer: Optimizer, total_steps: int, warmup_ratio:
     if not 0.0 <= warmup_ratio <= 1.0:
         raise ValueError(f"optim.warmup_ratio must be in [0, 1], got {warmup_ratio}")
     return LambdaLR(optimizer, lambda s: warmup_linear_factor(s, total_steps, warmup_ratio))
-
-
-def constant_schedule(optimizer: Optimizer, total_steps: int, warmup_ratio: float = 0.0) -> LambdaLR:
-    """Constant lr after an optional linear warmup (handy for short debugging runs)."""
-    def factor(s: int) -> float:
-        w = warmup_ratio * total_steps
-        return min(1.0, s / w) if w > 0 else 1.0
-    return LambdaLR(optimizer, factor)

@@ -32,9 +32,10 @@ def bench_extraction(name: str, n_images: int, batch: int, device: str = "cpu") 
     import torch
     from hydra import compose, initialize_config_dir
 
+    from lxmert_repro.cli import CONFIG_DIR
     from lxmert_repro.features.detectors import build_detector
 
-    with initialize_config_dir(str(ROOT / "configs" / "detector"), version_base=None):
+    with initialize_config_dir(str(CONFIG_DIR / "detector"), version_base=None):
         cfg = compose(name)
     torch.manual_seed(0)
     model = build_detector(cfg).eval().to(device)

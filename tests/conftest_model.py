@@ -1,17 +1,16 @@
 """Shared helpers for the model tests: the tiny config (from configs/model/lxmert_tiny.yaml), batches, transformers twins."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import transformers
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from lxmert_repro.cli import CONFIG_DIR as PACKAGE_CONFIG_DIR
 from lxmert_repro.modeling import LxmertConfig
 from lxmert_repro.modeling.convert import config_to_transformers
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs" / "model")
+CONFIG_DIR = str(PACKAGE_CONFIG_DIR / "model")
 
 
 def tiny_config(**changes) -> LxmertConfig:

@@ -221,3 +221,16 @@ def test_cli_convert(tmp_path, cfg, batch, capsys):
     assert convert_main([str(tmp_path / "ours"), str(tmp_path / "vqa"), "--model", "LxmertForVQA",
                          "--num-answers", "4", "--partial"]) == 0
     assert isinstance(load_model(tmp_path / "vqa"), LxmertForVQA)
+
+
+def test_original_pth_of_other_hidden_size_needs_the_head_count(tmp_path, cfg, capsys):
+    """An original .pth records no head count: hidden/64 heads would be a silent guess (tiny: 1 head, not 4)."""
+    path = tmp_path / "tiny_LXRT.pth"
+    torch.save(_original_pretraining_state(hf_twin(cfg, seed=3), True), path)
+    with pytest.raises(CheckpointError, match=rf"{path}: hidden size 32 .*num_attention_heads"):
+        load_model(path)
+    assert convert_main([str(path), str(tmp_path / "ours"), "--from", "lxmert"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "--config" in err and "num_attention_heads" in err
+    assert not (tmp_path / "ours").exists()
+    assert load_model(path, config=cfg).config.num_attention_heads == cfg.num_attention_heads == 4

@@ -48,7 +48,7 @@ def test_experiment_configs_compose_and_instantiate(experiment, tmp_path):
     opt = instantiate(cfg.optim.optimizer)([torch.nn.Parameter(torch.zeros(2))])
     sched = instantiate(cfg.optim.scheduler)(opt, total_steps=100)
     assert opt.param_groups[0]["lr"] == 0.0 and isinstance(sched, type(linear_warmup_schedule(opt, 10, 0.1)))
-    if experiment == "lxmert_paper_pretrain":  # the paper's numbers, from the spec
+    if experiment == "lxmert_paper_pretrain":  # the paper's numbers (docs/faithful.md §5)
         assert (cfg.trainer.batch_size, cfg.optim.lr, cfg.trainer.max_epochs, cfg.optim.warmup_ratio,
                 cfg.trainer.grad_clip, cfg.model.hidden_size, cfg.pretrain.qa_start_epoch) == (256, 1e-4, 20, 0.05, 1.0, 768, 10)
         assert cfg.optim.optimizer._target_.endswith("BertAdam") and cfg.optim.optimizer.eps == 1e-6

@@ -5,6 +5,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from lxmert_repro.cli import CONFIG_DIR as PACKAGE_CONFIG_DIR
 from lxmert_repro.features.box_selection import BottomUpSelection, NmsLoopSelection
 from lxmert_repro.features.detectors import build_detector, load_detector, save_detector
 from lxmert_repro.features.detectors.resnet_c4 import build_resnet_c4_detector
@@ -12,7 +13,7 @@ from lxmert_repro.features.detectors.small import build_small_detector
 from lxmert_repro.features.detectors.torchvision_frcnn import FAMILIES, build_torchvision_detector
 from lxmert_repro.features.detectors.weights import load_weights, ours_to_detectron2, ours_to_torchvision
 
-CONFIG_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "detector")
+CONFIG_DIR = str(PACKAGE_CONFIG_DIR / "detector")
 
 
 def tiny_c4(seed: int = 0):

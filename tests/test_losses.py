@@ -1,4 +1,5 @@
-"""The pretraining / VQA loss formulas computed independently (plain loops) on a fixed small batch (spec sec. 2-3)."""
+"""The pretraining / VQA loss formulas computed independently (plain loops) on a fixed small batch
+(docs/faithful.md §4, §6)."""
 from __future__ import annotations
 
 import math

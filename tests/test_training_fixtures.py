@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+from lxmert_repro.cli import CONFIG_DIR as PACKAGE_CONFIG_DIR
+
+CONFIG_DIR = str(PACKAGE_CONFIG_DIR)
 FEAT_DIM = 48
 
 

@@ -1,6 +1,8 @@
 """Command-line entry points: thin Hydra apps over the library.
 
-``CONFIG_DIR`` is the repository's ``configs/`` (the package is installed editable). Under a
+The apps' configs ship inside the package (``lxmert_repro/configs``, package data) and are found through
+Hydra's ``pkg://`` search path, so a wheel install works outside a checkout; users add their own config
+folders with ``--config-dir DIR`` or ``hydra.searchpath=[file://DIR]``. Under a
 multi-process launch (torchrun / accelerate launch) only rank 0 keeps Hydra's run directory and
 logs; the other ranks get a private scratch dir and the training code adopts rank 0's run dir.
 
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_PATH = "pkg://lxmert_repro.configs"  # what every @hydra.main gets
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the same folder on disk (tests, compose API)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 EXIT_USAGE = 2  # as argparse: the command was given something it cannot use
 

@@ -18,8 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="output directory")
     p.add_argument("--from", dest="src_format", default="auto", choices=("auto", *FORMATS))
     p.add_argument("--to", dest="dst_format", default="ours", choices=("ours", "transformers"))
-    p.add_argument("--config", help="model config (.yaml of configs/model or .json) for original .pth files, "
-                                    "which carry no config; sizes are read from the tensors, heads etc. from here")
+    p.add_argument("--config", help="model config (.yaml of lxmert_repro/configs/model or .json) for original .pth "
+                                    "files, which carry no config: sizes are read from the tensors, the attention "
+                                    "heads etc. from here (required when the hidden size is not 768)")
     p.add_argument("--model", dest="model_class", choices=("LxmertModel", "LxmertForPreTraining", "LxmertForVQA"),
                    help="convert into this architecture (default: the source's own)")
     p.add_argument("--num-answers", type=int, help="answer count when --model LxmertForVQA gets a non-VQA source")

@@ -9,7 +9,7 @@ from typing import Optional
 import hydra
 from omegaconf import MISSING, DictConfig
 
-from lxmert_repro.cli import CONFIG_DIR, PathsConfig, run_app
+from lxmert_repro.cli import CONFIG_PATH, PathsConfig, run_app
 from lxmert_repro.config_schema import check, validate_config
 from lxmert_repro.training.loop import TrainerConfig
 from lxmert_repro.training.tracking import LoggerConfig
@@ -39,7 +39,7 @@ class EvaluateApp:
         check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
 def _app(cfg: DictConfig) -> float | None:
     from lxmert_repro.training.evaluate import run_evaluate
 

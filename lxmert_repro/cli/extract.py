@@ -10,7 +10,7 @@ from typing import Any, Optional
 import hydra
 from omegaconf import MISSING, DictConfig
 
-from lxmert_repro.cli import CONFIG_DIR, run_app
+from lxmert_repro.cli import CONFIG_PATH, run_app
 from lxmert_repro.config_schema import check, one_of, validate_config
 from lxmert_repro.features.detectors.build import DetectorConfig
 from lxmert_repro.features.detectors import build_detector, load_detector
@@ -95,7 +95,7 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="extract", version_base=None)
+@hydra.main(config_path=CONFIG_PATH, config_name="extract", version_base=None)
 def _app(cfg: DictConfig) -> None:
     validate_config(cfg, ExtractApp)
     print(json.dumps(run(cfg)))

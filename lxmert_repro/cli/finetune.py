@@ -13,7 +13,7 @@ from typing import Any, Optional
 import hydra
 from omegaconf import MISSING, DictConfig
 
-from lxmert_repro.cli import CONFIG_DIR, PathsConfig, objective, run_app
+from lxmert_repro.cli import CONFIG_PATH, PathsConfig, objective, run_app
 from lxmert_repro.config_schema import validate_config
 from lxmert_repro.training.data_setup import VQADataConfig
 from lxmert_repro.training.finetune import FinetuneTaskConfig
@@ -39,7 +39,7 @@ class FinetuneApp:
     finetune: FinetuneTaskConfig = field(default_factory=FinetuneTaskConfig)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="finetune_vqa")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="finetune_vqa")
 def _app(cfg: DictConfig) -> float | None:
     from lxmert_repro.training.finetune import train_vqa
 

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import hydra
 from omegaconf import MISSING, DictConfig, ListConfig
 
-from lxmert_repro.cli import CONFIG_DIR, PathsConfig, run_app
+from lxmert_repro.cli import CONFIG_PATH, PathsConfig, run_app
 from lxmert_repro.config_schema import check, validate_config
 
 
@@ -80,7 +80,7 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def _app(cfg: DictConfig) -> None:
     validate_config(cfg, PredictApp)
     print(json.dumps(run_predict(cfg), indent=2))

@@ -19,7 +19,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from lxmert_repro.cli import CONFIG_DIR, PathsConfig, run_app
+from lxmert_repro.cli import CONFIG_PATH, PathsConfig, run_app
 from lxmert_repro.config_schema import one_of, validate_config
 from lxmert_repro.data.prepare import DataConfig
 from lxmert_repro.launch import use_cpu
@@ -80,7 +80,7 @@ def run_prepare(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="prepare")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="prepare")
 def _app(cfg: DictConfig) -> None:
     validate_config(cfg, PrepareApp)
     summary = run_prepare(cfg)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import hydra
 from omegaconf import MISSING, DictConfig
 
-from lxmert_repro.cli import CONFIG_DIR, PathsConfig, objective, run_app
+from lxmert_repro.cli import CONFIG_PATH, PathsConfig, objective, run_app
 from lxmert_repro.config_schema import validate_config
 from lxmert_repro.training.data_setup import PretrainDataConfig
 from lxmert_repro.training.loop import TrainerConfig
@@ -39,7 +39,7 @@ class PretrainApp:
     pretrain: PretrainTaskConfig = field(default_factory=PretrainTaskConfig)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="pretrain")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="pretrain")
 def _app(cfg: DictConfig) -> float | None:
     from lxmert_repro.training.pretrain import train_pretrain
 

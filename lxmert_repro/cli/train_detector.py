@@ -8,7 +8,7 @@ from typing import Any, Optional
 import hydra
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from lxmert_repro.cli import CONFIG_DIR, run_app
+from lxmert_repro.cli import CONFIG_PATH, run_app
 from lxmert_repro.config_schema import check, validate_config
 from lxmert_repro.data.formats.easy_vqa import easy_vqa_image_dir
 from lxmert_repro.features.detectors.build import DetectorConfig
@@ -48,7 +48,7 @@ if not OmegaConf.has_resolver("easy_vqa_images"):
     OmegaConf.register_new_resolver("easy_vqa_images", _easy_vqa_images)
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="train_detector", version_base=None)
+@hydra.main(config_path=CONFIG_PATH, config_name="train_detector", version_base=None)
 def _app(cfg: DictConfig) -> None:
     validate_config(cfg, TrainDetectorApp)
     print(json.dumps(train_detector(cfg)))

@@ -191,7 +191,7 @@ def _read_original(path: Path, fmt: str, base: LxmertConfig | None) -> Checkpoin
     ref = normalize_reference_keys(_load_tensor_file(path), fmt)
     if not any(k.startswith("lxmert.") for k in ref):
         raise CheckpointError(f"{path}: no encoder tensors ({'lxrt_encoder.model.bert.*' if fmt == 'lxmert-vqa' else 'module.bert.*'}) found")
-    config = infer_config(ref, base)
+    config = infer_config(ref, base, source=str(path))
     if fmt == "lxmert-vqa":
         if "answer_head.logit_fc.3.weight" not in ref:
             raise CheckpointError(f"{path}: fine-tuned VQA checkpoint without logit_fc.3.weight")

@@ -1,7 +1,7 @@
 """LXMERT model configuration: one dataclass, also instantiated by Hydra (`configs/model/*.yaml`).
 
 Defaults are the paper's base model (Tan & Bansal 2019, section 4 and the public code airsplay/lxmert);
-see ``shared/LXMERT_SPEC.md`` sections 1 and 2 for where each number comes from.
+docs/faithful.md (sections 3 and 4) says where each number comes from.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class LxmertConfig:
     num_attr_labels: int = 400  # Visual Genome attribute classes
     num_qa_labels: int = 9500  # answers of VQA + GQA + Visual7W used in pretraining QA
 
-    # --- pretraining tasks and loss weights (spec sec. 2; faithful defaults) ---
+    # --- pretraining tasks and loss weights (docs/faithful.md §4; faithful defaults) ---
     task_mask_lm: bool = True
     task_matched: bool = True  # image-text matching (ITM)
     task_obj_predict: bool = True

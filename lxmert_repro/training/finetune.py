@@ -1,5 +1,5 @@
 """VQA fine-tuning: from a pretraining checkpoint (ours or converted), the answer head mapped by answer
-strings, BCE x num_answers on soft targets (spec section 3), accuracy each epoch, the best kept, and
+strings, BCE x num_answers on soft targets (docs/faithful.md §6), accuracy each epoch, the best kept, and
 the evaluation-server prediction file written for the test split.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Optimizers and the learning-rate schedule used by LXMERT.
 
-``BertAdam`` is the faithful default (spec section 2): Adam *without* bias correction, eps 1e-6,
+``BertAdam`` is the faithful default (docs/faithful.md §5): Adam *without* bias correction, eps 1e-6,
 weight decay 0.01 applied to every parameter and added to the update (decoupled, as in the original
 BERT code: ``update = m / (sqrt(v) + eps) + wd * p``; ``p -= lr * update``). The original also
 scheduled the lr inside the optimizer; here the schedule is a separate ``LambdaLR`` so the same
@@ -110,7 +110,7 @@ def _no_decay_names(model: nn.Module) -> set[str]:
 def param_groups(model: nn.Module, weight_decay: float, no_decay_groups: bool) -> list[dict[str, Any]]:
     """Parameter groups for the optimizer.
 
-    ``no_decay_groups=False`` (BertAdam as in the spec): one group, decay on ALL trainable parameters.
+    ``no_decay_groups=False`` (BertAdam as in the original): one group, decay on ALL trainable parameters.
     ``no_decay_groups=True`` (the usual AdamW recipe): biases and LayerNorm weights get decay 0.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -145,11 +145,3 @@ def linear_warmup_schedule(optimizer: Optimizer, total_steps: int, warmup_ratio:
     if not 0.0 <= warmup_ratio <= 1.0:
         raise ValueError(f"optim.warmup_ratio must be in [0, 1], got {warmup_ratio}")
     return LambdaLR(optimizer, lambda s: warmup_linear_factor(s, total_steps, warmup_ratio))
-
-
-def constant_schedule(optimizer: Optimizer, total_steps: int, warmup_ratio: float = 0.0) -> LambdaLR:
-    """Constant lr after an optional linear warmup (handy for short debugging runs)."""
-    def factor(s: int) -> float:
-        w = warmup_ratio * total_steps
-        return min(1.0, s / w) if w > 0 else 1.0
-    return LambdaLR(optimizer, factor)

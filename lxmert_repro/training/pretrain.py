@@ -84,7 +84,7 @@ def train_pretrain(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, 
         data = build_pretrain_data(cfg, trainer.accelerator)
         model = build_pretrain_model(cfg, data)
         if trainer.is_main:
-            log.info("pretraining %s parameters on %d pairs (%d val)", f"{sum(p.numel() for p in model.parameters()):,}",
+            log.info("pretraining %s parameters on %d pairs (%d val)", f"{model.num_parameters():,}",
                      len(data.train), len(data.val) if data.val is not None else 0)
         eval_fn = None
         if data.val is not None:

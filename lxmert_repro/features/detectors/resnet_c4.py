@@ -1,4 +1,4 @@
-"""Bottom-up attention's detector: ResNet-101 C4 Faster R-CNN with an attribute head (spec section 5).
+"""Bottom-up attention's detector: ResNet-101 C4 Faster R-CNN with an attribute head (docs/faithful.md §1).
 
 Module names equal the detectron2 names of the ``frcnn-vg-finetuned`` weights (``backbone.stem.conv1``,
 ``backbone.res{2,3,4}.N.{conv1,conv2,conv3,shortcut}[.norm]``, ``roi_heads.res5``...) up to the prefix mapping

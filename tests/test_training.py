@@ -111,6 +111,28 @@ def test_finetune_from_pretraining_maps_answer_head(easy, tmp_path):
     assert torch.equal(model.lxmert.embeddings.word_embeddings.weight, src["lxmert.embeddings.word_embeddings.weight"])
 
 
+def test_run_config_records_the_model_loaded_from_init_from(easy, tmp_path):
+    """finetune.init_from replaces the model group: config.yaml (and the checkpoints' record) must say what was
+    trained, here a 2-layer 32-wide model with the data's vocabulary, not the group's 64-wide 3-layer values."""
+    import yaml
+
+    from lxmert_repro.training.checkpointing import find_checkpoint, read_trainer_state
+    from lxmert_repro.training.finetune import train_vqa
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    pre = tmp_path / "pre"
+    train_pretrain(_cfg(easy, "pretrain", pre, "trainer.batch_size=64", "trainer.max_steps=1", "data.pretrain.val=null"))
+    loaded = json.loads((pre / "model_last" / "model_config.json").read_text())["config"]
+    out = tmp_path / "ft"
+    train_vqa(_cfg(easy, "vqa", out, f"finetune.init_from={pre / 'model_last'}", "model.hidden_size=64",
+                   "model.l_layers=3", "trainer.batch_size=64", "trainer.max_steps=1", "data.vqa.test=null",
+                   "data.vqa.val=null"))
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["model"]
+    assert (recorded["hidden_size"], recorded["l_layers"], recorded["vocab_size"]) == (32, 2, loaded["vocab_size"])
+    assert {k: recorded[k] for k in loaded} == loaded
+    assert read_trainer_state(find_checkpoint(out))[1]["config"]["model"] == recorded
+
+
 class _Kill(Exception):
     pass
 

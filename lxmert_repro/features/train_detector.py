@@ -28,7 +28,10 @@ from lxmert_repro.features.detectors.detector import RegionDetector
 from lxmert_repro.features.images import ImageReader, image_reader_from_cfg
 from lxmert_repro.io_utils import atomic_write_json
 from lxmert_repro.launch import use_cpu
-from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState, resolve_resume
+from lxmert_repro.training.checkpointing import (
+    CheckpointManager, TrainerState, good_checkpoint_sentence, resolve_resume,
+)
+from lxmert_repro.training.loop import NonFiniteLossError
 from lxmert_repro.training.optim import linear_warmup_schedule
 
 log = logging.getLogger(__name__)
@@ -240,8 +243,10 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
             losses = model([im.to(dev) for im in imgs], [{k: v.to(dev) for k, v in t.items()} for t in tgts])
             loss = sum(losses.values())
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite detector loss at step {state.global_step}: "
-                                         f"{ {k: float(v) for k, v in losses.items()} }")
+                good = ckpt.quarantine_from(state.global_step)  # checkpoints of this step on are not good
+                raise NonFiniteLossError(f"non-finite detector loss at step {state.global_step}: "
+                                         f"{ {k: float(v) for k, v in losses.items()} }. {good_checkpoint_sentence(good)}")
+            ckpt.confirm(state.global_step)
             optimizer.zero_grad()
             accelerator.backward(loss)
             if cfg.optim.max_grad_norm:
@@ -262,6 +267,7 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
         state.epoch += 1
         state.batch_in_epoch = 0
         ckpt.save(state, config_dict)
+    ckpt.finish()
     train_s = time.perf_counter() - t0
     result: dict[str, Any] = {"steps": state.global_step, "train_seconds": round(train_s, 1)}
     unwrapped = accelerator.unwrap_model(model)

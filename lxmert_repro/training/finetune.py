@@ -102,6 +102,7 @@ def train_vqa(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, ...] 
     try:
         data = build_vqa_data(cfg, acc)
         model = build_vqa_model(cfg, data)
+        trainer.record_model(model)
         answers = list(data.answers.answers)
         eval_fn = None
         if data.val is not None:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lxmert_repro.config_schema import check, one_of
 from lxmert_repro.data.bucketing import LengthBucketBatchSampler
-from lxmert_repro.io_utils import atomic_write_json
+from lxmert_repro.io_utils import atomic_write_json, atomic_write_text
 from lxmert_repro.launch import use_cpu
 from lxmert_repro.training.checkpointing import (
     CheckpointManager, TrainerState, good_checkpoint_sentence, list_checkpoints, resolve_resume,
@@ -256,8 +256,7 @@ class Trainer:
                 f"{self.run_dir} already holds checkpoints of an earlier run; continue it with trainer.resume=auto, "
                 f"or start a new run with another run_name / paths.output_dir"
             )
-        if self.accelerator.is_main_process:
-            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        self._write_config()
         trackers = tracker_names(cfg.get("logger"))
         if trackers:
             init_kwargs = tracker_init_kwargs(cfg.get("logger"), self.run_dir, self.run_dir.name)
@@ -273,6 +272,22 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return bool(self.accelerator.is_main_process)
+
+    def _write_config(self) -> None:
+        if self.is_main:
+            atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(self.config_record)))
+
+    def record_model(self, model: torch.nn.Module) -> None:
+        """Record the model actually trained in config.yaml and the checkpoints' config, in place of the
+        ``model`` group: with ``finetune.init_from`` it is the loaded model's config, and the data decides
+        the vocabulary and feature sizes. Call after building the model, before ``fit``."""
+        config = getattr(model, "config", None)
+        if not hasattr(config, "to_dict"):
+            return
+        group = self.config_record.get("model") or {}
+        target = group.get("_target_") or f"{type(config).__module__}.{type(config).__qualname__}"
+        self.config_record["model"] = {"_target_": target, **config.to_dict()}
+        self._write_config()
 
     def per_device_batch_size(self) -> int:
         return per_device_batch_size(int(self.tcfg.batch_size), self.accelerator.num_processes, int(self.tcfg.grad_accum_steps))

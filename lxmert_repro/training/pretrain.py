@@ -83,6 +83,7 @@ def train_pretrain(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, 
     try:
         data = build_pretrain_data(cfg, trainer.accelerator)
         model = build_pretrain_model(cfg, data)
+        trainer.record_model(model)
         if trainer.is_main:
             log.info("pretraining %s parameters on %d pairs (%d val)", f"{model.num_parameters():,}",
                      len(data.train), len(data.val) if data.val is not None else 0)

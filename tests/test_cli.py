@@ -26,7 +26,7 @@ def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("name", ["pretrain", "finetune_vqa", "evaluate", "predict"])
+@pytest.mark.parametrize("name", ["pretrain", "finetune", "evaluate", "predict"])
 def test_entry_point_configs_compose(name, tmp_path):
     cfg = compose(name, [f"paths.output_dir={tmp_path}"])
     assert cfg.task_name in ("pretrain", "finetune_vqa", "evaluate", "predict")
@@ -40,7 +40,7 @@ def test_experiment_configs_compose_and_instantiate(experiment, tmp_path):
     from lxmert_repro.modeling import LxmertConfig
     from lxmert_repro.training.optim import linear_warmup_schedule
 
-    app = "pretrain" if experiment.endswith("pretrain") else "finetune_vqa"
+    app = "pretrain" if experiment.endswith("pretrain") else "finetune"
     cfg = compose(app, [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert resolved["data"]["features"] and resolved["data"]["tokenizer_dir"].endswith("/tokenizer")
@@ -58,7 +58,7 @@ def test_experiment_configs_compose_and_instantiate(experiment, tmp_path):
 
 
 def test_hparams_search_configs_compose(tmp_path):
-    for app, search in (("finetune_vqa", "vqa_optuna"), ("pretrain", "pretrain_optuna")):
+    for app, search in (("finetune", "vqa_optuna"), ("pretrain", "pretrain_optuna")):
         cfg = compose(app, [f"hparams_search={search}", f"paths.output_dir={tmp_path}"])
         assert cfg.optimized_metric in ("best/val/accuracy", "best/val/loss")
 
@@ -107,7 +107,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     easy = build_easy_vqa_data(root / "data", n_train_images=40, n_test_images=12)
     out = root / "ft"
-    metrics = train_vqa(compose("finetune_vqa", TINY_TRAINER + data_overrides(easy, "vqa") + [
+    metrics = train_vqa(compose("finetune", TINY_TRAINER + data_overrides(easy, "vqa") + [
         f"paths.output_dir={out}", "trainer.batch_size=32", "trainer.max_epochs=2", "optim.lr=1e-3"]))
     return easy, out, metrics
 

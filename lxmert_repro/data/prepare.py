@@ -129,9 +129,11 @@ def prepare(splits: Mapping[str, Sequence[Callable[[], list[Example]]] | Callabl
             max_length: int = 20, feature_store: Any = None, missing_images: str = "error",
             empty_sentences: str = "warn",
             answers_file: str | os.PathLike | None = None,
+            answers_list: Sequence[str] | None = None,
             extra_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read every split (each a reader or a list of readers returning ``Example`` lists), check images,
-    build tokenizer and answers (or load them from ``answers_file``, e.g. LXMERT's trainval_label2ans.json),
+    build tokenizer and answers (or load them from ``answers_file``, e.g. LXMERT's trainval_label2ans.json, or take
+    ``answers_list`` in its order, e.g. NLVR2's ["False", "True"]: row 1 = True),
     tokenize and save. Returns the summary (also written to disk)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +158,9 @@ def prepare(splits: Mapping[str, Sequence[Callable[[], list[Example]]] | Callabl
             raise ValueError(f"split '{s}' (used for answers/tokenizer) is not among the splits {sorted(examples)}")
 
     tok = tokenizer_source.build((e.sentence for s in tokenizer_from for e in examples[s]), out / TOKENIZER_DIR)
-    if answers_file is not None:
+    if answers_list is not None:
+        answers = AnswerVocab(answers_list, "none")
+    elif answers_file is not None:
         answers = AnswerVocab.load(answers_file)
     else:
         answers = build_answers(examples, kind, answers_from, answer_min_count, answer_normalizer, qa_sources)

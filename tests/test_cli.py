@@ -26,7 +26,7 @@ def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("name", ["pretrain", "finetune_vqa", "evaluate", "predict"])
+@pytest.mark.parametrize("name", ["pretrain", "finetune", "evaluate", "predict"])
 def test_entry_point_configs_compose(name, tmp_path):
     cfg = compose(name, [f"paths.output_dir={tmp_path}"])
     assert cfg.task_name in ("pretrain", "finetune_vqa", "evaluate", "predict")
@@ -40,7 +40,7 @@ def test_experiment_configs_compose_and_instantiate(experiment, tmp_path):
     from lxmert_repro.modeling import LxmertConfig
     from lxmert_repro.training.optim import linear_warmup_schedule
 
-    app = "pretrain" if experiment.endswith("pretrain") else "finetune_vqa"
+    app = "pretrain" if experiment.endswith("pretrain") else "finetune"
     cfg = compose(app, [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert resolved["data"]["features"] and resolved["data"]["tokenizer_dir"].endswith("/tokenizer")
@@ -58,7 +58,7 @@ def test_experiment_configs_compose_and_instantiate(experiment, tmp_path):
 
 
 def test_hparams_search_configs_compose(tmp_path):
-    for app, search in (("finetune_vqa", "vqa_optuna"), ("pretrain", "pretrain_optuna")):
+    for app, search in (("finetune", "vqa_optuna"), ("pretrain", "pretrain_optuna")):
         cfg = compose(app, [f"hparams_search={search}", f"paths.output_dir={tmp_path}"])
         assert cfg.optimized_metric in ("best/val/accuracy", "best/val/loss")
 
@@ -107,7 +107,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     easy = build_easy_vqa_data(root / "data", n_train_images=40, n_test_images=12)
     out = root / "ft"
-    metrics = train_vqa(compose("finetune_vqa", TINY_TRAINER + data_overrides(easy, "vqa") + [
+    metrics = train_vqa(compose("finetune", TINY_TRAINER + data_overrides(easy, "vqa") + [
         f"paths.output_dir={out}", "trainer.batch_size=32", "trainer.max_epochs=2", "optim.lr=1e-3"]))
     return easy, out, metrics
 
@@ -245,7 +245,7 @@ def test_refused_rerun_leaves_the_finished_runs_record_untouched(trained, tmp_pa
 
 APP_SCHEMAS = {  # config name -> (schema import path, overrides filling its ??? values)
     "pretrain": ("lxmert_repro.cli.pretrain.PretrainApp", ["data.features=f"]),
-    "finetune_vqa": ("lxmert_repro.cli.finetune.FinetuneApp", ["data.features=f"]),
+    "finetune": ("lxmert_repro.cli.finetune.FinetuneApp", ["data.features=f"]),
     "evaluate": ("lxmert_repro.cli.evaluate.EvaluateApp", []),
     "predict": ("lxmert_repro.cli.predict.PredictApp", ["checkpoint=c", "questions=q"]),
     "prepare": ("lxmert_repro.cli.prepare.PrepareApp", ["features=f"]),
@@ -268,17 +268,17 @@ def _validate(name: str, overrides: list[str]) -> None:
 
 @pytest.mark.parametrize("name,overrides", [(name, []) for name in APP_SCHEMAS] + [
     ("pretrain", [f"experiment={e}"]) for e in EXPERIMENTS if e.endswith("pretrain")] + [
-    ("finetune_vqa", [f"experiment={e}"]) for e in EXPERIMENTS if not e.endswith("pretrain")] + [
+    ("finetune", [f"experiment={e}"]) for e in EXPERIMENTS if not e.endswith("pretrain")] + [
     ("prepare", [f"data={d.stem}", "tokenizer=bert_base_uncased"]) for d in sorted((Path(CONFIG_DIR) / "data").glob("*.yaml"))] + [
     ("extract", [f"detector={d.stem}"]) for d in sorted((Path(CONFIG_DIR) / "detector").glob("*.yaml"))] + [
-    ("finetune_vqa", ["optim=adamw", "logger=wandb", "trainer=gpu"]), ("pretrain", ["hparams_search=pretrain_optuna"])])
+    ("finetune", ["optim=adamw", "logger=wandb", "trainer=gpu"]), ("pretrain", ["hparams_search=pretrain_optuna"])])
 def test_every_shipped_config_passes_its_schema(name, overrides):
     _validate(name, overrides)
 
 
 @pytest.mark.parametrize("name,override,message", [
-    ("finetune_vqa", "optim.lr=abc", "optim.lr: 'abc' is not a float"),
-    ("finetune_vqa", "optim.lr=-1", "optim.lr: -1.0 is not a positive float"),
+    ("finetune", "optim.lr=abc", "optim.lr: 'abc' is not a float"),
+    ("finetune", "optim.lr=-1", "optim.lr: -1.0 is not a positive float"),
     ("pretrain", "trainer.batch_size=eight", "trainer.batch_size: 'eight' is not an integer"),
     ("pretrain", "trainer.batch_size=0", "trainer.batch_size: 0 is not a positive integer"),
     ("pretrain", "+trainer.not_a_key=1", "trainer.not_a_key: unknown key; expected one of batch_size,"),
@@ -289,9 +289,9 @@ def test_every_shipped_config_passes_its_schema(name, overrides):
     ("pretrain", "optim.optimizer.eps=tiny", "optim.optimizer.eps: 'tiny' is not a float"),
     ("pretrain", "pretrain.mlm_prob=1.5", "pretrain.mlm_prob: 1.5 is not a probability in [0, 1]"),
     ("pretrain", "logger.trackers=[mlflow]", "logger.trackers: 'mlflow' is not a tracker name"),
-    ("finetune_vqa", "data.vqa.train=null", "data.vqa.train: None is not a string"),
-    ("finetune_vqa", "data.train_fraction=2", "data.train_fraction: 2.0 is not a float in (0, 1]"),
-    ("finetune_vqa", "tokenizer.vocab_size=many", "tokenizer.vocab_size: 'many' is not an integer"),
+    ("finetune", "data.vqa.train=null", "data.vqa.train: None is not a string"),
+    ("finetune", "data.train_fraction=2", "data.train_fraction: 2.0 is not a float in (0, 1]"),
+    ("finetune", "tokenizer.vocab_size=many", "tokenizer.vocab_size: 'many' is not an integer"),
     ("prepare", "missing_images=keep", "missing_images: 'keep' is not one of error | drop"),
     ("prepare", "data.answers.min_count=nine", "data.answers.min_count: 'nine' is not an integer"),
     ("prepare", "data.splits.train.0.split=3.5", None),  # a str parameter given a number: OmegaConf converts it
@@ -319,7 +319,7 @@ def test_missing_value_is_named():
     from lxmert_repro.config_schema import ConfigError
 
     with pytest.raises(ConfigError, match=r"^data\.features: missing value \(\?\?\?\); set it"):
-        _validate("finetune_vqa", ["data.features=???"])
+        _validate("finetune", ["data.features=???"])
 
 
 @pytest.mark.parametrize("module,prog,args,message", [

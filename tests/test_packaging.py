@@ -62,7 +62,7 @@ def test_wheel_imports_the_installed_copy_with_its_configs(installed, tmp_path):
                        capture_output=True, text=True, check=True)
     where, yamls = r.stdout.splitlines()
     assert Path(where).is_relative_to(installed)
-    assert "pretrain.yaml" in yamls and "finetune_vqa.yaml" in yamls
+    assert "pretrain.yaml" in yamls and "finetune.yaml" in yamls
     for group in ("model", "experiment", "detector", "hydra"):  # sub-folders are shipped too
         assert any((installed / "lxmert_repro" / "configs" / group).glob("*.yaml")), group
 

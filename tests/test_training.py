@@ -24,7 +24,7 @@ def easy(tmp_path_factory) -> dict[str, str]:
 
 
 def _cfg(easy, task: str, out: Path, *extra: str):
-    name = "pretrain" if task == "pretrain" else "finetune_vqa"
+    name = "pretrain" if task == "pretrain" else "finetune"
     return compose(name, TINY_TRAINER + data_overrides(easy, task) + [f"paths.output_dir={out}", *extra])
 
 

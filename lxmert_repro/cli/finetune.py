@@ -1,6 +1,7 @@
-"""``lxmert-finetune``: VQA fine-tuning as a Hydra app (configs/finetune_vqa.yaml).
+"""``lxmert-finetune``: downstream fine-tuning (task=vqa | gqa | nlvr2) as a Hydra app (configs/finetune.yaml).
 
     lxmert-finetune experiment=easy_vqa_vqa
+    lxmert-finetune experiment=easy_vqa_gqa          # task=gqa; experiment=easy_vqa_nlvr2: task=nlvr2
     lxmert-finetune experiment=lxmert_paper_vqa optim.lr=5e-5 trainer.max_epochs=2 model=lxmert_tiny
     lxmert-finetune -m hparams_search=vqa_optuna      # Optuna sweep, one run dir per trial
     accelerate launch -m lxmert_repro.cli.finetune ...      # several processes / GPUs / nodes
@@ -15,7 +16,7 @@ from omegaconf import MISSING, DictConfig
 
 from lxmert_repro.cli import CONFIG_PATH, PathsConfig, objective, run_app
 from lxmert_repro.config_schema import validate_config
-from lxmert_repro.training.data_setup import VQADataConfig
+from lxmert_repro.training.data_setup import FinetuneDataConfig
 from lxmert_repro.training.finetune import FinetuneTaskConfig
 from lxmert_repro.training.loop import TrainerConfig
 from lxmert_repro.training.optim import OptimConfig
@@ -24,13 +25,14 @@ from lxmert_repro.training.tracking import LoggerConfig
 
 @dataclass
 class FinetuneApp:
-    """Schema of configs/finetune_vqa.yaml; ``model`` and ``tokenizer`` are ``_target_`` nodes."""
+    """Schema of configs/finetune.yaml; ``task``, ``model`` and ``tokenizer`` are ``_target_`` nodes."""
 
     task_name: str = MISSING
     run_name: str = MISSING
     optimized_metric: Optional[str] = None
+    task: Any = None
     model: Any = None
-    data: VQADataConfig = field(default_factory=VQADataConfig)
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
     tokenizer: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -39,13 +41,13 @@ class FinetuneApp:
     finetune: FinetuneTaskConfig = field(default_factory=FinetuneTaskConfig)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="finetune_vqa")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="finetune")
 def _app(cfg: DictConfig) -> float | None:
-    from lxmert_repro.training.finetune import train_vqa
+    from lxmert_repro.training.finetune import train_task
 
     validate_config(cfg, FinetuneApp)
 
-    return objective(cfg, train_vqa(cfg))
+    return objective(cfg, train_task(cfg))
 
 
 def main() -> None:

@@ -72,6 +72,7 @@ def run_prepare(cfg: DictConfig) -> dict:
             tokenizer_from=list(d.tokenizer_from_splits), max_length=int(cfg.tokenizer.max_length),
             feature_store=store, missing_images=cfg.missing_images,
             empty_sentences=cfg.empty_sentences, answers_file=d.answers.get("file"),
+            answers_list=None if d.answers.get("list") is None else list(d.answers.list),
             extra_summary={"data": d.name, "features": cfg.features,
                            "config": OmegaConf.to_container(cfg.data, resolve=True)},
         )

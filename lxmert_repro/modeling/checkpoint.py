@@ -34,6 +34,7 @@ from .convert import (
 )
 from .model import LxmertModel
 from .pretraining import LxmertForPreTraining
+from .nlvr2 import LxmertForNLVR2
 from .vqa import LxmertForVQA
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "LxmertModel": LxmertModel,
     "LxmertForPreTraining": LxmertForPreTraining,
     "LxmertForVQA": LxmertForVQA,
+    "LxmertForNLVR2": LxmertForNLVR2,
 }
 _TRANSFORMERS_CLASS = {
     "LxmertModel": "LxmertModel",
@@ -293,6 +295,8 @@ def export_transformers(model: nn.Module, out_dir: str | os.PathLike) -> Path:
     import transformers
 
     arch = _architecture_of(model)
+    if arch not in _TRANSFORMERS_CLASS:
+        raise CheckpointError(f"transformers has no class for {arch}; only {sorted(_TRANSFORMERS_CLASS)} export")
     tcfg = config_to_transformers(model.config, getattr(model, "num_answers", None))
     tcfg.architectures = [_TRANSFORMERS_CLASS[arch]]
     with torch.random.fork_rng():

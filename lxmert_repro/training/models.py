@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from hydra.utils import instantiate
@@ -68,8 +68,10 @@ def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
         raise RuntimeError(f"{path}: weights do not fit this model (another model config?): {str(e).splitlines()[0]}") from e
 
 
-def build_vqa_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
-    """From ``finetune.init_from`` (a pretraining or VQA model dir) or from scratch (no init_from)."""
+def build_vqa_model(cfg: DictConfig, data: Any, match: Callable[[str], str] | None = None) -> torch.nn.Module:
+    """From ``finetune.init_from`` (a pretraining or VQA model dir) or from scratch (no init_from).
+    ``match``: how a task answer is spelled in the pretraining answer table (GQA: LXMERT's conversion, as
+    airsplay/lxmert src/pretrain/qa_answer_table.py does); None = the same string (VQA)."""
     from lxmert_repro.data.answers import AnswerVocab
     from lxmert_repro.modeling import LxmertForPreTraining, LxmertForVQA, load_model
 
@@ -104,8 +106,10 @@ def build_vqa_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
             raise FileNotFoundError(f"finetune.pretrain_answers={answers_file}: no such file")
     if getattr(src, "answer_head", None) is not None and answers_file.is_file():
         pre_answers = AnswerVocab.load(answers_file).answers
-        model = LxmertForVQA.from_pretraining(src, len(task_answers), pre_answers, task_answers)
-        matched = sum(1 for a in task_answers if a in set(pre_answers))
+        lookup = task_answers if match is None else [match(a) for a in task_answers]
+        model = LxmertForVQA.from_pretraining(src, len(task_answers), pre_answers, lookup)
+        pre_set = set(pre_answers)
+        matched = sum(1 for a in lookup if a in pre_set)
         log.info("answer head initialised from the pretraining QA head: %d/%d answers matched", matched, len(task_answers))
     else:
         model = LxmertForVQA.from_pretraining(src, len(task_answers))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import hydra
 from omegaconf import MISSING, DictConfig
@@ -21,12 +21,15 @@ class EvaluateApp:
 
     task_name: str = MISSING
     run_name: str = MISSING
+    task: Any = None  # a ``_target_`` node (configs/task/)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     predictions: Optional[str] = None
     annotations: Optional[str] = None
     questions: Optional[str] = None
+    choices: Optional[str] = None
+    consistency: bool = False
     allow_missing: bool = False
     checkpoint: Optional[str] = None
     split: Optional[str] = None

@@ -17,10 +17,11 @@ from lxmert_repro.config_schema import check, validate_config
 
 @dataclass
 class PredictApp:
-    """Schema of configs/predict.yaml; ``image_reader`` is a ``_target_`` node."""
+    """Schema of configs/predict.yaml; ``task`` and ``image_reader`` are ``_target_`` nodes."""
 
     task_name: str = MISSING
     run_name: str = MISSING
+    task: Any = None
     paths: PathsConfig = field(default_factory=PathsConfig)
     image_reader: Any = None
     checkpoint: str = MISSING

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_training_fixtures import build_easy_vqa_data, data_overrides
+from training_helpers import build_easy_vqa_data, data_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 # Not sources: what a build, a run or a venv leaves at the checkout's top level.

@@ -3,6 +3,7 @@ apps' configs, its console scripts compose them from another directory, and a us
 (``--config-dir`` / ``hydra.searchpath``) still adds to them."""
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
@@ -65,6 +66,31 @@ def test_wheel_imports_the_installed_copy_with_its_configs(installed, tmp_path):
     assert "pretrain.yaml" in yamls and "finetune_vqa.yaml" in yamls
     for group in ("model", "experiment", "detector", "hydra"):  # sub-folders are shipped too
         assert any((installed / "lxmert_repro" / "configs" / group).glob("*.yaml")), group
+
+
+def _console_scripts() -> list[str]:
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    return [line.split("=")[0].strip() for line in cfg["options.entry_points"]["console_scripts"].splitlines()
+            if line.strip()]
+
+
+ARGPARSE_SCRIPTS = {"lxmert-convert", "lxmert-features"}  # the others are Hydra apps
+# A top-level key of each Hydra app's own config file (so the app composed its config, not some other one).
+OWN_KEY = {"lxmert-train-detector": "epochs", "lxmert-extract": "feat_dtype", "lxmert-prepare": "missing_images",
+           "lxmert-pretrain": "pretrain", "lxmert-finetune": "finetune", "lxmert-evaluate": "predictions",
+           "lxmert-predict": "questions"}
+
+
+@pytest.mark.parametrize("script", _console_scripts())
+def test_every_installed_console_script_starts_outside_the_checkout(installed, tmp_path, script):
+    """Hydra apps compose their config (``--cfg job``); the argparse ones print their usage."""
+    r = _run(installed, tmp_path, script, *(["--help"] if script in ARGPARSE_SCRIPTS else ["--cfg", "job"]))
+    assert r.returncode == 0, r.stderr[-3000:]
+    if script in ARGPARSE_SCRIPTS:
+        assert r.stdout.startswith(f"usage: {script}")
+    else:
+        assert OWN_KEY[script] in yaml.safe_load(r.stdout)
 
 
 def test_installed_pretrain_composes_its_config_outside_the_checkout(installed, tmp_path):

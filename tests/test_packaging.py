@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lxmert_repro.cli import CONFIG_DIR as PACKAGE_CONFIG_DIR
 from training_helpers import build_easy_vqa_data, data_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,16 +57,20 @@ def _run(target: Path, cwd: Path, script: str, *args: str) -> subprocess.Complet
                           capture_output=True, text=True, timeout=400)
 
 
-def test_wheel_imports_the_installed_copy_with_its_configs(installed, tmp_path):
+def _yamls(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml"))
+
+
+def test_wheel_imports_the_installed_copy_with_all_its_configs(installed, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = "import lxmert_repro.cli as c; print(c.__file__); print(sorted(p.name for p in c.CONFIG_DIR.glob('*.yaml')))"
+    code = "import lxmert_repro.cli as c; print(c.__file__); print(c.CONFIG_DIR)"
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=dict(env, PYTHONPATH=str(installed)),
                        capture_output=True, text=True, check=True)
-    where, yamls = r.stdout.splitlines()
-    assert Path(where).is_relative_to(installed)
-    assert "pretrain.yaml" in yamls and "finetune_vqa.yaml" in yamls
-    for group in ("model", "experiment", "detector", "hydra"):  # sub-folders are shipped too
-        assert any((installed / "lxmert_repro" / "configs" / group).glob("*.yaml")), group
+    where, config_dir = r.stdout.splitlines()
+    assert Path(where).is_relative_to(installed) and Path(config_dir).is_relative_to(installed)
+    shipped = _yamls(Path(config_dir))
+    assert shipped == _yamls(PACKAGE_CONFIG_DIR)  # every config of the sources, sub-folders included
+    assert "pretrain.yaml" in shipped and "model/lxmert_base.yaml" in shipped
 
 
 def _console_scripts() -> list[str]:

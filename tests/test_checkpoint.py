@@ -19,7 +19,7 @@ from lxmert_repro.modeling import (
     save_model,
 )
 
-from conftest_model import hf_inputs, hf_twin, inputs_of, make_batch, tiny_config
+from model_helpers import hf_inputs, hf_twin, inputs_of, make_batch, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from test_training_fixtures import CONFIG_DIR, TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
+from training_helpers import CONFIG_DIR, TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

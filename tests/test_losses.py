@@ -10,7 +10,7 @@ import torch
 from lxmert_repro.modeling import LxmertForPreTraining
 from lxmert_repro.modeling import losses as L
 
-from conftest_model import make_batch, tiny_config
+from model_helpers import make_batch, tiny_config
 
 
 def log_softmax_at(row: torch.Tensor, idx: int) -> float:

@@ -7,7 +7,7 @@ import torch
 from lxmert_repro.data.batch import LxmertBatch
 from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining, LxmertForVQA, LxmertModel
 
-from conftest_model import inputs_of, make_batch, tiny_config
+from model_helpers import inputs_of, make_batch, tiny_config
 
 
 @pytest.fixture(scope="module")

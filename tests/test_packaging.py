@@ -3,6 +3,7 @@ apps' configs, its console scripts compose them from another directory, and a us
 (``--config-dir`` / ``hydra.searchpath``) still adds to them."""
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_training_fixtures import build_easy_vqa_data, data_overrides
+from lxmert_repro.cli import CONFIG_DIR as PACKAGE_CONFIG_DIR
+from training_helpers import build_easy_vqa_data, data_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 # Not sources: what a build, a run or a venv leaves at the checkout's top level.
@@ -55,16 +57,45 @@ def _run(target: Path, cwd: Path, script: str, *args: str) -> subprocess.Complet
                           capture_output=True, text=True, timeout=400)
 
 
-def test_wheel_imports_the_installed_copy_with_its_configs(installed, tmp_path):
+def _yamls(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml"))
+
+
+def test_wheel_imports_the_installed_copy_with_all_its_configs(installed, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = "import lxmert_repro.cli as c; print(c.__file__); print(sorted(p.name for p in c.CONFIG_DIR.glob('*.yaml')))"
+    code = "import lxmert_repro.cli as c; print(c.__file__); print(c.CONFIG_DIR)"
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=dict(env, PYTHONPATH=str(installed)),
                        capture_output=True, text=True, check=True)
-    where, yamls = r.stdout.splitlines()
-    assert Path(where).is_relative_to(installed)
-    assert "pretrain.yaml" in yamls and "finetune.yaml" in yamls
-    for group in ("model", "experiment", "detector", "hydra"):  # sub-folders are shipped too
-        assert any((installed / "lxmert_repro" / "configs" / group).glob("*.yaml")), group
+    where, config_dir = r.stdout.splitlines()
+    assert Path(where).is_relative_to(installed) and Path(config_dir).is_relative_to(installed)
+    shipped = _yamls(Path(config_dir))
+    assert shipped == _yamls(PACKAGE_CONFIG_DIR)  # every config of the sources, sub-folders included
+    assert "pretrain.yaml" in shipped and "model/lxmert_base.yaml" in shipped
+
+
+def _console_scripts() -> list[str]:
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    return [line.split("=")[0].strip() for line in cfg["options.entry_points"]["console_scripts"].splitlines()
+            if line.strip()]
+
+
+ARGPARSE_SCRIPTS = {"lxmert-convert", "lxmert-features"}  # the others are Hydra apps
+# A top-level key of each Hydra app's own config file (so the app composed its config, not some other one).
+OWN_KEY = {"lxmert-train-detector": "epochs", "lxmert-extract": "feat_dtype", "lxmert-prepare": "missing_images",
+           "lxmert-pretrain": "pretrain", "lxmert-finetune": "finetune", "lxmert-evaluate": "predictions",
+           "lxmert-predict": "questions"}
+
+
+@pytest.mark.parametrize("script", _console_scripts())
+def test_every_installed_console_script_starts_outside_the_checkout(installed, tmp_path, script):
+    """Hydra apps compose their config (``--cfg job``); the argparse ones print their usage."""
+    r = _run(installed, tmp_path, script, *(["--help"] if script in ARGPARSE_SCRIPTS else ["--cfg", "job"]))
+    assert r.returncode == 0, r.stderr[-3000:]
+    if script in ARGPARSE_SCRIPTS:
+        assert r.stdout.startswith(f"usage: {script}")
+    else:
+        assert OWN_KEY[script] in yaml.safe_load(r.stdout)
 
 
 def test_installed_pretrain_composes_its_config_outside_the_checkout(installed, tmp_path):

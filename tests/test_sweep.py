@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_training_fixtures import build_easy_vqa_data, data_overrides
+from training_helpers import build_easy_vqa_data, data_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_training_fixtures import TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
+from training_helpers import TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
 
 torch.set_num_threads(1)  # tests share 2 cores with others; tiny models gain nothing from threads
 

@@ -67,11 +67,13 @@ class PairDataset(Dataset):
 
 class PairCollator:
     """Pads text to (B, T) and every image's boxes to one N: features (B, K, N, F), boxes (B, K, N, 4),
-    box mask (B, K, N); ``class_labels`` (B,) when every item is labelled."""
+    box mask (B, K, N); ``class_labels`` (B,) when every item is labelled. ``blind``: features and boxes zeroed
+    (the text-only baseline: same model, nothing to see)."""
 
     def __init__(self, pad_token_id: int = 0, pad_to: int | None = None, max_boxes: int | None = None,
-                 feat_dtype: str | None = None) -> None:
+                 feat_dtype: str | None = None, blind: bool = False) -> None:
         self.pad_token_id, self.pad_to, self.max_boxes, self.feat_dtype = pad_token_id, pad_to, max_boxes, feat_dtype
+        self.blind = blind
 
     def __call__(self, items: Sequence[PairItem]) -> LxmertBatch:
         B, K = len(items), len(items[0].image_ids)
@@ -86,6 +88,9 @@ class PairCollator:
                 n = int(counts[b, k])
                 copy_rows(feats[b, k], it.features[k], n)
                 boxes[b, k, :n] = it.boxes[k]
+        if self.blind:
+            feats.zero_()
+            boxes[:] = 0.0
         box_mask = np.arange(N)[None, None, :] < counts[:, :, None]  # (B, K, N)
         labels = [it.label for it in items]
         return LxmertBatch(

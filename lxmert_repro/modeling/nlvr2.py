@@ -85,7 +85,7 @@ class LxmertForNLVR2(LxmertBase):
         enc = self.lxmert(ids, attn, feats, boxes, vmask, types, output_attentions)
         pooled = enc.pooled_output.reshape(B, K * enc.pooled_output.shape[-1])  # (B, K·H): example b's K pairs
         logits = self.pair_head(pooled)  # (B, 2)
-        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels, ignore_index=-1)  # as the original
         return LxmertPairOutput(logits, loss, pooled, enc.attentions)
 
     @classmethod

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_task_fixtures import partial, prepare_task
-from test_training_fixtures import TINY_TRAINER, compose
+from task_helpers import partial, prepare_task
+from training_helpers import TINY_TRAINER, compose
 
 torch.set_num_threads(1)
 

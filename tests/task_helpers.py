@@ -7,7 +7,7 @@ import functools
 from pathlib import Path
 from typing import Any, Callable
 
-from test_training_fixtures import build_easy_vqa_data
+from training_helpers import build_easy_vqa_data
 
 
 def prepare_task(root: Path, readers: dict[str, Callable[[], list]], answers_list: list[str] | None = None,

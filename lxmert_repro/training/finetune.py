@@ -12,6 +12,8 @@ import torch
 from omegaconf import DictConfig
 
 from lxmert_repro.data.batch import LxmertBatch
+from lxmert_repro.modeling import LxmertConfig
+from lxmert_repro.modeling.flops import vqa_forward_flops
 from lxmert_repro.training.checkpointing import TrainerState
 from lxmert_repro.training.loop import Callback, Trainer
 
@@ -21,6 +23,12 @@ log = logging.getLogger(__name__)
 def vqa_loss(model: torch.nn.Module, batch: LxmertBatch, state: TrainerState) -> tuple[torch.Tensor, dict[str, float]]:
     out = model(**batch.model_inputs(), vqa_targets=batch.vqa_targets)
     return out.loss, {}
+
+
+def vqa_flops_fn(config: LxmertConfig, num_answers: int) -> Callable[[LxmertBatch], int]:
+    """Forward FLOPs of a VQA batch (``modeling.flops``): known from its shape."""
+    return lambda batch: vqa_forward_flops(config, batch.input_ids.shape[0], batch.input_ids.shape[1],
+                                           batch.visual_feats.shape[1], num_answers)
 
 
 @torch.no_grad()
@@ -104,6 +112,7 @@ def train_vqa(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, ...] 
         result = trainer.fit(
             model, data.train, data.collator, vqa_loss, eval_fn,
             select_metric="val/accuracy" if eval_fn is not None else None, select_mode="max", save_model_fn=save,
+            flops_fn=vqa_flops_fn(model.config, model.num_answers),
         )
         metrics = dict(result.metrics)
         if data.test is not None:

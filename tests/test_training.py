@@ -467,3 +467,67 @@ def test_length_bucketing_cuts_padding_and_resumes_exactly(easy, tmp_path):
     a, b = _weights(tmp_path / "a" / "model_last"), _weights(tmp_path / "b" / "model_last")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_log_lines_and_metrics_carry_throughput_and_mfu(easy, tmp_path, caplog):
+    """Every train record has samples/s, tokens/s (text + boxes), model FLOP/s and MFU (a peak given);
+    the FLOPs are the config's count of each batch, and the log line says the same."""
+    import logging
+
+    from lxmert_repro.training.pretrain import train_pretrain
+    from lxmert_repro.training.tracking import read_metrics
+
+    out = tmp_path / "tp"
+    with caplog.at_level(logging.INFO, logger="lxmert_repro.training.loop"):
+        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=16", "trainer.max_steps=4",
+                            "trainer.log_every_n_steps=2", "trainer.peak_flops=1e12", "data.pretrain.val=null"))
+    rows = [r for r in read_metrics(out) if "train/loss" in r]
+    assert [r["step"] for r in rows] == [2, 4]
+    for r in rows:
+        assert r["tokens_per_s"] > r["samples_per_s"] > 0
+        assert r["mfu"] == pytest.approx(r["model_flops_per_s"] / 1e12)
+        # per sample: real text tokens (at least [CLS], a word, [SEP]) + boxes; a tiny model's step is ~MFLOPs
+        assert 4 <= r["tokens_per_s"] / r["samples_per_s"] < 40 + 36
+        assert 1e5 < r["model_flops_per_s"] / r["samples_per_s"] < 1e8
+    lines = [m for m in caplog.messages if m.startswith("step ")]
+    assert len(lines) == 2 and all("mfu=" in m and "tokens_per_s=" in m and "samples_per_s=" in m for m in lines)
+
+
+def test_logged_losses_are_the_per_step_averages(easy, tmp_path):
+    """Logging every 3 steps reports the mean of the per-step losses (and per-task terms) of a run logging
+    every step: the device-side sums are the old host-side averages."""
+    from lxmert_repro.training.pretrain import train_pretrain
+    from lxmert_repro.training.tracking import read_metrics
+
+    def run(name: str, every: int) -> list[dict]:
+        train_pretrain(_cfg(easy, "pretrain", tmp_path / name, "trainer.batch_size=16", "trainer.max_steps=6",
+                            f"trainer.log_every_n_steps={every}", "data.pretrain.val=null"))
+        return [r for r in read_metrics(tmp_path / name) if "train/loss" in r]
+
+    each, grouped = run("each", 1), run("grouped", 3)
+    assert len(each) == 6 and [r["step"] for r in grouped] == [3, 6]
+    for g, chunk in zip(grouped, (each[:3], each[3:])):
+        for key in ("train/loss", "train/mlm", "train/itm", "train/obj", "train/feat"):
+            assert g[key] == pytest.approx(sum(r[key] for r in chunk) / 3, rel=1e-12, abs=0), key
+
+
+def test_nonfinite_loss_between_log_steps_still_stops_before_a_bad_checkpoint(easy, tmp_path):
+    """Logging every 4 steps, the loss turns NaN at step 5: the run stops at the checkpoint of step 6 (before
+    writing it, within log_every steps), with the named error, the step it happened and the last good checkpoint."""
+    from lxmert_repro.training.loop import NonFiniteLossError
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    def poison(trainer, state):
+        if state.global_step == 4:
+            with torch.no_grad():
+                trainer.accelerator.unwrap_model(trainer.model).lxmert.pooler.dense.weight.fill_(float("nan"))
+
+    out = tmp_path / "nan4"
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at optimizer step 4, detected "
+                                                 r"at step 6 .*step_000000003"):
+        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=32", "trainer.max_steps=10",
+                            "trainer.log_every_n_steps=4", "trainer.checkpoint_every_n_steps=3",
+                            "data.pretrain.val=null"), callbacks=[poison])
+    assert (out / "checkpoints" / "step_000000003").is_dir()
+    assert not (out / "checkpoints" / "step_000000006").exists()
+    assert "nonfinite_loss" in (out / "metrics.jsonl").read_text()

@@ -59,6 +59,11 @@ class Task:
     def target_score(self, batch: Any, pred: torch.Tensor) -> torch.Tensor | None:
         raise NotImplementedError
 
+    def forward_flops(self, model: torch.nn.Module) -> Callable[[Any], int] | None:
+        """Model FLOPs of one batch's forward (for the trainer's throughput and MFU), or None when the task's
+        model has no formula in ``modeling.flops`` (the logs then leave model FLOPs and MFU out)."""
+        return None
+
     def metrics(self, data: Any, split: str, predictions: dict[int, str], score: float | None) -> dict[str, float]:
         raise NotImplementedError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig
@@ -43,6 +43,16 @@ class AnswerHeadTask(Task):
         if batch.vqa_targets is None:
             return None
         return batch.vqa_targets.gather(1, pred[:, None]).squeeze(1)  # (B,) target score of the argmax
+
+    def forward_flops(self, model: torch.nn.Module) -> Callable[[Any], int] | None:
+        from lxmert_repro.modeling import LxmertConfig
+        from lxmert_repro.modeling.flops import vqa_forward_flops
+
+        config, num_answers = getattr(model, "config", None), getattr(model, "num_answers", None)
+        if not isinstance(config, LxmertConfig) or num_answers is None:
+            return None
+        return lambda batch: vqa_forward_flops(config, batch.input_ids.shape[0], batch.input_ids.shape[1],
+                                               batch.visual_feats.shape[1], num_answers)
 
 
 class VQATask(AnswerHeadTask):

@@ -63,6 +63,7 @@ def train_task(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, ...]
         result = trainer.fit(
             model, data.train, data.collator, task.loss, eval_fn,
             select_metric="val/accuracy" if eval_fn is not None else None, select_mode="max", save_model_fn=save,
+            flops_fn=task.forward_flops(model),
         )
         metrics = dict(result.metrics)
         if data.test is not None:

@@ -8,15 +8,16 @@ schedule serves AdamW too. AdamW with the usual no-decay groups (biases, LayerNo
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from lxmert_repro.config_schema import check
+from lxmert_repro.config_schema import check, one_of
 
 
 @dataclass
@@ -28,6 +29,7 @@ class OptimConfig:
     weight_decay: float = 0.01
     no_decay_groups: bool = False
     warmup_ratio: float = 0.05
+    implementation: str = "auto"  # BertAdam's kernel (configs/optim/bert_adam.yaml)
     optimizer: Any = None
     scheduler: Any = None
 
@@ -35,6 +37,107 @@ class OptimConfig:
         check(self.lr > 0, "optim.lr", self.lr, "a positive float")
         check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a float >= 0")
         check(0 <= self.warmup_ratio <= 1, "optim.warmup_ratio", self.warmup_ratio, "a float in [0, 1]")
+        one_of("optim.implementation", self.implementation, BERT_ADAM_IMPLEMENTATIONS)
+
+
+log = logging.getLogger(__name__)
+
+
+BERT_ADAM_IMPLEMENTATIONS = ("auto", "loop", "foreach", "fused")
+
+
+def _bert_adam_loop(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+                    exp_avg_sqs: list[torch.Tensor], *, lr: float, b1: float, b2: float, eps: float,
+                    weight_decay: float) -> None:
+    """The reference: one parameter at a time, ~9 tensor operations each."""
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        m.mul_(b1).add_(g, alpha=1.0 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+        update = m / (v.sqrt() + eps)  # no bias correction (BERT's original)
+        if weight_decay > 0.0:
+            update.add_(p, alpha=weight_decay)
+        p.add_(update, alpha=-lr)
+
+
+def _bert_adam_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+                       exp_avg_sqs: list[torch.Tensor], *, lr: float, b1: float, b2: float, eps: float,
+                       weight_decay: float) -> None:
+    """The same operations on whole lists (multi-tensor kernels on a GPU: a few launches per group, not
+    ~9 per parameter); bit-identical to the loop. Lists must share one device and dtype."""
+    torch._foreach_mul_(exp_avgs, b1)
+    torch._foreach_add_(exp_avgs, grads, alpha=1.0 - b1)
+    torch._foreach_mul_(exp_avg_sqs, b2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - b2)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denom, eps)
+    updates = torch._foreach_div(exp_avgs, denom)
+    del denom
+    if weight_decay > 0.0:
+        torch._foreach_add_(updates, params, alpha=weight_decay)
+    torch._foreach_add_(params, updates, alpha=-lr)
+
+
+def _bert_adam_one(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, neg_lr: torch.Tensor,
+                   b1: float, b2: float, eps: float, weight_decay: float) -> None:
+    """One parameter, written for ``torch.compile``: the update becomes one generated loop that reads p, g, m,
+    v once and writes p, m, v once (the eager loop makes ~9 passes over memory). Each line rounds as the
+    eager operation in the comment does (those compute ``a + alpha * b`` as one fused multiply-add);
+    ``neg_lr`` is a 0-d tensor, so a new lr every step does not recompile."""
+    from torch._inductor import inductor_prims  # noqa: F401  (registers prims.fma: a * b + c, rounded once)
+
+    fma = torch.ops.prims.fma
+    m.copy_(fma(g, 1.0 - b1, m * b1))                 # m.mul_(b1).add_(g, alpha=1 - b1)
+    v.copy_(fma(g * (1.0 - b2), g, v * b2))           # v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    update = m / (v.sqrt() + eps)
+    if weight_decay > 0.0:
+        update = fma(p, weight_decay, update)         # update.add_(p, alpha=weight_decay)
+    p.copy_(fma(update, neg_lr, p))                   # p.add_(update, alpha=-lr)
+
+
+_compiled_one: Any = None
+_fused_unavailable = False
+
+
+def _mark_fused_unavailable(error: Exception) -> None:
+    """``implementation=auto`` when the fused kernel cannot be compiled here: foreach from now on, said once."""
+    global _fused_unavailable
+    _fused_unavailable = True
+    log.warning("BertAdam: the fused kernel could not be compiled (%s); using the foreach implementation "
+                "(the same update, slower on a CPU)", str(error).strip().splitlines()[0][:200])
+FUSED_MIN_NUMEL = 4096  # smaller tensors (biases, LayerNorm) take the foreach path: a compiled call costs ~100 us
+
+
+def _bert_adam_fused(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
+                     exp_avg_sqs: list[torch.Tensor], *, lr: float, b1: float, b2: float, eps: float,
+                     weight_decay: float) -> None:
+    """``_bert_adam_one`` compiled once per process, with dynamic sizes (one kernel serves every parameter of
+    a dtype), for contiguous tensors of at least ``FUSED_MIN_NUMEL`` values; the rest go through foreach.
+    Same formula, but the generated code rounds a few products differently from the eager kernels (they use
+    fused multiply-adds, and another sqrt), so it agrees with the loop to an ulp or two, not bit for bit
+    (moments exact to ~1e-8, parameters to 1e-7 after 25 steps: tests/test_optim.py)."""
+    global _compiled_one
+    big, small = [], []
+    for t in zip(params, grads, exp_avgs, exp_avg_sqs):
+        (big if t[0].numel() >= FUSED_MIN_NUMEL and all(x.is_contiguous() for x in t) else small).append(t)
+    if big:  # first: a failed compilation (auto falls back to foreach) must not leave a part updated
+        if _compiled_one is None:
+            _compiled_one = torch.compile(_bert_adam_one, dynamic=True, fullgraph=True)
+        neg_lr = torch.tensor(-lr, dtype=big[0][0].dtype, device=big[0][0].device)
+        for p, g, m, v in big:
+            _compiled_one(p.view(-1), g.view(-1), m.view(-1), v.view(-1), neg_lr, b1, b2, eps, weight_decay)
+    if small:
+        _bert_adam_foreach(*(list(x) for x in zip(*small)), lr=lr, b1=b1, b2=b2, eps=eps,
+                           weight_decay=weight_decay)
+
+
+def _by_device_and_dtype(*lists: list[torch.Tensor]) -> list[tuple[list[torch.Tensor], ...]]:
+    """Split parallel lists so each part shares one device and dtype (what multi-tensor kernels need)."""
+    parts: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], ...]] = {}
+    for items in zip(*lists):
+        part = parts.setdefault((items[0].device, items[0].dtype), tuple([] for _ in lists))
+        for dst, t in zip(part, items):
+            dst.append(t)
+    return list(parts.values())
 
 
 class BertAdam(Optimizer):
@@ -45,6 +148,11 @@ class BertAdam(Optimizer):
         v = b2 * v + (1 - b2) * g * g
         update = m / (sqrt(v) + eps) + weight_decay * p
         p = p - lr * update
+
+    ``implementation``: ``loop`` (one parameter at a time, the reference), ``foreach`` (multi-tensor
+    operations, bit-identical to the loop), ``fused`` (one compiled single-pass kernel per parameter, within
+    ~1 ulp of the loop), ``auto`` (fused on CPU, where it is 4x faster than the loop; foreach on GPUs, where
+    the launch count matters more than memory passes).
     """
 
     def __init__(
@@ -54,6 +162,7 @@ class BertAdam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-6,
         weight_decay: float = 0.01,
+        implementation: str = "foreach",
     ) -> None:
         if lr < 0.0:
             raise ValueError(f"BertAdam: lr must be >= 0, got {lr}")
@@ -62,8 +171,18 @@ class BertAdam(Optimizer):
             raise ValueError(f"BertAdam: betas must be in [0, 1), got {betas}")
         if eps < 0.0:
             raise ValueError(f"BertAdam: eps must be >= 0, got {eps}")
+        if implementation not in BERT_ADAM_IMPLEMENTATIONS:
+            raise ValueError(f"BertAdam: implementation must be one of {BERT_ADAM_IMPLEMENTATIONS}, "
+                             f"got {implementation!r}")
+        self.implementation = implementation
         defaults = dict(lr=lr, betas=(float(b1), float(b2)), eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults)
+
+    def _step_fn(self, device: torch.device) -> Callable[..., None]:
+        impl = self.implementation
+        if impl == "auto":
+            impl = "fused" if device.type == "cpu" and not _fused_unavailable else "foreach"
+        return {"loop": _bert_adam_loop, "foreach": _bert_adam_foreach, "fused": _bert_adam_fused}[impl]
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -72,26 +191,32 @@ class BertAdam(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            b1, b2 = group["betas"]
+            params, grads, exp_avgs, exp_avg_sqs = [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad
-                if grad.is_sparse:
+                if p.grad.is_sparse:
                     raise RuntimeError("BertAdam does not support sparse gradients")
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.mul_(b1).add_(grad, alpha=1.0 - b1)
-                v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
-                update = m / (v.sqrt() + group["eps"])  # no bias correction (BERT's original)
-                if group["weight_decay"] > 0.0:
-                    update.add_(p, alpha=group["weight_decay"])
-                p.add_(update, alpha=-group["lr"])
                 state["step"] += 1
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+            b1, b2 = group["betas"]
+            for part in _by_device_and_dtype(params, grads, exp_avgs, exp_avg_sqs):
+                kw = dict(lr=group["lr"], b1=b1, b2=b2, eps=group["eps"], weight_decay=group["weight_decay"])
+                try:
+                    self._step_fn(part[0][0].device)(*part, **kw)
+                except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler; nothing was updated
+                    if self.implementation != "auto":
+                        raise
+                    _mark_fused_unavailable(e)
+                    _bert_adam_foreach(*part, **kw)
         return loss
 
 

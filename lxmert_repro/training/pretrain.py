@@ -15,13 +15,14 @@ from omegaconf import DictConfig
 
 from lxmert_repro.config_schema import check
 from lxmert_repro.data.batch import LxmertBatch
+from lxmert_repro.modeling import LxmertConfig
+from lxmert_repro.modeling.flops import pretraining_forward_flops
 from lxmert_repro.training.checkpointing import TrainerState
 from lxmert_repro.training.loop import Callback, Trainer
 
 log = logging.getLogger(__name__)
 
 PRETRAIN_TASKS = ("mlm", "itm", "obj", "attr", "feat", "qa")
-
 
 
 @dataclass
@@ -40,12 +41,29 @@ class PretrainTaskConfig:
             check(0 <= getattr(self, key) <= 1, f"pretrain.{key}", getattr(self, key), "a probability in [0, 1]")
         check(self.qa_start_epoch >= 0, "pretrain.qa_start_epoch", self.qa_start_epoch, "an integer >= 0")
 
-def pretrain_loss(model: torch.nn.Module, batch: LxmertBatch, state: TrainerState) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and each task's term (as it enters the total)."""
+
+def pretrain_loss(model: torch.nn.Module, batch: LxmertBatch, state: TrainerState) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and each task's term (as it enters the total), left on the device for the trainer to sum."""
     out = model(**batch.model_inputs(), **batch.pretrain_targets())
     if out.loss is None:
         raise RuntimeError("the pretraining model returned no loss: every task is switched off (model.task_*)")
-    return out.loss, {k: float(v.detach().float().item()) for k, v in out.losses.items()}
+    return out.loss, {k: v.detach() for k, v in out.losses.items()}
+
+
+def pretrain_flops_fn(config: LxmertConfig) -> Callable[[LxmertBatch], torch.Tensor]:
+    """Forward FLOPs of a pretraining batch (``modeling.flops``), counted on the device: the sparse heads' rows
+    are sums of the batch's masks, read back with the logged losses."""
+
+    def flops(batch: LxmertBatch) -> torch.Tensor:
+        b, t = batch.input_ids.shape
+        n = batch.visual_feats.shape[1]
+        mlm = (batch.mlm_labels != -100).sum() if batch.mlm_labels is not None else None
+        feat = None
+        if batch.masked_boxes is not None:
+            feat = (batch.masked_boxes.bool() & batch.visual_mask.bool()).sum()
+        return torch.as_tensor(pretraining_forward_flops(config, b, t, n, mlm_rows=mlm, feat_rows=feat))
+
+    return flops
 
 
 def make_pretrain_eval(trainer: Trainer, loader: Any) -> Callable[[torch.nn.Module, TrainerState], dict[str, float]]:
@@ -98,6 +116,7 @@ def train_pretrain(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, 
         result = trainer.fit(
             model, data.train, data.collator, pretrain_loss, eval_fn,
             select_metric="val/loss" if eval_fn is not None else None, select_mode="min", save_model_fn=save,
+            flops_fn=pretrain_flops_fn(model.config),
         )
         return result.metrics
     finally:

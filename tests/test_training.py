@@ -209,6 +209,19 @@ def test_nan_stop_names_a_checkpoint_that_resumes(easy, tmp_path):
     assert m["global_step"] == step + 1 and m["train/loss"] == m["train/loss"]  # one more step, a finite loss
 
 
+def test_nan_stop_says_when_no_good_checkpoint_exists(easy, tmp_path):
+    from lxmert_repro.training.loop import NonFiniteLossError
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    def poison(trainer, state):
+        with torch.no_grad():
+            trainer.accelerator.unwrap_model(trainer.model).lxmert.pooler.dense.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match=r"step 1, .*No good checkpoint exists"):
+        train_pretrain(_cfg(easy, "pretrain", tmp_path / "none", "trainer.batch_size=32", "trainer.max_steps=5",
+                            "data.pretrain.val=null"), callbacks=[poison])
+
+
 def test_checkpoint_of_nonfinite_weights_is_not_written(easy, tmp_path):
     from lxmert_repro.training.checkpointing import NonFiniteStateError
     from lxmert_repro.training.pretrain import train_pretrain

@@ -110,10 +110,16 @@ def error_line(exc: BaseException) -> str:
 
     msg = exc.args[0] if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str) else str(exc)
     cause = exc.__cause__
+    lines = []
+    for line in msg.splitlines():
+        if line.startswith("Config search path"):  # Hydra's list of providers: noise for a user
+            break
+        if line.strip():
+            lines.append(line.strip())
     if (isinstance(exc, CompactHydraException) and not isinstance(exc, InstantiationException)
             and isinstance(cause, OmegaConfBaseException)):
-        msg = f"{msg} {cause}"  # as Hydra prints them: the override's problem is in the cause
-    return " ".join(part.strip() for part in msg.splitlines() if part.strip()) or type(exc).__name__
+        lines.append(str(cause).splitlines()[0])  # as Hydra prints them: the override's problem is in the cause
+    return " ".join(lines) or type(exc).__name__
 
 
 def run_app(app: Callable[[], Any], prog: str) -> None:

@@ -53,7 +53,8 @@ def refuse_used_run_dir(run_dir: Path, config: DictConfig, what: str = "run dire
         shown = ", ".join(used[:4]) + (", ..." if len(used) > 4 else "")
         raise FileExistsError(
             f"{what} {run_dir} already holds an earlier run ({shown}); nothing was written. Continue it with "
-            f"trainer.resume=auto, or start a new run with another run_name (or hydra.run.dir)"
+            f"trainer.resume=auto (lxmert-train-detector: resume=auto), or start a new run with another run_name "
+            f"(or hydra.run.dir / output_dir)"
         )
 
 

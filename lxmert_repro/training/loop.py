@@ -88,6 +88,7 @@ class TrainerConfig:
     resume: Optional[str] = None
     progress_bar: bool = True
     ddp_find_unused_parameters: bool = True
+    peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; null = the known-GPU table (none on CPU)
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "grad_accum_steps", "log_every_n_steps", "eval_every_n_epochs",
@@ -98,6 +99,8 @@ class TrainerConfig:
         check(self.eval_batch_size is None or self.eval_batch_size > 0, "trainer.eval_batch_size",
               self.eval_batch_size, "a positive integer or null")
         check(self.grad_clip >= 0, "trainer.grad_clip", self.grad_clip, "a float >= 0 (0 = off)")
+        check(self.peak_flops is None or self.peak_flops > 0, "trainer.peak_flops", self.peak_flops,
+              "a positive float (FLOP/s) or null")
         one_of("trainer.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
 
 

@@ -197,3 +197,11 @@ def test_nlvr2_finetune_loss_falls_beats_majority_writes_predictions(nlvr2_data,
     official = nlvr2_scores(preds, labels)
     assert metrics["test/accuracy"] == pytest.approx(official["accuracy"])
     assert metrics["test/consistency"] == pytest.approx(official["consistency"])
+
+
+def test_predict_refuses_a_pair_task_naming_the_right_command(tmp_path):
+    from lxmert_repro.cli.predict import run_predict
+
+    cfg = compose("predict", ["task=nlvr2", f"paths.output_dir={tmp_path}", f"checkpoint={tmp_path}", "questions=x"])
+    with pytest.raises(ValueError, match="task=nlvr2 is scored on prepared splits with lxmert-evaluate"):
+        run_predict(cfg)

@@ -7,9 +7,18 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from test_training_fixtures import CONFIG_DIR, compose
+from lxmert_repro.cli import CONFIG_DIR
 
 TASKS = sorted(p.stem for p in (Path(CONFIG_DIR) / "task").glob("*.yaml"))
+
+
+def compose(config_name: str, overrides: list[str]):
+    """An entry point's composed config (the package's own config dir: no test-helper module needed)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides)
 
 
 @pytest.mark.parametrize("name", TASKS)

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test demo demo-gqa demo-nlvr2 bench ablation clean
+.PHONY: install test demo bench ablation clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,7 @@ test: install
 demo: install
 	$(PY) scripts/demo.py
 
+.PHONY: demo-gqa demo-nlvr2
 # The same pretrained model fine-tuned on easy-VQA in GQA's format (official GQA figures), or on an NLVR2-format
 # pair task of easy-VQA images (official accuracy and consistency, beside a text-only baseline); added to the report.
 demo-gqa: install

@@ -22,6 +22,15 @@ test: install
 demo: install
 	$(PY) scripts/demo.py
 
+.PHONY: demo-gqa demo-nlvr2
+# The same pretrained model fine-tuned on easy-VQA in GQA's format (official GQA figures), or on an NLVR2-format
+# pair task of easy-VQA images (official accuracy and consistency, beside a text-only baseline); added to the report.
+demo-gqa: install
+	$(PY) scripts/demo.py --task gqa
+
+demo-nlvr2: install
+	$(PY) scripts/demo.py --task nlvr2
+
 # Does pretraining matter? Fine-tunes on 10% of easy-VQA's questions from the demo's pretrained model and from
 # scratch (scripts/ablation.py; runs the demo's earlier stages first when they are missing).
 ablation: install

@@ -197,3 +197,25 @@ def test_nlvr2_finetune_loss_falls_beats_majority_writes_predictions(nlvr2_data,
     official = nlvr2_scores(preds, labels)
     assert metrics["test/accuracy"] == pytest.approx(official["accuracy"])
     assert metrics["test/consistency"] == pytest.approx(official["consistency"])
+
+
+def test_predict_refuses_a_pair_task_naming_the_right_command(tmp_path):
+    from lxmert_repro.cli.predict import run_predict
+
+    cfg = compose("predict", ["task=nlvr2", f"paths.output_dir={tmp_path}", f"checkpoint={tmp_path}", "questions=x"])
+    with pytest.raises(ValueError, match="task=nlvr2 is scored on prepared splits with lxmert-evaluate"):
+        run_predict(cfg)
+
+
+def test_prepare_checks_both_images_of_every_pair(nlvr2_data, tmp_path):
+    from lxmert_repro.data.formats import read_nlvr2
+    from lxmert_repro.data.prepare import prepare
+    from lxmert_repro.features.store import FeatureStore
+    from lxmert_repro.text.tokenizer import TrainedWordPieceSource
+
+    f = tmp_path / "train.json"
+    f.write_text(json.dumps([{"identifier": "train-0-0-0", "img0": "train_0", "img1": "train_999", "label": 1,
+                              "sent": "both shapes are red."}]))
+    with pytest.raises(ValueError, match=r"split 'train': 1 image ids are not in the feature store .*\['train_999'\]"):
+        prepare({"train": [partial(read_nlvr2, path=str(f))]}, tmp_path / "out", TrainedWordPieceSource(vocab_size=50),
+                feature_store=FeatureStore(nlvr2_data["features"]), answers_list=["False", "True"])

@@ -1,5 +1,5 @@
-"""``lxmert-evaluate``: score a VQA prediction file against official annotations (no model), or
-evaluate a fine-tuned model dir on a prepared split. Hydra app (configs/evaluate.yaml); prints JSON."""
+"""``lxmert-evaluate``: score a prediction file with the task's official metric (task=vqa | gqa | nlvr2; no model),
+or evaluate a fine-tuned model dir on a prepared split. Hydra app (configs/evaluate.yaml); prints JSON."""
 from __future__ import annotations
 
 import json
@@ -50,7 +50,7 @@ def _app(cfg: DictConfig) -> float | None:
 
     result = run_evaluate(cfg)
     print(json.dumps({k: v for k, v in result.items() if k != "per_question_type"}, indent=2))
-    overall = result.get("overall", result.get("soft_accuracy"))
+    overall = result.get("overall", result.get("accuracy", result.get("soft_accuracy")))
     return None if overall is None else float(overall)
 
 

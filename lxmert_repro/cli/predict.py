@@ -45,9 +45,15 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
 
     from lxmert_repro.features.images import image_reader_from_cfg
     from lxmert_repro.io_utils import atomic_write_json
+    from lxmert_repro.tasks.base import build_task
+    from lxmert_repro.tasks.vqa import AnswerHeadTask
     from lxmert_repro.training.loop import output_dir_from_cfg
     from lxmert_repro.training.predict import answer_questions, detect_regions, regions_from_store, save_attention_picture
 
+    task = build_task(cfg)
+    if not isinstance(task, AnswerHeadTask):
+        raise ValueError(f"lxmert-predict answers questions about one image (task=vqa or task=gqa); task={task.name} "
+                         "is scored on prepared splits with lxmert-evaluate task=... checkpoint=... split=...")
     reader = image_reader_from_cfg(cfg)
     questions = list(cfg.questions) if isinstance(cfg.questions, (list, ListConfig)) else [str(cfg.questions)]
     if not questions or not all(isinstance(q, str) and q.strip() for q in questions):

@@ -42,6 +42,7 @@ class AnswersConfig:
     min_count: int = 1
     normalizer: str = "vqa_official"
     qa_sources: Optional[List[str]] = None
+    list: Optional[List[str]] = None  # a fixed vocabulary in this order (NLVR2: ["False", "True"], class 1 = True)
 
 
 @dataclass

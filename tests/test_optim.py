@@ -157,3 +157,25 @@ def test_fast_bert_adam_follows_the_per_parameter_formula(implementation):
 def test_bert_adam_implementation_is_checked():
     with pytest.raises(ValueError, match="implementation"):
         BertAdam([nn.Parameter(torch.zeros(2))], implementation="cuda-magic")
+
+
+def test_fused_bert_adam_resumes_from_its_state_dict():
+    """The fused path keeps small tensors' moments in flat buffers: a state_dict round trip (a resume) and a
+    parameter losing its gradient rebuild them, and the run continues as if uninterrupted."""
+    def run(split: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        ps = [nn.Parameter(torch.randn(s) * 0.02) for s in [(70, 70), (31,), (5, 4), (9,)]]
+        opt = BertAdam(ps, lr=1e-2, implementation="fused")
+        g = torch.Generator().manual_seed(2)
+        for step in range(10):
+            if split and step == 5:
+                saved = opt.state_dict()
+                opt = BertAdam(ps, lr=1e-2, implementation="fused")
+                opt.load_state_dict(saved)
+            for i, p in enumerate(ps):
+                p.grad = None if (i == 3 and step == 7) else torch.randn(p.shape, generator=g)
+            opt.step()
+        return [p.detach().clone() for p in ps] + [opt.state[p]["exp_avg_sq"] for p in ps]
+
+    for a, b in zip(run(False), run(True)):
+        assert torch.equal(a, b)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -104,30 +104,63 @@ def _mark_fused_unavailable(error: Exception) -> None:
     _fused_unavailable = True
     log.warning("BertAdam: the fused kernel could not be compiled (%s); using the foreach implementation "
                 "(the same update, slower on a CPU)", str(error).strip().splitlines()[0][:200])
-FUSED_MIN_NUMEL = 4096  # smaller tensors (biases, LayerNorm) take the foreach path: a compiled call costs ~100 us
+
+
+FUSED_MIN_NUMEL = 4096  # smaller tensors (biases, LayerNorm) are updated together: a compiled call costs ~30 us
+
+
+def _compiled() -> Any:
+    global _compiled_one
+    if _compiled_one is None:
+        _compiled_one = torch.compile(_bert_adam_one, dynamic=True, fullgraph=True)
+    return _compiled_one
 
 
 def _bert_adam_fused(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
                      exp_avg_sqs: list[torch.Tensor], *, lr: float, b1: float, b2: float, eps: float,
                      weight_decay: float) -> None:
-    """``_bert_adam_one`` compiled once per process, with dynamic sizes (one kernel serves every parameter of
-    a dtype), for contiguous tensors of at least ``FUSED_MIN_NUMEL`` values; the rest go through foreach.
-    Same formula, but the generated code rounds a few products differently from the eager kernels (they use
-    fused multiply-adds, and another sqrt), so it agrees with the loop to an ulp or two, not bit for bit
-    (moments exact to ~1e-8, parameters to 1e-7 after 25 steps: tests/test_optim.py)."""
-    global _compiled_one
-    big, small = [], []
-    for t in zip(params, grads, exp_avgs, exp_avg_sqs):
-        (big if t[0].numel() >= FUSED_MIN_NUMEL and all(x.is_contiguous() for x in t) else small).append(t)
-    if big:  # first: a failed compilation (auto falls back to foreach) must not leave a part updated
-        if _compiled_one is None:
-            _compiled_one = torch.compile(_bert_adam_one, dynamic=True, fullgraph=True)
-        neg_lr = torch.tensor(-lr, dtype=big[0][0].dtype, device=big[0][0].device)
-        for p, g, m, v in big:
-            _compiled_one(p.view(-1), g.view(-1), m.view(-1), v.view(-1), neg_lr, b1, b2, eps, weight_decay)
-    if small:
-        _bert_adam_foreach(*(list(x) for x in zip(*small)), lr=lr, b1=b1, b2=b2, eps=eps,
-                           weight_decay=weight_decay)
+    """``_bert_adam_one`` compiled once per process with dynamic sizes (one kernel serves every tensor of a
+    dtype), called on each tensor. Same formula: the moments come out bit-identical to the loop's, the
+    parameters within an ulp (the generated sqrt rounds differently from the eager one; 1e-7 after 25 steps in
+    tests/test_optim.py). ``BertAdam`` sends tensors under ``FUSED_MIN_NUMEL`` values through ``_SmallPack``."""
+    neg_lr = torch.tensor(-lr, dtype=params[0].dtype, device=params[0].device)
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        if p.is_contiguous() and g.is_contiguous() and m.is_contiguous() and v.is_contiguous():
+            p, g, m, v = p.view(-1), g.view(-1), m.view(-1), v.view(-1)  # one kernel for every shape
+        _compiled()(p, g, m, v, neg_lr, b1, b2, eps, weight_decay)
+
+
+class _SmallPack:
+    """The small tensors of a group updated by ONE compiled call instead of one each (a bias or LayerNorm
+    vector costs the call's ~30 us, not its arithmetic). Their moments live in two flat buffers, of which the
+    optimizer state holds views; parameters and gradients are gathered into flat buffers each step and the
+    parameters copied back. Rebuilt when the set of tensors changes or the state was replaced (a resume)."""
+
+    def __init__(self, params: list[torch.Tensor], state: Mapping[torch.Tensor, dict[str, Any]]) -> None:
+        self.ids = [id(p) for p in params]
+        sizes = [p.numel() for p in params]
+        self.m = torch.cat([state[p]["exp_avg"].reshape(-1) for p in params])
+        self.v = torch.cat([state[p]["exp_avg_sq"].reshape(-1) for p in params])
+        self.p = torch.empty_like(self.m)
+        self.g = torch.empty_like(self.m)
+        self.m_views = [x.view_as(p) for x, p in zip(self.m.split(sizes), params)]
+        self.v_views = [x.view_as(p) for x, p in zip(self.v.split(sizes), params)]
+        self.p_views = [x.view_as(p) for x, p in zip(self.p.split(sizes), params)]
+        for p, m, v in zip(params, self.m_views, self.v_views):
+            state[p]["exp_avg"], state[p]["exp_avg_sq"] = m, v
+
+    def matches(self, params: list[torch.Tensor], state: Mapping[torch.Tensor, dict[str, Any]]) -> bool:
+        return self.ids == [id(p) for p in params] and all(
+            state[p]["exp_avg"] is m and state[p]["exp_avg_sq"] is v
+            for p, m, v in zip(params, self.m_views, self.v_views))
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, b1: float, b2: float,
+             eps: float, weight_decay: float) -> None:
+        torch.cat([p.reshape(-1) for p in params], out=self.p)
+        torch.cat([g.reshape(-1) for g in grads], out=self.g)
+        neg_lr = torch.tensor(-lr, dtype=self.p.dtype, device=self.p.device)
+        _compiled()(self.p, self.g, self.m, self.v, neg_lr, b1, b2, eps, weight_decay)
+        torch._foreach_copy_(params, self.p_views)
 
 
 def _by_device_and_dtype(*lists: list[torch.Tensor]) -> list[tuple[list[torch.Tensor], ...]]:
@@ -150,9 +183,10 @@ class BertAdam(Optimizer):
         p = p - lr * update
 
     ``implementation``: ``loop`` (one parameter at a time, the reference), ``foreach`` (multi-tensor
-    operations, bit-identical to the loop), ``fused`` (one compiled single-pass kernel per parameter, within
-    ~1 ulp of the loop), ``auto`` (fused on CPU, where it is 4x faster than the loop; foreach on GPUs, where
-    the launch count matters more than memory passes).
+    operations, bit-identical to the loop), ``fused`` (one compiled single-pass kernel per large parameter and
+    one for all small ones; moments bit-identical, parameters within an ulp), ``auto`` (fused on CPU, where it
+    is ~4x faster than the loop on the base model and 1.1x AdamW fused: benchmarks/bench_optim.py; foreach on
+    GPUs, a few multi-tensor launches per step; the compiled path there is not measured yet).
     """
 
     def __init__(
@@ -175,14 +209,31 @@ class BertAdam(Optimizer):
             raise ValueError(f"BertAdam: implementation must be one of {BERT_ADAM_IMPLEMENTATIONS}, "
                              f"got {implementation!r}")
         self.implementation = implementation
+        self._packs: dict[tuple, _SmallPack] = {}  # fused: the small tensors' flat buffers, per group part
         defaults = dict(lr=lr, betas=(float(b1), float(b2)), eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults)
 
-    def _step_fn(self, device: torch.device) -> Callable[..., None]:
+    def _step_fn(self, device: torch.device) -> str:
         impl = self.implementation
         if impl == "auto":
             impl = "fused" if device.type == "cpu" and not _fused_unavailable else "foreach"
-        return {"loop": _bert_adam_loop, "foreach": _bert_adam_foreach, "fused": _bert_adam_fused}[impl]
+        return impl
+
+    def _fused(self, key: tuple, params: list[torch.Tensor], grads: list[torch.Tensor],
+               exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor], **kw: Any) -> None:
+        """Big tensors one compiled call each, the small ones of this group part together (``_SmallPack``)."""
+        big = [i for i, p in enumerate(params) if p.numel() >= FUSED_MIN_NUMEL]
+        if big:
+            _bert_adam_fused([params[i] for i in big], [grads[i] for i in big], [exp_avgs[i] for i in big],
+                             [exp_avg_sqs[i] for i in big], **kw)
+        small = [i for i, p in enumerate(params) if p.numel() < FUSED_MIN_NUMEL]
+        if not small:
+            return
+        ps, gs = [params[i] for i in small], [grads[i] for i in small]
+        pack = self._packs.get(key)
+        if pack is None or not pack.matches(ps, self.state):
+            pack = self._packs[key] = _SmallPack(ps, self.state)
+        pack.step(ps, gs, **kw)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -190,7 +241,7 @@ class BertAdam(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             params, grads, exp_avgs, exp_avg_sqs = [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
@@ -210,13 +261,19 @@ class BertAdam(Optimizer):
             b1, b2 = group["betas"]
             for part in _by_device_and_dtype(params, grads, exp_avgs, exp_avg_sqs):
                 kw = dict(lr=group["lr"], b1=b1, b2=b2, eps=group["eps"], weight_decay=group["weight_decay"])
-                try:
-                    self._step_fn(part[0][0].device)(*part, **kw)
-                except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler; nothing was updated
-                    if self.implementation != "auto":
-                        raise
-                    _mark_fused_unavailable(e)
+                device, impl = part[0][0].device, self._step_fn(part[0][0].device)
+                if impl == "loop":
+                    _bert_adam_loop(*part, **kw)
+                elif impl == "foreach":
                     _bert_adam_foreach(*part, **kw)
+                else:
+                    try:
+                        self._fused((gi, device, part[0][0].dtype), *part, **kw)
+                    except torch._dynamo.exc.BackendCompilerFailed as e:  # no C++ compiler, say; nothing updated
+                        if self.implementation != "auto":
+                            raise
+                        _mark_fused_unavailable(e)
+                        _bert_adam_foreach(*part, **kw)
         return loss
 
 

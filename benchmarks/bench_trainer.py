@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         base = cfg.hidden_size >= 512
         steps = args.steps or (12 if base else 120)
         log_every = args.log_every or max(1, steps // 6)
-        rounds, per_round = (2, 1) if base else (3, 10)
+        rounds, per_round = (3, 1) if base else (3, 10)
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             # enough pairs for every step in one epoch: a real epoch is ~36K steps, so no epoch-end checkpoint

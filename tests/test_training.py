@@ -319,10 +319,15 @@ def test_trackers_tensorboard_and_offline_wandb(easy, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # the default must be offline by itself
     out = tmp_path / "trk"
     cfg = _cfg(easy, "vqa", out, "logger=wandb", "trainer.batch_size=64", "trainer.max_steps=2", "data.limit=128",
-               "data.vqa.test=null")
+               "data.vqa.test=null", "trainer.peak_flops=1e12")
     train_vqa(cfg)
     assert list((out / "wandb").glob("offline-run-*")), "wandb must run offline unless configured"
-    assert list(out.rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    events = list(out.rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    assert {"train/loss", "samples_per_s", "tokens_per_s", "model_flops_per_s", "mfu"} <= set(tags), tags
     assert (out / "metrics.jsonl").is_file()
 
 

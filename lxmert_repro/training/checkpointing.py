@@ -21,13 +21,13 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
-from lxmert_repro.io_utils import atomic_write_json
+from lxmert_repro.io_utils import atomic_write_json, replace_dir
 
 TRAINER_STATE_FILE = "trainer_state.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -80,14 +80,14 @@ class TrainerState:
     batch_in_epoch: int = 0  # per-process micro-batches of ``epoch`` already consumed
     best_metric: float | None = None
     best_step: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainerState":
-        known = {k: d[k] for k in ("global_step", "epoch", "batch_in_epoch", "best_metric", "best_step", "extra") if k in d}
+        # older checkpoints also hold an always-empty "extra": keys not listed here are ignored
+        known = {k: d[k] for k in ("global_step", "epoch", "batch_in_epoch", "best_metric", "best_step") if k in d}
         return cls(**known)
 
 
@@ -194,13 +194,7 @@ class CheckpointManager:
                 "mixed_precision": str(acc.mixed_precision),
             }
             atomic_write_json(tmp / TRAINER_STATE_FILE, record)
-            if final.exists():  # e.g. an epoch end on the same step as a periodic save: the newer wins
-                old = self.root / f".old-{name}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, final)
+            replace_dir(tmp, final)  # e.g. an epoch end on the same step as a periodic save: the newer wins
             self._prune()
         acc.wait_for_everyone()
         return final

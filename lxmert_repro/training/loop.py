@@ -523,15 +523,12 @@ class Trainer:
         self._stop_if_nonfinite(running, state)
         self.ckpt.save(state, self.config_record)
 
-    def _start_epoch(self, run: _Run, train_dataset: Dataset, state: TrainerState,
-                     on_epoch_start: Callable[[int], None] | None) -> Any:
+    def _start_epoch(self, run: _Run, train_dataset: Dataset, state: TrainerState) -> Any:
         """Fix the epoch's order everywhere; the loader for the rest of the epoch (skipping what a resume did)."""
         epoch, acc, loader = state.epoch, self.accelerator, run.loader
         run.sampler.set_epoch(epoch)
         if hasattr(train_dataset, "set_epoch"):
             train_dataset.set_epoch(epoch)
-        if on_epoch_start is not None:
-            on_epoch_start(epoch)
         epoch_loader = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
         # Accelerate's loader re-sets the sampler's epoch from its own iteration counter on __iter__;
         # pin that counter to the real epoch (a fresh skip-loader would otherwise restart at 0).
@@ -551,7 +548,6 @@ class Trainer:
         select_metric: str | None = None,
         select_mode: str = "min",
         save_model_fn: Callable[[torch.nn.Module, Path], None] | None = None,
-        on_epoch_start: Callable[[int], None] | None = None,
         flops_fn: FlopsFn | None = None,
     ) -> FitResult:
         """Train until ``trainer.max_steps`` / ``max_epochs``; evaluate, checkpoint and log on the way.
@@ -578,7 +574,7 @@ class Trainer:
 
         while state.epoch < run.max_epochs and not stop:
             epoch = state.epoch
-            epoch_loader = self._start_epoch(run, train_dataset, state, on_epoch_start)
+            epoch_loader = self._start_epoch(run, train_dataset, state)
             pbar = None
             if acc.is_local_main_process and tcfg.get("progress_bar", True):
                 from tqdm.auto import tqdm

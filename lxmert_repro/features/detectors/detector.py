@@ -7,6 +7,7 @@ extraction loop never needs to know which weights it runs.
 Batch invariance: ``extract`` runs each image alone through the network (no padding to the batch's largest
 image, no kernel choices that depend on the batch size), so an image's regions do not depend on the other
 images of its batch; only the per-class NMS of ``BottomUpSelection`` runs batched (exact boolean logic).
+``stack_same_shape`` trades this for speed (small detectors): same-shape images then run as one batch.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
@@ -56,9 +58,12 @@ class RegionDetector(nn.Module):
         size_divisible: int = 32,
         repool_final_boxes: bool = True,
         transform: nn.Module | None = None,
+        stack_same_shape: bool = False,
     ):
         """``transform``: images (RGB or BGR by ``bgr``) -> ``(ImageList, targets)``; default torchvision's
-        ``GeneralizedRCNNTransform`` from ``min_size``/``max_size``/``pixel_*``/``size_divisible``."""
+        ``GeneralizedRCNNTransform`` from ``min_size``/``max_size``/``pixel_*``/``size_divisible``.
+        ``stack_same_shape``: in ``extract``, run images of the same transformed shape as one batch (faster for
+        small detectors; an image's outputs then depend on its batch at float rounding level, ~5e-7)."""
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -75,6 +80,7 @@ class RegionDetector(nn.Module):
             raise ValueError(f"{len(self.attribute_classes)} attribute names for a head with {n_attr} attributes")
         self.bgr = bgr
         self.repool_final_boxes = repool_final_boxes
+        self.stack_same_shape = stack_same_shape
         self.transform = transform if transform is not None else GeneralizedRCNNTransform(
             min_size, max_size, list(pixel_mean), list(pixel_std), size_divisible=size_divisible
         )
@@ -115,16 +121,23 @@ class RegionDetector(nn.Module):
         return {**rpn_losses, **roi_losses}
 
     def _backbone_and_proposals(self, images: list[torch.Tensor], with_proposals: bool):
-        """Per image, each ALONE (a batch of 1): its transformed ``ImageList``, feature maps and RPN proposals
-        (None unless ``with_proposals``). Even same-size images are not stacked: convolution kernels pick other
-        summation orders for other batch sizes (up to 5e-7 apart on res4 measured), which breaks invariance."""
-        prepared, feats, proposals = [], [], []
-        for im in images:
-            il = self._prepare([im])[0]
+        """Per image: its transformed ``ImageList`` (1 image), feature maps (batch of 1) and RPN proposals (None
+        unless ``with_proposals``). Each image runs ALONE unless ``stack_same_shape``: convolution kernels pick
+        other summation orders for other batch sizes (same-size images stacked: up to 5e-7 apart, measured)."""
+        prepared = [self._prepare([im])[0] for im in images]
+        groups: dict[tuple, list[int]] = {}
+        for i, il in enumerate(prepared):
+            key = (*il.tensors.shape[-2:], *il.image_sizes[0]) if self.stack_same_shape else (i,)
+            groups.setdefault(key, []).append(i)
+        feats: list = [None] * len(images)
+        proposals: list = [None] * len(images)
+        for idx in groups.values():
+            il = ImageList(torch.cat([prepared[i].tensors for i in idx]), [prepared[i].image_sizes[0] for i in idx])
             f = self._features(il.tensors)
-            prepared.append(il)
-            feats.append(f)
-            proposals.append(self.rpn(il, f)[0][0] if with_proposals else None)
+            props = self.rpn(il, f)[0] if with_proposals else [None] * len(idx)
+            for j, i in enumerate(idx):
+                feats[i] = OrderedDict((k, v[j : j + 1]) for k, v in f.items())
+                proposals[i] = props[j]
         return prepared, feats, proposals
 
     @torch.no_grad()

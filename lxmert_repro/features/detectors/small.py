@@ -51,6 +51,7 @@ def build_small_detector(
     bgr: bool = False,
     size_divisible: int = 32,
     repool_final_boxes: bool = True,
+    stack_same_shape: bool = False,
 ) -> RegionDetector:
     backbone = SmallConvBackbone(channels)
     rpn_cfg = {"anchor_sizes": (16, 32, 64), "detectron2_anchors": False, **(rpn or {})}
@@ -63,5 +64,5 @@ def build_small_detector(
         backbone, rpn_module, roi_heads, selection or BottomUpSelection(min_boxes=1, max_boxes=10),
         list(object_classes), list(attribute_classes), min_size=min_size, max_size=max_size,
         pixel_mean=tuple(pixel_mean), pixel_std=tuple(pixel_std), bgr=bgr, size_divisible=size_divisible,
-        repool_final_boxes=repool_final_boxes,
+        repool_final_boxes=repool_final_boxes, stack_same_shape=stack_same_shape,
     )

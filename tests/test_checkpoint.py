@@ -14,6 +14,7 @@ from lxmert_repro.modeling import (
     LxmertForPreTraining,
     LxmertForVQA,
     LxmertModel,
+    PretrainObjectives,
     export_transformers,
     load_model,
     save_model,
@@ -180,8 +181,8 @@ def test_import_transformers_dirs(tmp_path, cfg, batch, hf_cls, ours_cls):
 
 def test_export_transformers_loads_with_from_pretrained(tmp_path, cfg, batch):
     torch.manual_seed(11)
-    c = cfg.replace(obj_attr_masked_only=True)  # one of our own fields, must survive the round trip
-    model = LxmertForPreTraining(c)
+    objectives = PretrainObjectives(obj_attr_masked_only=True)  # one of our own fields, must survive the round trip
+    model = LxmertForPreTraining(cfg, objectives)
     export_transformers(model, tmp_path / "hf")
     hf = transformers.LxmertForPreTraining.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
@@ -190,7 +191,7 @@ def test_export_transformers_loads_with_from_pretrained(tmp_path, cfg, batch):
     assert_same(out.mlm_logits, ref.prediction_logits)
     assert_same(out.itm_logits, ref.cross_relationship_score)
     back = load_model(tmp_path / "hf")
-    assert back.config == c
+    assert back.config == cfg and back.objectives == model.objectives
     for k, v in model.state_dict().items():
         assert torch.equal(v, back.state_dict()[k]), k
 
@@ -212,3 +213,19 @@ def test_cli_convert(tmp_path, cfg, batch, capsys):
     assert convert_main([str(tmp_path / "ours"), str(tmp_path / "vqa"), "--model", "LxmertForVQA",
                          "--num-answers", "4", "--partial"]) == 0
     assert isinstance(load_model(tmp_path / "vqa"), LxmertForVQA)
+
+
+def test_version_1_checkpoints_still_load(tmp_path, cfg, batch):
+    """Files written before the architecture/objective split: class name only, objective fields in the config."""
+    torch.manual_seed(5)
+    model = LxmertForPreTraining(cfg, PretrainObjectives(task_qa=False, visual_loss_normalizer=2.0))
+    save_model(model, tmp_path / "ck")
+    path = tmp_path / "ck" / "model_config.json"
+    meta = json.loads(path.read_text())
+    v1 = {"format": "lxmert-repro", "format_version": 1, "architecture": "LxmertForPreTraining",
+          "num_answers": None, "config": {**meta["config"], **meta["objectives"]}, "metadata": {}}
+    path.write_text(json.dumps(v1))
+    loaded = load_model(tmp_path / "ck")
+    assert type(loaded) is LxmertForPreTraining and loaded.config == cfg
+    assert loaded.objectives == model.objectives and loaded.answer_head is None
+    assert_same(run(loaded, batch).mlm_logits, run(model, batch).mlm_logits)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LxmertConfig
+from .objectives import PretrainObjectives
 
 
 class PredictionHeadTransform(nn.Module):
@@ -37,13 +38,13 @@ class MaskedLMHead(nn.Module):
 class VisualObjectHead(nn.Module):
     """Shared transform, then one decoder per masked-object task: obj (1600), attr (400), feat (F-d regression)."""
 
-    def __init__(self, config: LxmertConfig) -> None:
+    def __init__(self, config: LxmertConfig, objectives: PretrainObjectives) -> None:
         super().__init__()
         self.transform = PredictionHeadTransform(config)
         sizes = {
-            "obj": (config.visual_obj_loss, config.num_object_labels),
-            "attr": (config.visual_attr_loss, config.num_attr_labels),
-            "feat": (config.visual_feat_loss, config.visual_feat_dim),
+            "obj": (objectives.visual_obj_loss, config.num_object_labels),
+            "attr": (objectives.visual_attr_loss, config.num_attr_labels),
+            "feat": (objectives.visual_feat_loss, config.visual_feat_dim),
         }
         self.decoders = nn.ModuleDict(
             {name: nn.Linear(config.hidden_size, n) for name, (on, n) in sizes.items() if on}

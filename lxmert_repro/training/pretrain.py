@@ -1,6 +1,7 @@
 """LXMERT pretraining (MLM + ITM + masked objects + image QA) on the shared Accelerate loop.
 
-Per-task switches and weights are model-config values (``model.task_*``, ``model.*_loss_weight``);
+Per-task switches and weights are the objective config (``objectives.task_*``, ``objectives.*_loss_weight``;
+configs/objectives), apart from the architecture (``model``);
 the QA schedule (``pretrain.qa_start_epoch``: 0 = public code, 10 = the paper's 10 + 10) is applied by
 the dataset, which only samples QA targets from that epoch on. Returns the run's metrics.
 """

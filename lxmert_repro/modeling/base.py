@@ -135,6 +135,9 @@ class ModelBase(nn.Module):
     def init_weights(self) -> None:
         std = self.config.initializer_range
         self.apply(lambda m: init_bert_weights(m, std))
+        for m in self.modules():  # modules whose init depends on other tables (e.g. copies of them)
+            if hasattr(m, "after_init"):
+                m.after_init()
 
     @property
     def device(self) -> torch.device:

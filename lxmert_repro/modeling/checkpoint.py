@@ -39,6 +39,7 @@ FORMAT_VERSION = 2
 # when a format is detected; each states its transformers ``model_type`` and its file formats.
 ADAPTER_MODULES = (
     "lxmert_repro.modeling.lxmert_io",
+    "lxmert_repro.modeling.visual_bert.io",
 )
 # Version 1 files name an LXMERT class without its module.
 _V1_CLASSES = {

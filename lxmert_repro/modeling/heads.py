@@ -35,6 +35,18 @@ class MaskedLMHead(nn.Module):
         return F.linear(self.transform(x), word_embeddings, self.bias)
 
 
+def masked_lm_predictions(
+    head: MaskedLMHead, hidden: torch.Tensor, word_embeddings: torch.Tensor, labels: torch.Tensor | None, sparse: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """MLM logits; with ``sparse`` and labels, only where a label exists (the vocabulary-wide decoder is the
+    costliest head). hidden (B, T, H), labels (B, T) -100 = none -> (logits (M, V) or (B, T, V),
+    positions (B, T) bool or None, the labels matching the logits' rows)."""
+    if labels is not None and sparse:
+        positions = labels != -100
+        return head(hidden[positions], word_embeddings), positions, labels[positions]
+    return head(hidden, word_embeddings), None, labels
+
+
 class VisualObjectHead(nn.Module):
     """Shared transform, then one decoder per masked-object task: obj (1600), attr (400), feat (F-d regression)."""
 

@@ -15,7 +15,7 @@ from .base import ModelBase, model_output
 from .config import LxmertConfig
 from .objectives import PretrainObjectives
 from .encoder import EncoderAttentions
-from .heads import AnswerHead, MaskedLMHead, VisualObjectHead
+from .heads import AnswerHead, MaskedLMHead, VisualObjectHead, masked_lm_predictions
 from .model import LxmertModel
 
 
@@ -93,14 +93,8 @@ class LxmertForPreTraining(ModelBase):
         losses: dict[str, torch.Tensor] = {}
         word_emb = self.lxmert.embeddings.word_embeddings.weight  # tied decoder (V, H)
 
-        # Masked LM: logits only where a label exists (the 30522-way decoder is the costliest head).
-        if mlm_labels is not None and cfg.sparse_predictions:
-            out.mlm_positions = mlm_labels != L.IGNORE_INDEX  # (B, T)
-            out.mlm_logits = self.mlm_head(enc.language_output[out.mlm_positions], word_emb)  # (M, V)
-            mlm_targets = mlm_labels[out.mlm_positions]
-        else:
-            out.mlm_logits = self.mlm_head(enc.language_output, word_emb)  # (B, T, V)
-            mlm_targets = mlm_labels
+        out.mlm_logits, out.mlm_positions, mlm_targets = masked_lm_predictions(
+            self.mlm_head, enc.language_output, word_emb, mlm_labels, cfg.sparse_predictions)
         if mlm_labels is not None and obj.task_mask_lm:
             losses["mlm"] = obj.mlm_loss_weight * L.masked_lm_loss(out.mlm_logits, mlm_targets)
 

@@ -1,0 +1,88 @@
+"""VisualBertForPreTraining: masked LM on the text positions + image-sentence matching on the pooled output.
+
+Matching convention: the reference head (transformers' ``cls.seq_relationship``) has class 0 = the caption
+matches the image (transformers' docstring; the uclanlp code stores 1 = match, and its checkpoints need the
+two rows swapped). The head's weights stay in the reference order, so imports and exports copy them as
+they are; ``itm_logits`` is returned in our order (column 1 = match, as ``itm_labels``), the same for every
+architecture, and the loss is the cross-entropy against our labels.
+"""
+from __future__ import annotations
+
+from dataclasses import field
+
+import torch
+from torch import nn
+
+from .. import losses as L
+from ..base import ModelBase, model_output
+from ..heads import MaskedLMHead, masked_lm_predictions
+from ..objectives import PretrainObjectives
+from .config import VisualBertConfig
+from .model import VisualBertModel
+
+REFERENCE_MATCH_CLASS = 0  # transformers' seq_relationship: 0 = match, 1 = random caption
+
+
+def to_our_matching_order(reference_logits: torch.Tensor) -> torch.Tensor:
+    """(B, 2) logits with class 0 = match -> column 1 = match (our ``itm_labels`` convention)."""
+    return reference_logits.flip(-1)
+
+
+@model_output
+class VisualBertPreTrainingOutput:
+    loss: torch.Tensor | None
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    mlm_logits: torch.Tensor | None = None  # (M, V) at mlm_positions when sparse, else (B, T, V)
+    mlm_positions: torch.Tensor | None = None  # (B, T) bool when mlm_logits is sparse
+    itm_logits: torch.Tensor | None = None  # (B, 2), column 1 = match
+    language_output: torch.Tensor | None = None
+    vision_output: torch.Tensor | None = None
+    pooled_output: torch.Tensor | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class VisualBertForPreTraining(ModelBase):
+    ROLE = "pretraining"
+    SUPPORTED_OBJECTIVES = frozenset({"mlm", "itm"})
+
+    def __init__(self, config: VisualBertConfig, objectives: PretrainObjectives | None = None) -> None:
+        super().__init__(config)
+        self.objectives = (objectives or PretrainObjectives()).restricted_to(self.SUPPORTED_OBJECTIVES,
+                                                                             type(self).__name__)
+        self.visual_bert = VisualBertModel(config, init=False)
+        self.mlm_head = MaskedLMHead(config)  # decoder tied to the word embeddings, own bias
+        self.itm_head = nn.Linear(config.hidden_size, 2)  # reference order: class 0 = match
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        visual_feats: torch.Tensor,
+        visual_boxes: torch.Tensor | None = None,
+        visual_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,  # (B, T) -100 = no loss
+        itm_labels: torch.Tensor | None = None,  # (B,) 1 = matched (our convention)
+        output_attentions: bool = False,
+        **unused_targets: torch.Tensor | None,  # other objectives' targets (obj_labels, ...): not VisualBERT's
+    ) -> VisualBertPreTrainingOutput:
+        obj = self.objectives
+        enc = self.visual_bert(input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids,
+                               output_attentions)
+        out = VisualBertPreTrainingOutput(loss=None, language_output=enc.language_output,
+                                          vision_output=enc.vision_output, pooled_output=enc.pooled_output,
+                                          attentions=enc.attentions)
+        losses: dict[str, torch.Tensor] = {}
+        word_emb = self.visual_bert.embeddings.word_embeddings.weight  # (V, H)
+        out.mlm_logits, out.mlm_positions, mlm_targets = masked_lm_predictions(
+            self.mlm_head, enc.language_output, word_emb, mlm_labels, self.config.sparse_predictions)
+        if mlm_labels is not None and obj.task_mask_lm:
+            losses["mlm"] = obj.mlm_loss_weight * L.masked_lm_loss(out.mlm_logits, mlm_targets)
+        out.itm_logits = to_our_matching_order(self.itm_head(enc.pooled_output))  # (B, 2)
+        if itm_labels is not None and obj.task_matched:
+            losses["itm"] = obj.itm_loss_weight * L.matching_loss(out.itm_logits, itm_labels)
+        out.losses = losses
+        if losses:
+            out.loss = torch.stack(list(losses.values())).sum()
+        return out

@@ -15,6 +15,7 @@ torch.set_num_threads(1)
 
 ARCHITECTURES = {  # model config -> (objectives it trains, its encoder attribute)
     "visualbert_tiny": ({"mlm", "itm"}, "visual_bert"),
+    "vilbert_tiny": ({"mlm", "itm", "region_kl"}, "vilbert"),
 }
 
 

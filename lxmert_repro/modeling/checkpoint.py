@@ -40,6 +40,7 @@ FORMAT_VERSION = 2
 ADAPTER_MODULES = (
     "lxmert_repro.modeling.lxmert_io",
     "lxmert_repro.modeling.visual_bert.io",
+    "lxmert_repro.modeling.vilbert.io",
 )
 # Version 1 files name an LXMERT class without its module.
 _V1_CLASSES = {
@@ -72,6 +73,7 @@ class Checkpoint:
     source: str = ""
     unexpected: list[str] = field(default_factory=list)  # source tensors with no place in our layout
     aliases: dict[str, str] = field(default_factory=dict)  # our key -> source name, for error messages
+    dropped: list[str] = field(default_factory=list)  # source tensors known not to belong here (named, not loaded)
 
     @property
     def architecture(self) -> str:
@@ -271,8 +273,11 @@ def model_from_checkpoint(
     model = build_model(ckpt.config, role, ckpt.objectives, num_answers or ckpt.num_answers, ckpt.source)
     report = load_state(model, ckpt.state, strict=strict, source=ckpt.source, extra_unexpected=ckpt.unexpected,
                         aliases=ckpt.aliases)
+    report.dropped = list(ckpt.dropped)
     if not report.ok:
         log.warning("partial load: %s", report.describe(ckpt.source))
+    elif report.dropped:
+        log.info("%s", report.describe(ckpt.source))
     model.load_report = report  # type: ignore[attr-defined]
     return model
 

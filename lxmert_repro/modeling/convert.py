@@ -30,6 +30,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # model parameters that got no tensor
     unexpected: list[str] = field(default_factory=list)  # checkpoint tensors the model has no place for
     mismatched: list[str] = field(default_factory=list)  # "key: checkpoint (a, b) vs model (c, d)"
+    dropped: list[str] = field(default_factory=list)  # checkpoint tensors known not to belong to this model
 
     @property
     def ok(self) -> bool:
@@ -38,11 +39,13 @@ class LoadReport:
     def describe(self, source: str = "checkpoint") -> str:
         parts = []
         for label, keys in (("missing", self.missing), ("unexpected", self.unexpected),
-                            ("wrong shape", self.mismatched)):
+                            ("wrong shape", self.mismatched), ("dropped (not this model's)", self.dropped)):
             if keys:
                 shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
                 parts.append(f"{label}: {shown}")
-        return f"{source}: " + ("; ".join(parts) if parts else "all tensors matched")
+        if not (self.missing or self.unexpected or self.mismatched):
+            parts.insert(0, "all tensors matched")
+        return f"{source}: " + "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------------

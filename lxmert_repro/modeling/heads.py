@@ -64,11 +64,12 @@ class VisualObjectHead(nn.Module):
 
 
 class AnswerHead(nn.Module):
-    """Linear(H -> 2H) -> GELU -> LayerNorm -> Linear(2H -> answers), on the pooled output."""
+    """Linear(H -> 2H) -> GELU -> LayerNorm -> Linear(2H -> answers), on the pooled output (H = in_size,
+    default hidden_size; ViLBERT's SimpleClassifier has the same layout on its 1024-d fused vector)."""
 
-    def __init__(self, config: LxmertConfig, num_answers: int) -> None:
+    def __init__(self, config: LxmertConfig, num_answers: int, in_size: int | None = None) -> None:
         super().__init__()
-        h = config.hidden_size
+        h = in_size or config.hidden_size
         self.dense = nn.Linear(h, 2 * h)
         self.layer_norm = nn.LayerNorm(2 * h, eps=config.layer_norm_eps)
         self.classifier = nn.Linear(2 * h, num_answers)

@@ -2,11 +2,12 @@
 vilbert-multi-task state-dict naming round trip (every tensor accounted for), padded boxes, conventions.
 
 (Parity with the reference code itself -- vilbert/vilbert.py run on the same weights -- is measured outside
-the test suite, the reference not being installable; see docs/architectures.md.)
+the test suite, the reference not being installable; docs/architectures.md has the numbers.)
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -284,3 +285,17 @@ def test_pretraining_objectives_and_fallback_target(cfg, batch):
     masked = batch["masked_boxes"] & batch["visual_mask"].bool()
     target = top_class_targets(batch["obj_labels"], batch["obj_conf"], cfg.num_object_labels)
     close(out.losses["region_kl"], 2.0 * region_kl_loss(out.region_logits, target, masked))
+
+
+def test_cli_converts_reference_file_to_ours_and_back(cfg, tmp_path, capsys):
+    from lxmert_repro.cli.convert import main as convert_main
+
+    ref = _reference_named_state(cfg, torch.Generator().manual_seed(7))
+    torch.save(ref, tmp_path / "ref.bin")
+    cfg_dir = Path(__file__).parents[1] / "configs/model/vilbert_tiny.yaml"
+    assert convert_main([str(tmp_path / "ref.bin"), str(tmp_path / "ours"), "--config", str(cfg_dir)]) == 0
+    assert "dropped (not this model's)" in capsys.readouterr().out
+    assert convert_main([str(tmp_path / "ours"), str(tmp_path / "back.bin"), "--to", "reference"]) == 0
+    back = torch.load(tmp_path / "back.bin")
+    assert set(back) == set(ref) and torch.equal(back["cls.imagePredictions.decoder.weight"],
+                                                 ref["cls.imagePredictions.decoder.weight"])

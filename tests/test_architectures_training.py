@@ -56,3 +56,20 @@ def test_pretrain_finetune_reload(easy, tmp_path, model):
     a = getattr(vqa, prefix).embeddings.word_embeddings.weight
     b = getattr(pretrained, prefix).embeddings.word_embeddings.weight
     assert (a - b).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("model", sorted(ARCHITECTURES))
+def test_vqa_outputs_give_text_to_region_attention(model):
+    """What lxmert-predict draws: [CLS] -> boxes attention of the last cross-modal layer, (B, heads, T, N)."""
+    from conftest_model import inputs_of, make_batch, model_config
+    from lxmert_repro.modeling import build_model
+
+    cfg = model_config(model)
+    vqa = build_model(cfg, "vqa", num_answers=3).eval()
+    batch = make_batch(cfg, pad_boxes=True)
+    with torch.no_grad():
+        out = vqa(**inputs_of(batch), output_attentions=True)
+    b, t = batch["input_ids"].shape
+    att = out.cross_attentions[-1]
+    assert att.shape[0] == b and att.shape[2:] == (t, batch["visual_feats"].shape[1])
+    assert (att[3, :, :, -3:] == 0).all()  # the padded boxes get no attention

@@ -24,6 +24,13 @@ class VilbertVQAOutput:
     pooled_output: torch.Tensor | None = None
     attentions: dict[str, tuple[torch.Tensor, ...]] | None = None
 
+    @property
+    def cross_attentions(self) -> tuple[torch.Tensor, ...] | None:
+        """Text -> region co-attention per co-attention layer, each (B, heads, T, N) (global token left out)."""
+        if self.attentions is None:
+            return None
+        return tuple(a[..., 1:] for a in self.attentions["text_to_vision"])
+
 
 class VilbertForVQA(ModelBase):
     ROLE = "vqa"

@@ -28,6 +28,14 @@ class VisualBertVQAOutput:
     pooled_output: torch.Tensor | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
 
+    @property
+    def cross_attentions(self) -> tuple[torch.Tensor, ...] | None:
+        """Text -> region attention per layer, each (B, heads, T, N): the text rows, region columns."""
+        if self.attentions is None or self.language_output is None:
+            return None
+        t = self.language_output.shape[1]
+        return tuple(a[:, :, :t, t:] for a in self.attentions)
+
 
 def kl_answer_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """sum_a t_a (log t_a - log softmax(logits)_a), mean over the batch (torch KLDivLoss, batchmean)."""

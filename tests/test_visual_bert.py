@@ -173,3 +173,30 @@ def test_padded_boxes_do_not_change_real_outputs(cfg, batch):
         a, b = model(**row), model(**trimmed)
     close(a.pooled_output, b.pooled_output)
     close(a.vision_output[:, :real], b.vision_output)
+
+
+def test_uclanlp_checkpoint_imports_with_its_matching_convention(cfg, batch, tmp_path):
+    """uclanlp/visualbert .th names (the inverse of transformers' converter, written out here); its head keeps
+    1 = match (transformers' converter copies it unchanged), recorded as itm_match_class=1."""
+    hf = hf_model(transformers.VisualBertForPreTraining, cfg, seed=8)
+    original = {}
+    for k, v in hf.state_dict().items():
+        if k in ("cls.predictions.decoder.bias", "visual_bert.embeddings.position_ids"):
+            continue  # the original BERT code has no decoder bias of its own
+        k = k.replace("visual_bert.", "bert.bert.").replace("cls.", "bert.cls.")
+        k = k.replace("visual_token_type_embeddings", "token_type_embeddings_visual")
+        k = k.replace("visual_position_embeddings", "position_embeddings_visual").replace("visual_projection", "projection")
+        original[k] = v
+    original["detector.backbone.weight"] = torch.zeros(3)
+    torch.save(original, tmp_path / "vqa_pre_trained.th")
+    ours = load_model(tmp_path / "vqa_pre_trained.th", config=cfg).eval()
+    assert type(ours) is VisualBertForPreTraining and ours.load_report.ok
+    assert ours.config.itm_match_class == 1 and ours.load_report.dropped == ["detector.backbone.weight"]
+    t = batch["input_ids"].shape[1]
+    with torch.no_grad():
+        ref = hf(**hf_inputs(batch))
+        out = VisualBertForPreTraining(ours.config.replace(sparse_predictions=False)).eval()
+        out.load_state_dict(ours.state_dict())
+        out = out(**inputs_of(batch))
+    close(out.itm_logits, ref.seq_relationship_logits)  # row 1 = match there = our column 1
+    close(out.mlm_logits, ref.prediction_logits[:, :t])

@@ -38,9 +38,7 @@ def detect_file(keys: set[str]) -> str | None:
     """The file format of a state dict with these keys, if it is one of LXMERT's."""
     if any("lxrt_encoder." in k for k in keys):
         return "lxmert-vqa"
-    if any(k.split(".", 2)[0] == "bert" or k.startswith("module.bert.") for k in keys) and not any(
-        ".v_embeddings." in k for k in keys
-    ):
+    if any(".encoder.visn_fc." in k or ".encoder.x_layers." in k for k in keys):  # LXMERT's own modules
         return "lxmert"
     return None
 

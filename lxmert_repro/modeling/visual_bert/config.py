@@ -45,6 +45,10 @@ class VisualBertConfig(ModelConfig):
     # dropout, Linear(H, answers); its loss is KL(soft targets || softmax) averaged over the batch ("kl");
     # "bce" = LXMERT's recipe (BCE x answers) for comparisons on one fine-tuning recipe.
     vqa_loss: str = "kl"
+    # Which row of the matching head means "the caption matches": 0 in transformers' docstring (our default and
+    # what our exports mean); 1 in the uclanlp code -- and so in its .th checkpoints and in transformers
+    # directories converted from them (transformers' converter copies the head unchanged).
+    itm_match_class: int = 0
     sparse_predictions: bool = True  # MLM logits only where a label exists (same loss, less work)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -56,6 +60,8 @@ class VisualBertConfig(ModelConfig):
             raise ValueError(f"VisualBertConfig: hidden_act must be 'gelu' or 'relu', got {self.hidden_act!r}")
         if self.vqa_loss not in VQA_LOSSES:
             raise ValueError(f"VisualBertConfig: vqa_loss must be one of {VQA_LOSSES}, got {self.vqa_loss!r}")
+        if self.itm_match_class not in (0, 1):
+            raise ValueError(f"VisualBertConfig: itm_match_class must be 0 or 1, got {self.itm_match_class}")
         if not 0 <= self.visual_token_type < self.type_vocab_size:
             raise ValueError(f"VisualBertConfig: visual_token_type must be in [0, {self.type_vocab_size})")
         self.extra = dict(self.extra or {})

@@ -1,4 +1,7 @@
-"""VisualBERT's checkpoint adapters: transformers' VisualBert* directories, both ways.
+"""VisualBERT's checkpoint adapters: transformers' VisualBert* directories, both ways, and the uclanlp/visualbert
+``.th`` files (read: ``bert.bert.*`` -> ``visual_bert.*``, ``bert.cls`` / ``bert.classifier`` -> ``cls``, the
+``*_visual`` tables and ``projection`` renamed as transformers' converter does; ``detector.*`` dropped by name;
+the matching head kept as trained there, 1 = match, recorded as ``itm_match_class=1``).
 
 Names: ours ``visual_bert.layers.N.*`` <-> ``visual_bert.encoder.layer.N.*`` (BERT layer sub-names as for
 LXMERT), ``*.layer_norm`` <-> ``*.LayerNorm``, pretraining heads ``mlm_head`` <-> ``cls.predictions`` and
@@ -25,7 +28,12 @@ from .pretraining import VisualBertForPreTraining
 from .vqa import VisualBertForVQA
 
 TRANSFORMERS_MODEL_TYPE = "visual_bert"
-FILE_FORMATS: tuple[str, ...] = ()
+FILE_FORMATS = ("visualbert-uclanlp",)
+_UCLANLP_RENAMES = [  # applied in order to each key, as transformers' convert_visual_bert_original_... script
+    ("bert.bert.", "visual_bert."), ("bert.cls.", "cls."), ("bert.classifier.", "cls."),
+    ("token_type_embeddings_visual", "visual_token_type_embeddings"),
+    ("position_embeddings_visual", "visual_position_embeddings"), ("embeddings.projection.", "embeddings.visual_projection."),
+]
 _TRANSFORMERS_CLASS = {
     VisualBertModel: "VisualBertModel",
     VisualBertForPreTraining: "VisualBertForPreTraining",
@@ -76,7 +84,47 @@ def to_reference(key: str) -> str:
 
 
 def detect_file(keys: set[str]) -> str | None:
-    return None  # VisualBERT's reference format is the transformers directory
+    return "visualbert-uclanlp" if any(k.startswith("bert.bert.") for k in keys) else None
+
+
+def _count_layers(ref: dict[str, torch.Tensor]) -> int:
+    idx = {int(m.group(1)) for k in ref if (m := re.match(r"^visual_bert\.encoder\.layer\.(\d+)\.", k))}
+    return max(idx) + 1 if idx else 0
+
+
+def read_file(path: Path, fmt: str, state: dict[str, torch.Tensor], base: Any | None) -> Checkpoint:
+    """A uclanlp/visualbert .th state dict. Sizes from the tensors; heads etc. from ``base`` (a VisualBertConfig)."""
+    if base is not None and not isinstance(base, VisualBertConfig):
+        raise CheckpointError(f"{path}: --config must be a VisualBERT config, got {type(base).__name__}")
+    ref: dict[str, torch.Tensor] = {}
+    dropped = sorted(k for k in state if k.startswith("detector."))
+    for key, value in state.items():
+        if key in dropped:
+            continue
+        new = key
+        for old, repl in _UCLANLP_RENAMES:
+            new = new.replace(old, repl)
+        ref[new] = value
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in ref:
+            raise CheckpointError(f"{path}: no {key!r} after renaming: not a uclanlp VisualBERT checkpoint?")
+        return tuple(ref[key].shape)
+
+    vocab, hidden = shape("visual_bert.embeddings.word_embeddings.weight")
+    changes = dict(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=_count_layers(ref),
+        intermediate_size=shape("visual_bert.encoder.layer.0.intermediate.dense.weight")[0],
+        max_position_embeddings=shape("visual_bert.embeddings.position_embeddings.weight")[0],
+        type_vocab_size=shape("visual_bert.embeddings.token_type_embeddings.weight")[0],
+        visual_feat_dim=shape("visual_bert.embeddings.visual_projection.weight")[1], itm_match_class=1,
+    )
+    base = base or VisualBertConfig(num_attention_heads=max(1, hidden // 64))
+    try:
+        config = base.replace(**changes)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return _checkpoint_from_reference(ref, config, [], str(path), dropped)
 
 
 def config_from_transformers(values: dict[str, Any], source: str) -> VisualBertConfig:
@@ -106,7 +154,12 @@ def read_transformers(path: Path, values: dict[str, Any], weights: dict[str, tor
     config = config_from_transformers(values, str(path / "config.json"))
     ref = {("visual_bert." + k if k.split(".", 1)[0] in ("embeddings", "encoder", "pooler") else k): v
            for k, v in weights.items()}  # a bare VisualBertModel has no prefix
-    archs = values.get("architectures") or []
+    return _checkpoint_from_reference(ref, config, values.get("architectures") or [], str(path), [])
+
+
+def _checkpoint_from_reference(ref: dict[str, torch.Tensor], config: VisualBertConfig, archs: list[str],
+                               source: str, dropped: list[str]) -> Checkpoint:
+    """Transformers-named tensors -> the checkpoint of the model class they belong to."""
     objectives = None
     if "VisualBertForQuestionAnswering" in archs or "cls.weight" in ref:
         cls, num_answers = VisualBertForVQA, int(ref["cls.weight"].shape[0]) if "cls.weight" in ref else None
@@ -122,7 +175,7 @@ def read_transformers(path: Path, values: dict[str, Any], weights: dict[str, tor
         keys = ["visual_bert." + k for k in keys]
     state, unused = import_state(ref, keys, to_reference, TIED)
     aliases = {k: to_reference(k) for k in keys}
-    return Checkpoint(config, cls, state, objectives, num_answers, {}, str(path), unused, aliases)
+    return Checkpoint(config, cls, state, objectives, num_answers, {}, source, unused, aliases, dropped)
 
 
 def export_transformers(model: nn.Module, out_dir: str | Path) -> Path:

@@ -1,9 +1,9 @@
 """VisualBertForPreTraining: masked LM on the text positions + image-sentence matching on the pooled output.
 
-Matching convention: the reference head (transformers' ``cls.seq_relationship``) has class 0 = the caption
-matches the image (transformers' docstring; the uclanlp code stores 1 = match, and its checkpoints need the
-two rows swapped). The head's weights stay in the reference order, so imports and exports copy them as
-they are; ``itm_logits`` is returned in our order (column 1 = match, as ``itm_labels``), the same for every
+Matching convention: which row of the head (transformers' ``cls.seq_relationship``) means "match" is
+``config.itm_match_class``: 0 as transformers' docstring says (default), 1 as the uclanlp code trains it (set
+when its .th checkpoints are imported). The head's weights are copied as they are in both directions;
+``itm_logits`` is returned in our order (column 1 = match, as ``itm_labels``), the same for every
 architecture, and the loss is the cross-entropy against our labels.
 """
 from __future__ import annotations
@@ -20,12 +20,9 @@ from ..objectives import PretrainObjectives
 from .config import VisualBertConfig
 from .model import VisualBertModel
 
-REFERENCE_MATCH_CLASS = 0  # transformers' seq_relationship: 0 = match, 1 = random caption
-
-
-def to_our_matching_order(reference_logits: torch.Tensor) -> torch.Tensor:
-    """(B, 2) logits with class 0 = match -> column 1 = match (our ``itm_labels`` convention)."""
-    return reference_logits.flip(-1)
+def to_our_matching_order(head_logits: torch.Tensor, match_class: int) -> torch.Tensor:
+    """(B, 2) logits of a head whose row ``match_class`` means match -> column 1 = match (our ``itm_labels``)."""
+    return head_logits if match_class == 1 else head_logits.flip(-1)
 
 
 @model_output
@@ -51,7 +48,7 @@ class VisualBertForPreTraining(ModelBase):
                                                                              type(self).__name__)
         self.visual_bert = VisualBertModel(config, init=False)
         self.mlm_head = MaskedLMHead(config)  # decoder tied to the word embeddings, own bias
-        self.itm_head = nn.Linear(config.hidden_size, 2)  # reference order: class 0 = match
+        self.itm_head = nn.Linear(config.hidden_size, 2)  # row config.itm_match_class = match
         self.init_weights()
 
     def forward(
@@ -79,7 +76,7 @@ class VisualBertForPreTraining(ModelBase):
             self.mlm_head, enc.language_output, word_emb, mlm_labels, self.config.sparse_predictions)
         if mlm_labels is not None and obj.task_mask_lm:
             losses["mlm"] = obj.mlm_loss_weight * L.masked_lm_loss(out.mlm_logits, mlm_targets)
-        out.itm_logits = to_our_matching_order(self.itm_head(enc.pooled_output))  # (B, 2)
+        out.itm_logits = to_our_matching_order(self.itm_head(enc.pooled_output), self.config.itm_match_class)
         if itm_labels is not None and obj.task_matched:
             losses["itm"] = obj.itm_loss_weight * L.matching_loss(out.itm_logits, itm_labels)
         out.losses = losses

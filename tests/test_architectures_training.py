@@ -73,3 +73,18 @@ def test_vqa_outputs_give_text_to_region_attention(model):
     att = out.cross_attentions[-1]
     assert att.shape[0] == b and att.shape[2:] == (t, batch["visual_feats"].shape[1])
     assert (att[3, :, :, -3:] == 0).all()  # the padded boxes get no attention
+
+
+def test_small_configs_have_matched_parameter_counts():
+    """The comparison's sizes (VQA model: 1,000 words, 256-d features, 13 answers) within 6% of lxmert_small."""
+    from conftest_model import model_config
+    from lxmert_repro.modeling import build_model
+
+    def count(name: str) -> int:
+        cfg = model_config(name, vocab_size=1000, visual_feat_dim=256)
+        with torch.device("meta"):
+            return sum(p.numel() for p in build_model(cfg, "vqa", num_answers=13).parameters())
+
+    counts = {name: count(name) for name in ("lxmert_small", "visualbert_small", "vilbert_small")}
+    assert counts == {"lxmert_small": 1_482_893, "visualbert_small": 1_521_037, "vilbert_small": 1_565_325}
+    assert max(counts.values()) / min(counts.values()) < 1.06

@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from . import losses as L
-from .base import ModelBase, model_output
+from .base import model_output
 from .config import LxmertConfig
 from .objectives import PretrainObjectives
 from .encoder import EncoderAttentions
-from .heads import AnswerHead, MaskedLMHead, VisualObjectHead, masked_lm_predictions
+from .heads import AnswerHead, MaskedLMHead, VisualObjectHead
+from .pretraining_base import PretrainingModel
 from .model import LxmertModel
 
 
@@ -45,14 +46,12 @@ class LxmertPreTrainingOutput:
     attentions: EncoderAttentions | None = None
 
 
-class LxmertForPreTraining(ModelBase):
-    ROLE = "pretraining"
+class LxmertForPreTraining(PretrainingModel):
     SUPPORTED_OBJECTIVES = frozenset({"mlm", "itm", "obj", "attr", "feat", "qa"})
 
     def __init__(self, config: LxmertConfig, objectives: PretrainObjectives | None = None) -> None:
-        super().__init__(config)
-        objectives = (objectives or PretrainObjectives()).restricted_to(self.SUPPORTED_OBJECTIVES, type(self).__name__)
-        self.objectives = objectives
+        super().__init__(config, objectives)
+        objectives = self.objectives
         self.lxmert = LxmertModel(config, init=False)
         self.mlm_head = MaskedLMHead(config)
         self.itm_head = nn.Linear(config.hidden_size, 2)
@@ -79,7 +78,7 @@ class LxmertForPreTraining(ModelBase):
         qa_labels: torch.Tensor | None = None,  # (B,) -100 = none
         output_attentions: bool = False,
     ) -> LxmertPreTrainingOutput:
-        cfg, obj = self.config, self.objectives
+        obj = self.objectives
         enc = self.lxmert(
             input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
         )
@@ -93,14 +92,8 @@ class LxmertForPreTraining(ModelBase):
         losses: dict[str, torch.Tensor] = {}
         word_emb = self.lxmert.embeddings.word_embeddings.weight  # tied decoder (V, H)
 
-        out.mlm_logits, out.mlm_positions, mlm_targets = masked_lm_predictions(
-            self.mlm_head, enc.language_output, word_emb, mlm_labels, cfg.sparse_predictions)
-        if mlm_labels is not None and obj.task_mask_lm:
-            losses["mlm"] = obj.mlm_loss_weight * L.masked_lm_loss(out.mlm_logits, mlm_targets)
-
-        out.itm_logits = self.itm_head(enc.pooled_output)  # (B, 2)
-        if itm_labels is not None and obj.task_matched:
-            losses["itm"] = obj.itm_loss_weight * L.matching_loss(out.itm_logits, itm_labels)
+        self.mlm_term(out, losses, enc.language_output, word_emb, mlm_labels)
+        self.itm_term(out, losses, self.itm_head(enc.pooled_output), itm_labels)  # LXMERT: column 1 = match
 
         if self.obj_head is not None:
             self._object_losses(out, losses, visual_mask, obj_labels, obj_conf, attr_labels, attr_conf,
@@ -111,10 +104,7 @@ class LxmertForPreTraining(ModelBase):
             if qa_labels is not None:
                 losses["qa"] = obj.qa_loss_weight * L.qa_loss(out.qa_logits, qa_labels, itm_labels)
 
-        out.losses = losses
-        if losses:
-            out.loss = torch.stack(list(losses.values())).sum()
-        return out
+        return self.finish(out, losses)
 
     def _object_losses(
         self,

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import losses as L
-from ..base import ModelBase, model_output
-from ..heads import MaskedLMHead, PredictionHeadTransform, masked_lm_predictions
+from ..base import model_output
+from ..heads import MaskedLMHead, PredictionHeadTransform
+from ..pretraining_base import PretrainingModel
 from ..objectives import PretrainObjectives
 from .config import VilbertConfig
 from .model import VilbertModel
@@ -69,15 +69,12 @@ class RegionHead(nn.Module):
         return self.decoder(self.transform(x))
 
 
-class VilbertForPreTraining(ModelBase):
-    ROLE = "pretraining"
+class VilbertForPreTraining(PretrainingModel):
     SUPPORTED_OBJECTIVES = frozenset({"mlm", "itm", "region_kl"})
     _warned_fallback = False
 
     def __init__(self, config: VilbertConfig, objectives: PretrainObjectives | None = None) -> None:
-        super().__init__(config)
-        self.objectives = (objectives or PretrainObjectives()).restricted_to(self.SUPPORTED_OBJECTIVES,
-                                                                             type(self).__name__)
+        super().__init__(config, objectives)
         self.vilbert = VilbertModel(config, init=False)
         self.mlm_head = MaskedLMHead(config)  # text width; decoder tied to the word embeddings
         self.region_head = RegionHead(config)
@@ -110,10 +107,7 @@ class VilbertForPreTraining(ModelBase):
                                        attentions=enc.attentions)
         losses: dict[str, torch.Tensor] = {}
         word_emb = self.vilbert.embeddings.word_embeddings.weight
-        out.mlm_logits, out.mlm_positions, mlm_targets = masked_lm_predictions(
-            self.mlm_head, enc.language_output, word_emb, mlm_labels, self.config.sparse_predictions)
-        if mlm_labels is not None and obj.task_mask_lm:
-            losses["mlm"] = obj.mlm_loss_weight * L.masked_lm_loss(out.mlm_logits, mlm_targets)
+        self.mlm_term(out, losses, enc.language_output, word_emb, mlm_labels)
 
         out.region_logits = self.region_head(enc.vision_output)  # (B, N, C)
         if masked_boxes is not None and obj.task_region_kl:
@@ -129,10 +123,5 @@ class VilbertForPreTraining(ModelBase):
             losses["region_kl"] = obj.region_kl_loss_weight * region_kl_loss(out.region_logits, region_targets, masked)
 
         reference = self.itm_head(self.dropout(enc.pooled_output))  # (B, 2), class 0 = match
-        out.itm_logits = reference.flip(-1)
-        if itm_labels is not None and obj.task_matched:
-            losses["itm"] = obj.itm_loss_weight * L.matching_loss(out.itm_logits, itm_labels)
-        out.losses = losses
-        if losses:
-            out.loss = torch.stack(list(losses.values())).sum()
-        return out
+        self.itm_term(out, losses, reference.flip(-1), itm_labels)
+        return self.finish(out, losses)

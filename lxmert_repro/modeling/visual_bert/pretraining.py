@@ -13,9 +13,9 @@ from dataclasses import field
 import torch
 from torch import nn
 
-from .. import losses as L
-from ..base import ModelBase, model_output
-from ..heads import MaskedLMHead, masked_lm_predictions
+from ..base import model_output
+from ..heads import MaskedLMHead
+from ..pretraining_base import PretrainingModel
 from ..objectives import PretrainObjectives
 from .config import VisualBertConfig
 from .model import VisualBertModel
@@ -38,14 +38,11 @@ class VisualBertPreTrainingOutput:
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-class VisualBertForPreTraining(ModelBase):
-    ROLE = "pretraining"
+class VisualBertForPreTraining(PretrainingModel):
     SUPPORTED_OBJECTIVES = frozenset({"mlm", "itm"})
 
     def __init__(self, config: VisualBertConfig, objectives: PretrainObjectives | None = None) -> None:
-        super().__init__(config)
-        self.objectives = (objectives or PretrainObjectives()).restricted_to(self.SUPPORTED_OBJECTIVES,
-                                                                             type(self).__name__)
+        super().__init__(config, objectives)
         self.visual_bert = VisualBertModel(config, init=False)
         self.mlm_head = MaskedLMHead(config)  # decoder tied to the word embeddings, own bias
         self.itm_head = nn.Linear(config.hidden_size, 2)  # row config.itm_match_class = match
@@ -64,7 +61,6 @@ class VisualBertForPreTraining(ModelBase):
         output_attentions: bool = False,
         **unused_targets: torch.Tensor | None,  # other objectives' targets (obj_labels, ...): not VisualBERT's
     ) -> VisualBertPreTrainingOutput:
-        obj = self.objectives
         enc = self.visual_bert(input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids,
                                output_attentions)
         out = VisualBertPreTrainingOutput(loss=None, language_output=enc.language_output,
@@ -72,14 +68,7 @@ class VisualBertForPreTraining(ModelBase):
                                           attentions=enc.attentions)
         losses: dict[str, torch.Tensor] = {}
         word_emb = self.visual_bert.embeddings.word_embeddings.weight  # (V, H)
-        out.mlm_logits, out.mlm_positions, mlm_targets = masked_lm_predictions(
-            self.mlm_head, enc.language_output, word_emb, mlm_labels, self.config.sparse_predictions)
-        if mlm_labels is not None and obj.task_mask_lm:
-            losses["mlm"] = obj.mlm_loss_weight * L.masked_lm_loss(out.mlm_logits, mlm_targets)
-        out.itm_logits = to_our_matching_order(self.itm_head(enc.pooled_output), self.config.itm_match_class)
-        if itm_labels is not None and obj.task_matched:
-            losses["itm"] = obj.itm_loss_weight * L.matching_loss(out.itm_logits, itm_labels)
-        out.losses = losses
-        if losses:
-            out.loss = torch.stack(list(losses.values())).sum()
-        return out
+        self.mlm_term(out, losses, enc.language_output, word_emb, mlm_labels)
+        self.itm_term(out, losses, to_our_matching_order(self.itm_head(enc.pooled_output), self.config.itm_match_class),
+                      itm_labels)
+        return self.finish(out, losses)

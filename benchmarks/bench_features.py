@@ -3,8 +3,9 @@
 
     python benchmarks/bench_features.py [--quick] [--tmp DIR] [--device cuda] [--only extract|store]
 
-1. Extraction images/s (random weights, 600x800 RGB images, CPU or ``--device``): the default easy-VQA detector and vg_r101_c4
-   (300 proposals, bottom-up 36-box rule). Whole ``detector.extract`` call, batch of the listed size.
+1. Extraction images/s (random weights, 600x800 RGB images, CPU or ``--device``): the default easy-VQA detector,
+   vg_r101_c4 (300 proposals, bottom-up 36-box rule) and vg_r101_c4_port (the port's NMS loop). Whole
+   ``detector.extract`` call, batch of the listed size; GPU peak memory (``max_memory_allocated``) on a device.
 2. Store random reads: stores of 1,000 and 20,000 images x 36 boxes x 2048 fp16 (written to a temp dir), batches of
    256 random images stacked into (256, 36, 2048) as a collator would; samples/s and the reader process's peak RSS
    (a fresh process per store). Targets: >= 5,000 samples/s; RSS equal within 100 MB for both sizes.
@@ -32,24 +33,29 @@ def bench_extraction(name: str, n_images: int, batch: int, device: str = "cpu") 
     import torch
     from hydra import compose, initialize_config_dir
 
+    from lxmert_repro.cli import CONFIG_DIR
     from lxmert_repro.features.detectors import build_detector
 
-    with initialize_config_dir(str(ROOT / "configs" / "detector"), version_base=None):
+    with initialize_config_dir(str(CONFIG_DIR / "detector"), version_base=None):
         cfg = compose(name)
     torch.manual_seed(0)
     model = build_detector(cfg).eval().to(device)
     g = torch.Generator().manual_seed(0)
     imgs = [(torch.rand(3, 600, 800, generator=g) * 255).to(device) for _ in range(n_images)]
     model.extract(imgs[:batch])  # warm-up
-    if device.startswith("cuda"):
+    cuda = device.startswith("cuda")
+    if cuda:
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
     t = time.perf_counter()
     boxes = 0
     for i in range(0, n_images, batch):
         boxes += sum(int(d.num_boxes) for d in model.extract(imgs[i : i + batch]))  # int(): waits for the GPU
     dt = time.perf_counter() - t
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
     return {"detector": name, "images": n_images, "batch": batch, "seconds": round(dt, 2),
-            "images_per_s": round(n_images / dt, 2), "boxes_per_image": boxes / n_images, "feat_dim": model.feat_dim}
+            "images_per_s": round(n_images / dt, 2), "boxes_per_image": boxes / n_images, "feat_dim": model.feat_dim,
+            "peak_gib": peak}
 
 
 def write_store(path: Path, n_images: int, boxes: int = 36, dim: int = 2048) -> float:
@@ -134,14 +140,17 @@ def extraction_table(quick: bool, device: str = "cpu") -> None:
 
     where = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
     print(f"== extraction ({where}, random weights, 600x800 images)")
-    print(f"{'detector':<18} {'images':>6} {'batch':>5} {'s':>8} {'images/s':>9} {'boxes/img':>9} {'feat':>5}")
-    runs = [("easy_vqa_small", 16 if quick else 64, 16), ("vg_r101_c4", 1 if quick else 2, 1)]
+    print(f"{'detector':<18} {'images':>6} {'batch':>5} {'s':>8} {'images/s':>9} {'boxes/img':>9} {'feat':>5} {'peak GiB':>8}")
+    runs = [("easy_vqa_small", 16 if quick else 64, 16), ("vg_r101_c4", 1 if quick else 2, 1),
+            ("vg_r101_c4_port", 1 if quick else 2, 1)]
     if device.startswith("cuda"):
-        runs = [("easy_vqa_small", 256, 64), ("vg_r101_c4", 64, 1), ("vg_r101_c4", 64, 8)]
+        runs = [("easy_vqa_small", 256, 64), ("vg_r101_c4", 64, 1), ("vg_r101_c4", 64, 8),
+                ("vg_r101_c4_port", 64, 1), ("vg_r101_c4_port", 64, 8)]
     for name, n, b in runs:
         r = bench_extraction(name, n, b, device)
+        peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
         print(f"{r['detector']:<18} {r['images']:>6} {r['batch']:>5} {r['seconds']:>8} {r['images_per_s']:>9} "
-              f"{r['boxes_per_image']:>9.1f} {r['feat_dim']:>5}")
+              f"{r['boxes_per_image']:>9.1f} {r['feat_dim']:>5} {peak:>8}")
 
 
 def store_table(tmp: Path, quick: bool) -> None:

@@ -31,11 +31,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lxmert_repro.cli import CONFIG_DIR as PACKAGE_CONFIG_DIR  # noqa: E402
 from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining  # noqa: E402
 from lxmert_repro.modeling.config import load_config  # noqa: E402
 from lxmert_repro.modeling.convert import config_to_transformers, ours_to_reference_state  # noqa: E402
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
+CONFIG_DIR = PACKAGE_CONFIG_DIR / "model"
 
 
 def make_batch(cfg: LxmertConfig, b: int, t: int = 20, n: int = 36, seed: int = 0) -> dict[str, torch.Tensor]:

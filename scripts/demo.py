@@ -2,6 +2,8 @@
 """The default end-to-end run on easy-VQA: raw pixels -> detector -> features -> pretraining -> VQA -> report.
 
     python scripts/demo.py [--force] [--root .]      (what `make demo` runs)
+    python scripts/demo.py --task gqa                (make demo-gqa: easy-VQA in GQA's format, official GQA figures)
+    python scripts/demo.py --task nlvr2              (make demo-nlvr2: easy-VQA image pairs, + a text-only baseline)
 
 Each stage is one of the project's commands; a stage whose outputs are complete (its marker file exists) is
 skipped and says so, unless --force. Interrupted stages resume on their own (extraction and training resume).
@@ -27,9 +29,13 @@ BIN = Path(sys.executable).parent
 Stage = tuple[str, list[list[str]], Path, list[Path]]
 
 
-def stages(root: Path) -> list[Stage]:
-    """Every stage of the demo: the pretraining pipeline, then VQA fine-tuning and test."""
-    return pretraining_stages(root) + [vqa_stage(root)]
+TASKS = ("vqa", "gqa", "nlvr2")
+
+
+def stages(root: Path, task: str = "vqa") -> list[Stage]:
+    """Every stage of the demo: the pretraining pipeline, then the task's data, fine-tuning and test."""
+    return pretraining_stages(root) + {"vqa": lambda: [vqa_stage(root)], "gqa": lambda: gqa_stages(root),
+                                       "nlvr2": lambda: nlvr2_stages(root)}[task]()
 
 
 def pretraining_stages(root: Path) -> list[Stage]:
@@ -67,6 +73,36 @@ def vqa_stage(root: Path) -> Stage:
                                         "trainer.resume=auto"]], run / ".done", [run])
 
 
+def _task_stages(root: Path, task: str, script: str, finetunes: list[tuple[str, str, list[str]]]) -> list[Stage]:
+    """Files in the task's format from easy-VQA, prepared with the pretraining tokenizer, then each fine-tuning run
+    (name, run name, extra overrides) of ``experiment=easy_vqa_<task>``."""
+    data, runs, py = root / "data", root / "runs", [sys.executable]
+    files, prepared = data / f"easy_vqa_{task}", data / "prepared" / f"easy_vqa_{task}"
+    out = [
+        (f"{task.upper()}-format files", [py + [script, "--out-dir", str(files)]], files / ".done", [files]),
+        (f"prepare {task.upper()}", [[str(BIN / "lxmert-prepare"), f"data=easy_vqa_{task}",
+                                      f"features={data / 'easy_vqa' / 'features'}", f"paths.root_dir={root}",
+                                      "tokenizer=bert_base_uncased",
+                                      f"tokenizer.path={data / 'prepared' / 'easy_vqa_pretrain' / 'tokenizer'}"]],
+         prepared / ".done", [prepared]),
+    ]
+    for name, run_name, extra in finetunes:
+        run = runs / f"finetune_{task}" / run_name
+        out.append((name, [[str(BIN / "lxmert-finetune"), f"experiment=easy_vqa_{task}", f"paths.root_dir={root}",
+                            f"run_name={run_name}", "trainer.resume=auto", *extra]], run / ".done", [run]))
+    return out
+
+
+def gqa_stages(root: Path) -> list[Stage]:
+    return _task_stages(root, "gqa", "scripts/easy_vqa_to_gqa.py", [("GQA fine-tuning + test", "easy_vqa_gqa", [])])
+
+
+def nlvr2_stages(root: Path) -> list[Stage]:
+    return _task_stages(root, "nlvr2", "scripts/easy_vqa_to_nlvr2.py", [
+        ("NLVR2 fine-tuning + test", "easy_vqa_nlvr2", []),
+        ("NLVR2 text-only baseline", "easy_vqa_nlvr2_text_only", ["task.blind=true"])])
+
+
 def run_stage(name: str, commands: list[list[str]], marker: Path, force: bool, outputs: Sequence[Path] = ()) -> dict:
     if marker.exists() and not force:
         prev = json.loads(marker.read_text())
@@ -91,29 +127,52 @@ def run_stage(name: str, commands: list[list[str]], marker: Path, force: bool, o
     return {"name": name, "seconds": seconds, "status": "ran"}
 
 
+def _metrics(run: Path) -> dict | None:
+    f = run / "final_metrics.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
 def report(root: Path, done: list[dict]) -> Path:
-    from lxmert_repro.evaluation.report import attention_examples, plot_curves, write_summary
+    """runs/demo/report.md with every task whose demo run is complete (VQA; GQA, NLVR2 after --task)."""
+    from lxmert_repro.evaluation.report import (attention_examples, gqa_section, nlvr2_section, plot_curves,
+                                                write_summary)
 
     t0 = time.time()
     out = root / "runs" / "demo"
     out.mkdir(parents=True, exist_ok=True)
-    pre, ft = root / "runs" / "pretrain" / "easy_vqa_pretrain", root / "runs" / "finetune_vqa" / "easy_vqa_vqa"
+    runs = root / "runs"
+    pre, ft = runs / "pretrain" / "easy_vqa_pretrain", runs / "finetune_vqa" / "easy_vqa_vqa"
+    gqa, nlvr2 = runs / "finetune_gqa" / "easy_vqa_gqa", runs / "finetune_nlvr2" / "easy_vqa_nlvr2"
     curves = [c for c in (plot_curves(pre, out / "pretrain_losses.png", "pretraining losses"),
-                          plot_curves(ft, out / "finetune_losses.png", "VQA fine-tuning loss")) if c]
-    metrics = json.loads((ft / "final_metrics.json").read_text())
-    questions = json.loads((easy_vqa_root() / "test" / "questions.json").read_text())
-    picks = [questions[i] for i in (0, 7, 21, 42)]
-    examples = attention_examples(ft / "model_best", root / "data" / "easy_vqa" / "features", [
-        {"image_id": f"test_{q[2]}", "image_path": str(easy_vqa_image_dir("test") / f"{q[2]}.png"),
-         "question": q[0], "answer": q[1]} for q in picks], out)
+                          plot_curves(ft, out / "finetune_losses.png", "VQA fine-tuning loss"),
+                          plot_curves(gqa, out / "gqa_losses.png", "GQA fine-tuning loss"),
+                          plot_curves(nlvr2, out / "nlvr2_losses.png", "NLVR2 fine-tuning loss")) if c]
+    metrics = _metrics(ft) or {}
+    examples = []
+    if metrics:
+        questions = json.loads((easy_vqa_root() / "test" / "questions.json").read_text())
+        picks = [questions[i] for i in (0, 7, 21, 42)]
+        examples = attention_examples(ft / "model_best", root / "data" / "easy_vqa" / "features", [
+            {"image_id": f"test_{q[2]}", "image_path": str(easy_vqa_image_dir("test") / f"{q[2]}.png"),
+             "question": q[0], "answer": q[1]} for q in picks], out)
+    sections: list[str] = []
+    tasks = {"vqa": metrics}
+    if (m := _metrics(gqa)) is not None:
+        sections += gqa_section(m)
+        tasks["gqa"] = m
+    if (m := _metrics(nlvr2)) is not None:
+        text_only = _metrics(runs / "finetune_nlvr2" / "easy_vqa_nlvr2_text_only")
+        sections += nlvr2_section(m, text_only)
+        tasks["nlvr2"], tasks["nlvr2_text_only"] = m, text_only or {}
     done = done + [{"name": "report", "seconds": time.time() - t0, "status": "ran"}]
-    path = write_summary(out, done, metrics, curves, examples)
+    path = write_summary(out, done, metrics, curves, examples, sections)
     for s in done:
         print(f"[demo] {s['name']:<40} {s['seconds']:8.1f}s  {s['status']}")
     print(f"[demo] total {sum(s['seconds'] for s in done):.1f}s")
-    for k, v in sorted(metrics.items()):
-        if k.startswith("test/"):
-            print(f"[demo] {k} = {v}")
+    for task, m in tasks.items():
+        for k, v in sorted(m.items()):
+            if k.startswith("test/") and not isinstance(v, dict):
+                print(f"[demo] {task} {k} = {v}")
     print(f"[demo] report: {path}")
     return path
 
@@ -128,10 +187,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="redo every stage even if its outputs are complete")
     ap.add_argument("--root", default=".", help="where data/ and runs/ live")
+    ap.add_argument("--task", choices=TASKS, default="vqa", help="the downstream task fine-tuned after pretraining")
     args = ap.parse_args()
     root = Path(args.root).resolve()
     offline_env()
-    done = [run_stage(name, cmds, marker, args.force, outputs) for name, cmds, marker, outputs in stages(root)]
+    done = [run_stage(name, cmds, marker, args.force, outputs)
+            for name, cmds, marker, outputs in stages(root, args.task)]
     report(root, done)
 
 

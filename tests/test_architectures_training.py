@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_training_fixtures import TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
+from training_helpers import TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
 
 torch.set_num_threads(1)
 
@@ -40,9 +40,11 @@ def test_pretrain_finetune_reload(easy, tmp_path, model):
     objectives, prefix = ARCHITECTURES[model]
     pre = tmp_path / "pre"
     train_pretrain(_cfg(easy, "pretrain", pre, model, "trainer.batch_size=16", "trainer.max_steps=3",
-                        "data.pretrain.val=null"))
+                        "data.pretrain.val=null", "trainer.peak_flops=1e12"))
     rows = [r for r in read_metrics(pre) if "train/loss" in r]
     assert len(rows) == 3 and {k[len("train/"):] for k in rows[-1] if k.startswith("train/")} >= objectives
+    # model FLOPs are counted for LXMERT only: throughput is logged, model FLOP/s and MFU are left out
+    assert all(r["samples_per_s"] > 0 and "model_flops_per_s" not in r and "mfu" not in r for r in rows)
     pretrained = load_model(pre / "model_last")
     assert pretrained.ROLE == "pretraining" and set(pretrained.objectives.requested()) == objectives
 
@@ -61,7 +63,7 @@ def test_pretrain_finetune_reload(easy, tmp_path, model):
 @pytest.mark.parametrize("model", sorted(ARCHITECTURES))
 def test_vqa_outputs_give_text_to_region_attention(model):
     """What lxmert-predict draws: [CLS] -> boxes attention of the last cross-modal layer, (B, heads, T, N)."""
-    from conftest_model import inputs_of, make_batch, model_config
+    from model_helpers import inputs_of, make_batch, model_config
     from lxmert_repro.modeling import build_model
 
     cfg = model_config(model)
@@ -77,7 +79,7 @@ def test_vqa_outputs_give_text_to_region_attention(model):
 
 def test_small_configs_have_matched_parameter_counts():
     """The comparison's sizes (VQA model: 1,000 words, 256-d features, 13 answers) within 6% of lxmert_small."""
-    from conftest_model import model_config
+    from model_helpers import model_config
     from lxmert_repro.modeling import build_model
 
     def count(name: str) -> int:

@@ -20,7 +20,7 @@ from lxmert_repro.modeling import (
     save_model,
 )
 
-from conftest_model import hf_inputs, hf_twin, inputs_of, make_batch, tiny_config
+from model_helpers import hf_inputs, hf_twin, inputs_of, make_batch, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,28 @@ def test_our_format_round_trip(tmp_path, cfg, batch, arch):
         assert torch.equal(v, loaded.state_dict()[k]), k
     meta = json.loads((tmp_path / "ck" / "model_config.json").read_text())
     assert meta["metadata"] == {"answers": ["a", "b"]} and meta["architecture"] == arch
+
+
+def test_nlvr2_model_round_trips_through_the_model_interface(tmp_path, cfg, batch):
+    """LxmertForNLVR2 is LXMERT's nlvr2 role: saved with its class path, rebuilt by load_model, convertible by
+    role name; transformers has no such class, so exporting it is a clear refusal."""
+    from lxmert_repro.modeling import LxmertForNLVR2, build_model
+
+    torch.manual_seed(4)
+    model = build_model(cfg, "nlvr2")
+    assert type(model) is LxmertForNLVR2
+    save_model(model, tmp_path / "ck")
+    meta = json.loads((tmp_path / "ck" / "model_config.json").read_text())
+    assert meta["model_class"] == "lxmert_repro.modeling.nlvr2.LxmertForNLVR2"
+    loaded = load_model(tmp_path / "ck")
+    assert type(loaded) is LxmertForNLVR2 and loaded.load_report.ok
+    two = {k: v for k, v in inputs_of(batch).items() if k not in ("visual_feats", "visual_boxes", "visual_mask")}
+    two.update({k: torch.stack([batch[k], batch[k].flip(0)], 1) for k in ("visual_feats", "visual_boxes", "visual_mask")})
+    with torch.no_grad():
+        assert_same(loaded.eval()(**two).logits, model.eval()(**two).logits)
+    assert type(load_model(tmp_path / "ck", "encoder", strict=False)) is LxmertModel
+    with pytest.raises(CheckpointError, match="transformers has no class for LxmertForNLVR2"):
+        export_transformers(model, tmp_path / "hf")
 
 
 def test_our_format_errors_name_the_tensor(tmp_path, cfg):
@@ -120,6 +142,15 @@ def test_import_original_pretraining_pth(tmp_path, cfg, batch, wrap_heads):
     out = run(model, batch)
     assert_same(out.mlm_logits, ref.prediction_logits)
     assert_same(out.qa_logits, ref.question_answering_score)
+
+
+@pytest.mark.parametrize("name", ["random.bin", "random.pth", "random.safetensors"])
+def test_random_file_is_not_a_supported_checkpoint(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(CheckpointError, match=rf"{path}: not a checkpoint of a supported format \(tried: a model "
+                                              r"directory of ours.*transformers.*original LXMERT \.pth"):
+        load_model(path)
 
 
 def test_original_pth_errors(tmp_path, cfg):
@@ -229,3 +260,16 @@ def test_version_1_checkpoints_still_load(tmp_path, cfg, batch):
     assert type(loaded) is LxmertForPreTraining and loaded.config == cfg
     assert loaded.objectives == model.objectives and loaded.answer_head is None
     assert_same(run(loaded, batch).mlm_logits, run(model, batch).mlm_logits)
+
+
+def test_original_pth_of_other_hidden_size_needs_the_head_count(tmp_path, cfg, capsys):
+    """An original .pth records no head count: hidden/64 heads would be a silent guess (tiny: 1 head, not 4)."""
+    path = tmp_path / "tiny_LXRT.pth"
+    torch.save(_original_pretraining_state(hf_twin(cfg, seed=3), True), path)
+    with pytest.raises(CheckpointError, match=rf"{path}: hidden size 32 .*num_attention_heads"):
+        load_model(path)
+    assert convert_main([str(path), str(tmp_path / "ours"), "--from", "lxmert"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "--config" in err and "num_attention_heads" in err
+    assert not (tmp_path / "ours").exists()
+    assert load_model(path, config=cfg).config.num_attention_heads == cfg.num_attention_heads == 4

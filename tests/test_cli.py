@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from test_training_fixtures import CONFIG_DIR, TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
+from training_helpers import CONFIG_DIR, TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("name", ["pretrain", "finetune_vqa", "evaluate", "predict"])
+@pytest.mark.parametrize("name", ["pretrain", "finetune", "evaluate", "predict"])
 def test_entry_point_configs_compose(name, tmp_path):
     cfg = compose(name, [f"paths.output_dir={tmp_path}"])
     assert cfg.task_name in ("pretrain", "finetune_vqa", "evaluate", "predict")
@@ -40,7 +40,7 @@ def test_experiment_configs_compose_and_instantiate(experiment, tmp_path):
     from lxmert_repro.modeling import LxmertConfig
     from lxmert_repro.training.optim import linear_warmup_schedule
 
-    app = "pretrain" if experiment.endswith("pretrain") else "finetune_vqa"
+    app = "pretrain" if experiment.endswith("pretrain") else "finetune"
     cfg = compose(app, [f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert resolved["data"]["features"] and resolved["data"]["tokenizer_dir"].endswith("/tokenizer")
@@ -48,7 +48,7 @@ def test_experiment_configs_compose_and_instantiate(experiment, tmp_path):
     opt = instantiate(cfg.optim.optimizer)([torch.nn.Parameter(torch.zeros(2))])
     sched = instantiate(cfg.optim.scheduler)(opt, total_steps=100)
     assert opt.param_groups[0]["lr"] == 0.0 and isinstance(sched, type(linear_warmup_schedule(opt, 10, 0.1)))
-    if experiment == "lxmert_paper_pretrain":  # the paper's numbers, from the spec
+    if experiment == "lxmert_paper_pretrain":  # the paper's numbers (docs/faithful.md §5)
         assert (cfg.trainer.batch_size, cfg.optim.lr, cfg.trainer.max_epochs, cfg.optim.warmup_ratio,
                 cfg.trainer.grad_clip, cfg.model.hidden_size, cfg.pretrain.qa_start_epoch) == (256, 1e-4, 20, 0.05, 1.0, 768, 10)
         assert cfg.optim.optimizer._target_.endswith("BertAdam") and cfg.optim.optimizer.eps == 1e-6
@@ -58,15 +58,17 @@ def test_experiment_configs_compose_and_instantiate(experiment, tmp_path):
 
 
 def test_hparams_search_configs_compose(tmp_path):
-    for app, search in (("finetune_vqa", "vqa_optuna"), ("pretrain", "pretrain_optuna")):
+    for app, search in (("finetune", "vqa_optuna"), ("pretrain", "pretrain_optuna")):
         cfg = compose(app, [f"hparams_search={search}", f"paths.output_dir={tmp_path}"])
         assert cfg.optimized_metric in ("best/val/accuracy", "best/val/loss")
 
 
 def test_unknown_config_key_is_refused():
-    r = _cli("finetune", "trainer.not_a_key=1")
-    assert r.returncode != 0
-    assert "Could not override 'trainer.not_a_key'" in r.stderr
+    line = _one_line_error(_cli_user("finetune", "trainer.not_a_key=1"), "lxmert-finetune")
+    assert "Could not override 'trainer.not_a_key'" in line and "Key 'not_a_key' is not in struct" in line
+    line = _one_line_error(_cli_user("finetune", "model=nope"), "lxmert-finetune")
+    assert "Could not find 'model/nope' Available options in 'model': lxmert_base" in line
+    assert "Config search path" not in line
 
 
 def _vqa_v2_files(tmp: Path) -> tuple[Path, Path, Path]:
@@ -107,7 +109,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     easy = build_easy_vqa_data(root / "data", n_train_images=40, n_test_images=12)
     out = root / "ft"
-    metrics = train_vqa(compose("finetune_vqa", TINY_TRAINER + data_overrides(easy, "vqa") + [
+    metrics = train_vqa(compose("finetune", TINY_TRAINER + data_overrides(easy, "vqa") + [
         f"paths.output_dir={out}", "trainer.batch_size=32", "trainer.max_epochs=2", "optim.lr=1e-3"]))
     return easy, out, metrics
 
@@ -183,3 +185,163 @@ def test_pretrain_cli_runs_and_writes_its_run_dir(trained, tmp_path):
     assert final["global_step"] == 2 and final["train/loss"] > 0
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "pretrain.log").is_file()
     assert (run / "model_last" / "model.safetensors").is_file() and (run / "checkpoints" / "step_000000002").is_dir()
+
+
+def _cli_user(module: str, *args: str) -> subprocess.CompletedProcess:
+    """The command as a user runs it: no HYDRA_FULL_ERROR (the suite sets it for in-process Hydra errors)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(OMP_NUM_THREADS="1", WANDB_MODE="offline")
+    return subprocess.run([sys.executable, "-m", f"lxmert_repro.cli.{module}", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _one_line_error(r: subprocess.CompletedProcess, prog: str) -> str:
+    assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if line.startswith(f"{prog}: error: ")]
+    assert len(lines) == 1, r.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("module,prog,args,expected", [
+    ("finetune", "lxmert-finetune", ["data.features=/no/store", "data.tokenizer_dir=/no/tok", "model=lxmert_tiny",
+                                     "trainer.cpu=true"], "data.tokenizer_dir=/no/tok: no such file"),
+    ("predict", "lxmert-predict", ["checkpoint=/no/model", "questions=what?"], "detector_checkpoint=DIR"),
+    ("extract", "lxmert-extract", ["input=/no/images", "output=OUT/store"], "/no/images"),
+    ("train_detector", "lxmert-train-detector", ["data.train_json=/no/train.json", "output_dir=OUT/det", "epochs=1"],
+     "/no/train.json"),
+])
+def test_bad_input_is_one_line_without_traceback(module, prog, args, expected, tmp_path):
+    """Errors raised deep in the apps (every app's config errors: test_wrong_config_value_...)."""
+    args = [a.replace("OUT", str(tmp_path)) for a in args]
+    if module not in ("extract", "train_detector"):
+        args.append(f"hydra.run.dir={tmp_path / 'run'}")
+    line = _one_line_error(_cli_user(module, *args), prog)
+    assert expected in line
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    r = _cli_user("evaluate", "--debug", "predictions=/no/preds.json", "annotations=/no/ann.json",
+                  f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "/no/preds.json" in r.stderr
+
+
+def test_refused_rerun_leaves_the_finished_runs_record_untouched(trained, tmp_path):
+    """A finished run, then the same run dir again with another lr: refused before Hydra writes anything."""
+    easy, _, _ = trained
+    run = tmp_path / "run"
+    args = [*data_overrides(easy, "vqa"), f"hydra.run.dir={run}", "model=lxmert_tiny", "trainer.cpu=true",
+            "trainer.progress_bar=false", "trainer.batch_size=32", "trainer.max_steps=1", "data.vqa.test=null"]
+    r = _cli_user("finetune", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recorded = {p: p.read_bytes() for p in [run / "config.yaml", *(run / ".hydra").iterdir()]}
+    line = _one_line_error(_cli_user("finetune", *args, "optim.lr=0.123"), "lxmert-finetune")
+    assert str(run) in line and "trainer.resume=auto" in line
+    assert {p: p.read_bytes() for p in [run / "config.yaml", *(run / ".hydra").iterdir()]} == recorded
+    r = _cli_user("finetune", *args, "trainer.resume=auto")  # continuing the run is still allowed
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+APP_SCHEMAS = {  # config name -> (schema import path, overrides filling its ??? values)
+    "pretrain": ("lxmert_repro.cli.pretrain.PretrainApp", ["data.features=f"]),
+    "finetune": ("lxmert_repro.cli.finetune.FinetuneApp", ["data.features=f"]),
+    "evaluate": ("lxmert_repro.cli.evaluate.EvaluateApp", []),
+    "predict": ("lxmert_repro.cli.predict.PredictApp", ["checkpoint=c", "questions=q"]),
+    "prepare": ("lxmert_repro.cli.prepare.PrepareApp", ["features=f"]),
+    "extract": ("lxmert_repro.cli.extract.ExtractApp", ["input=i", "output=o"]),
+    "train_detector": ("lxmert_repro.cli.train_detector.TrainDetectorApp", []),
+}
+
+
+def _validate(name: str, overrides: list[str]) -> None:
+    from hydra.utils import get_object
+
+    from lxmert_repro.config_schema import validate_config
+
+    schema, fill = APP_SCHEMAS[name]
+    paths = [] if name in ("extract", "train_detector") else ["paths.output_dir=/tmp/out"]
+    if name == "train_detector":
+        import lxmert_repro.cli.train_detector  # noqa: F401  (registers its easy_vqa_images resolver)
+    validate_config(compose(name, paths + fill + overrides), get_object(schema))
+
+
+@pytest.mark.parametrize("name,overrides", [(name, []) for name in APP_SCHEMAS] + [
+    ("pretrain", [f"experiment={e}"]) for e in EXPERIMENTS if e.endswith("pretrain")] + [
+    ("finetune", [f"experiment={e}"]) for e in EXPERIMENTS if not e.endswith("pretrain")] + [
+    ("prepare", [f"data={d.stem}", "tokenizer=bert_base_uncased"]) for d in sorted((Path(CONFIG_DIR) / "data").glob("*.yaml"))] + [
+    ("extract", [f"detector={d.stem}"]) for d in sorted((Path(CONFIG_DIR) / "detector").glob("*.yaml"))] + [
+    (app, [f"model={m.stem}"]) for m in sorted((Path(CONFIG_DIR) / "model").glob("*.yaml"))
+    for app in ("pretrain", "finetune")] + [
+    ("finetune", ["optim=adamw", "logger=wandb", "trainer=gpu"]), ("pretrain", ["hparams_search=pretrain_optuna"])])
+def test_every_shipped_config_passes_its_schema(name, overrides):
+    _validate(name, overrides)
+
+
+@pytest.mark.parametrize("name,override,message", [
+    ("finetune", "optim.lr=abc", "optim.lr: 'abc' is not a float"),
+    ("finetune", "optim.lr=-1", "optim.lr: -1.0 is not a positive float"),
+    ("pretrain", "trainer.batch_size=eight", "trainer.batch_size: 'eight' is not an integer"),
+    ("pretrain", "trainer.batch_size=0", "trainer.batch_size: 0 is not a positive integer"),
+    ("pretrain", "+trainer.not_a_key=1", "trainer.not_a_key: unknown key; expected one of batch_size,"),
+    ("pretrain", "trainer.mixed_precision=fp8", "trainer.mixed_precision: 'fp8' is not one of no | fp16 | bf16"),
+    ("pretrain", "trainer.shuffle=maybe", "trainer.shuffle: 'maybe' is not a boolean"),
+    ("pretrain", "model.hidden_size=big", "model.hidden_size: 'big' is not an integer"),
+    ("pretrain", "+model.hiden_size=64", "model.hiden_size: unknown key; lxmert_repro.modeling.LxmertConfig takes"),
+    ("pretrain", "optim.optimizer.eps=tiny", "optim.optimizer.eps: 'tiny' is not a float"),
+    ("pretrain", "pretrain.mlm_prob=1.5", "pretrain.mlm_prob: 1.5 is not a probability in [0, 1]"),
+    ("pretrain", "pretrain.obj_mask_split=[0.5,0.1,0.1]", "pretrain.obj_mask_split: [0.5, 0.1, 0.1] is not 3 "
+                                                           "probabilities (zeroed, swapped, unchanged) summing to 1"),
+    ("pretrain", "objectives.mlm_loss_weight=heavy", "objectives.mlm_loss_weight: 'heavy' is not a float"),
+    ("pretrain", "+objectives.task_mlm=true", "objectives.task_mlm: unknown key; "
+                                              "lxmert_repro.modeling.PretrainObjectives takes"),
+    ("pretrain", "logger.trackers=[mlflow]", "logger.trackers: 'mlflow' is not a tracker name"),
+    ("finetune", "data.vqa.train=null", "data.vqa.train: None is not a string"),
+    ("finetune", "data.train_fraction=2", "data.train_fraction: 2.0 is not a float in (0, 1]"),
+    ("finetune", "tokenizer.vocab_size=many", "tokenizer.vocab_size: 'many' is not an integer"),
+    ("prepare", "missing_images=keep", "missing_images: 'keep' is not one of error | drop"),
+    ("prepare", "data.answers.min_count=nine", "data.answers.min_count: 'nine' is not an integer"),
+    ("prepare", "data.splits.train.0.split=3.5", None),  # a str parameter given a number: OmegaConf converts it
+    ("evaluate", "batch_size=x", "batch_size: 'x' is not an integer"),
+    ("predict", "top_k=0", "top_k: 0 is not a positive integer"),
+    ("predict", "image_reader.background=white", None),  # ImageReader checks its own value when built
+    ("extract", "feat_dtype=int8", "feat_dtype: 'int8' is not one of float16 | float32"),
+    ("extract", "detector.model.feat_dim=wide", "detector.model.feat_dim: 'wide' is not an integer"),
+    ("extract", "detector.weights_format=onnx", "detector.weights_format: 'onnx' is not one of ours | detectron2"),
+    ("train_detector", "optim.lr=fast", "optim.lr: 'fast' is not a float"),
+    ("train_detector", "data.limit=some", "data.limit: 'some' is not an integer or null"),
+])
+def test_schema_errors_name_the_key_the_value_and_the_expectation(name, override, message):
+    from lxmert_repro.config_schema import ConfigError
+
+    if message is None:
+        _validate(name, [override])
+        return
+    with pytest.raises(ConfigError) as info:
+        _validate(name, [override])
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_missing_value_is_named():
+    from lxmert_repro.config_schema import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data\.features: missing value \(\?\?\?\); set it"):
+        _validate("finetune", ["data.features=???"])
+
+
+@pytest.mark.parametrize("module,prog,args,message", [
+    ("finetune", "lxmert-finetune", ["optim.lr=abc"], "optim.lr: 'abc' is not a float"),
+    ("pretrain", "lxmert-pretrain", ["trainer.batch_size=eight"], "trainer.batch_size: 'eight' is not an integer"),
+    ("evaluate", "lxmert-evaluate", ["batch_size=x"], "batch_size: 'x' is not an integer"),
+    ("predict", "lxmert-predict", ["checkpoint=c", "questions=q", "top_k=many"], "top_k: 'many' is not an integer"),
+    ("prepare", "lxmert-prepare", ["features=f", "missing_images=keep"], "missing_images: 'keep' is not one of"),
+    ("extract", "lxmert-extract", ["input=i", "output=OUT/o", "batch_size=big"], "batch_size: 'big' is not an integer"),
+    ("train_detector", "lxmert-train-detector", ["output_dir=OUT/d", "optim.lr=fast"], "optim.lr: 'fast' is not a float"),
+    ("finetune", "lxmert-finetune", ["-m", "optim.lr=abc,xyz", "hydra.sweep.dir=OUT/sweep"],
+     "optim.lr: 'abc' is not a float"),  # each job of a sweep is checked
+])
+def test_wrong_config_value_stops_every_app_with_one_line(module, prog, args, message, tmp_path):
+    args = [a.replace("OUT", str(tmp_path)) for a in args]
+    if module not in ("extract", "train_detector"):
+        args.append(f"hydra.run.dir={tmp_path / 'run'}")
+    line = _one_line_error(_cli_user(module, *args), prog)
+    assert line == f"{prog}: error: {message}" or line.startswith(f"{prog}: error: {message}"), line

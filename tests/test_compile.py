@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest_model import make_batch, tiny_config
+from model_helpers import make_batch, tiny_config
 from lxmert_repro.modeling import LxmertForPreTraining, LxmertForVQA
 
 

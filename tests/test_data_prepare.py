@@ -19,7 +19,7 @@ from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.pretrain_dataset import PretrainCollator, PretrainDataset
 from lxmert_repro.data.vqa_dataset import VQACollator, VQADataset
 from lxmert_repro.text import load_tokenizer
-from test_data_fixtures import make_store_for
+from data_helpers import make_store_for
 
 EASY_IDS = [f"train_{i}" for i in range(12)] + [f"test_{i}" for i in range(4)]
 

@@ -10,7 +10,7 @@ from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.batch import LxmertBatch
 from lxmert_repro.data.masking import BOX_RANDOM, BOX_UNCHANGED, BOX_ZERO, IGNORE_INDEX
 from lxmert_repro.data.pretrain_dataset import PretrainCollator, PretrainDataset
-from test_data_fixtures import CLS, MASK, PAD, SEP, VOCAB, make_records, make_store
+from data_helpers import CLS, MASK, PAD, SEP, VOCAB, make_records, make_store
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from torch.utils.data import DataLoader
 
 from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.vqa_dataset import VQACollator, VQADataset
-from test_data_fixtures import PAD, make_records, make_store
+from data_helpers import PAD, make_records, make_store
 
 
 @pytest.fixture(scope="module")

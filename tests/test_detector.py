@@ -5,14 +5,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from lxmert_repro.cli import CONFIG_DIR as PACKAGE_CONFIG_DIR
 from lxmert_repro.features.box_selection import BottomUpSelection, NmsLoopSelection
 from lxmert_repro.features.detectors import build_detector, load_detector, save_detector
+from lxmert_repro.features.detectors.heads import AttributePredictor, RegionRoIHeads
 from lxmert_repro.features.detectors.resnet_c4 import build_resnet_c4_detector
 from lxmert_repro.features.detectors.small import build_small_detector
 from lxmert_repro.features.detectors.torchvision_frcnn import FAMILIES, build_torchvision_detector
 from lxmert_repro.features.detectors.weights import load_weights, ours_to_detectron2, ours_to_torchvision
 
-CONFIG_DIR = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "detector")
+CONFIG_DIR = str(PACKAGE_CONFIG_DIR / "detector")
 
 
 def tiny_c4(seed: int = 0):
@@ -133,8 +135,10 @@ def test_full_vg_r101_c4_has_the_frcnn_vg_finetuned_tensors():
     assert shapes["backbone.stem.conv1.weight"] == (64, 3, 7, 7)
     assert shapes["backbone.res4.22.conv3.norm.running_var"] == (1024,)
     assert shapes["proposal_generator.rpn_head.conv.weight"] == (512, 1024, 3, 3)
-    assert shapes["proposal_generator.rpn_head.objectness_logits.weight"] == (15, 512, 1, 1)
-    assert shapes["proposal_generator.anchor_generator.cell_anchors.0"] == (15, 4)
+    # frcnn-vg-finetuned: 12 anchors per location (Caffe scales 4, 8, 16, 32 at stride 16 x 3 ratios)
+    assert shapes["proposal_generator.rpn_head.objectness_logits.weight"] == (12, 512, 1, 1)
+    assert shapes["proposal_generator.rpn_head.anchor_deltas.weight"] == (48, 512, 1, 1)
+    assert shapes["proposal_generator.anchor_generator.cell_anchors.0"] == (12, 4)
     assert shapes["roi_heads.res5.0.shortcut.weight"] == (2048, 1024, 1, 1)
     assert shapes["roi_heads.box_predictor.cls_score.weight"] == (1601, 2048)
     assert shapes["roi_heads.box_predictor.bbox_pred.weight"] == (6400, 2048)
@@ -221,3 +225,88 @@ def test_bottom_up_confidences_equal_per_class_nms(seed):
             keep = nms(p, s[:, c], 0.3)
             want[keep] = torch.maximum(want[keep], s[keep, c])
         torch.testing.assert_close(conf, want, rtol=0, atol=0)
+
+
+# ---- the VG port's rules, recomputed independently (values stated from the port's formulas) ------------------
+# processing_image.py / ResizeShortestEdge: scale the short side to 600 unless the long side passes 1000, sides
+# rounded half up. (h, w) -> (h', w'), the 12 most common COCO / VG image sizes:
+PORT_RESIZED = {
+    (480, 640): (600, 800), (640, 480): (800, 600), (427, 640): (600, 899), (640, 427): (899, 600),
+    (375, 500): (600, 800), (500, 375): (800, 600), (426, 640): (600, 901), (333, 500): (600, 901),  # 900.9 -> 901
+    (500, 333): (901, 600), (424, 640): (600, 906),  # 905.66 -> 906 (torchvision: 905)
+    (768, 1024): (600, 800), (500, 500): (600, 600),
+}
+
+
+def test_resize_follows_the_port_rounding_for_common_sizes():
+    from lxmert_repro.features.detectors.transform import RoundedResizeTransform
+
+    with initialize_config_dir(CONFIG_DIR, version_base=None):
+        cfg = compose("vg_r101_c4_port")
+    with torch.device("meta"):
+        transform = build_detector(cfg).transform
+    assert (transform.min_size, transform.max_size) == (600, 1000)
+    t = RoundedResizeTransform(600, 1000)
+    for (h, w), want in PORT_RESIZED.items():
+        il, _ = t([torch.zeros(3, h, w)])
+        assert tuple(il.tensors.shape[-2:]) == want and il.image_sizes == [want], (h, w)
+    # a batch pads to its largest image only (0 after the mean is subtracted); one image is not padded
+    il, _ = t([torch.full((3, 333, 500), 128.0), torch.full((3, 480, 640), 128.0)])
+    assert tuple(il.tensors.shape) == (2, 3, 600, 901) and il.image_sizes == [(600, 901), (600, 800)]
+    assert il.tensors[1, :, :, 800:].abs().max() == 0
+    torch.testing.assert_close(il.tensors[1, :, 0, 0], torch.tensor([128 - 102.9801, 128 - 115.9465, 128 - 122.7717]))
+
+
+def test_attribute_confidence_softmax_rules():
+    logits = torch.tensor([[2.0, 1.0, 0.0, 3.0], [0.0, 0.0, 0.0, 0.0]])  # 3 attributes + "no attribute" last
+    heads = {rule: RegionRoIHeads(None, None, AttributePredictor(4, 2, 3), attr_softmax=rule) for rule in ("all", "attributes")}
+    # the port: softmax over the 3 real attributes: e^2 / (e^2 + e + 1) = 0.665241, row 2: 1/3
+    conf, ids = heads["attributes"].attribute_probs(logits).max(dim=1)
+    torch.testing.assert_close(conf, torch.tensor([0.665241, 1 / 3]))
+    assert ids.tolist() == [0, 0]
+    # LXMERT's extraction: softmax over all 4, then max of the real ones: e^2 / (e^3 + e^2 + e + 1) = 0.236883
+    conf, _ = heads["all"].attribute_probs(logits).max(dim=1)
+    torch.testing.assert_close(conf, torch.tensor([0.236883, 0.25]))
+    with pytest.raises(ValueError, match="roi.attr_softmax must be one of"):
+        RegionRoIHeads(None, None, AttributePredictor(4, 2, 3), attr_softmax="max")
+
+
+def test_anchor_grid_is_the_stride_16_grid_of_the_feature_map():
+    """333x500 -> 600x901 -> res4 38x57 (stride 16, rounded up); anchors centred at (x, y) * 16, 12 per cell."""
+    torch.manual_seed(0)
+    model = build_resnet_c4_detector(
+        list("ab"), [], blocks=(1, 1, 1), res5_blocks=1, stem_channels=8, res2_channels=16, min_size=600,
+        max_size=1000, rpn={"hidden": 8, "anchor_sizes": [64, 128, 256, 512]},
+    ).eval()
+    il, _ = model._prepare([torch.rand(3, 333, 500) * 255])
+    with torch.no_grad():
+        feat = model._features(il.tensors)["res4"]
+    assert tuple(feat.shape[-2:]) == (38, 57)
+    anchors = model.rpn.anchor_generator(il, [feat])[0]  # (38 * 57 * 12, 4), cell-major
+    assert anchors.shape == (38 * 57 * 12, 4)
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+    torch.testing.assert_close(centres[-1], torch.tensor([56 * 16.0, 37 * 16.0]))  # torchvision's 901 // 57 = 15
+    torch.testing.assert_close(centres[12 * 57], torch.tensor([0.0, 16.0]))
+    w = 64 * 2 ** 0.5  # size 64, ratio h/w 0.5: w = sqrt(64^2 / 0.5), h = w / 2
+    torch.testing.assert_close(anchors[0], torch.tensor([-w / 2, -w / 4, w / 2, w / 4]))
+
+
+def test_rpn_ranks_proposals_by_logits_not_tied_probabilities():
+    """Logits 17 and 18 are both sigmoid 1.0 in fp32; NMS must keep the box with the higher logit."""
+    rpn = tiny_c4().rpn.eval()
+    proposals = torch.tensor([[[0.0, 0, 50, 50], [1, 1, 50, 50], [60, 60, 90, 90], [5, 5, 5, 30]]])  # (1, 4, 4)
+    logits = torch.tensor([[17.0], [18.0], [-3.0], [20.0]])  # the last box has zero width: dropped
+    assert torch.sigmoid(logits[0]) == torch.sigmoid(logits[1])
+    boxes, scores = rpn.filter_proposals(proposals, logits, [(100, 100)], [4])
+    torch.testing.assert_close(boxes[0], proposals[0, [1, 2]])
+    torch.testing.assert_close(scores[0], torch.tensor([18.0, -3.0]))
+
+
+def test_extract_is_batch_invariant_with_mixed_sizes():
+    model = tiny_c4(seed=4)
+    ims = images(1, 70, 90, seed=1) + images(1, 90, 70, seed=2) + images(1, 70, 90, seed=3) + images(1, 64, 64, seed=4)
+    together = model.extract(ims)
+    for i, im in enumerate(ims):
+        alone = model.extract([im])[0]
+        for field in ("boxes", "features", "obj_conf", "attr_conf", "obj_ids", "attr_ids"):
+            torch.testing.assert_close(getattr(together[i], field), getattr(alone, field), rtol=0, atol=0)

@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from pycocotools.coco import COCO
 
+from lxmert_repro.cli import CONFIG_DIR
 from lxmert_repro.features.detectors import load_detector
 from lxmert_repro.features.train_detector import CocoDetection, detect, train_detector
 
@@ -51,7 +52,7 @@ def test_easy_vqa_to_coco(coco_dir):
 
 def test_train_checkpoint_resume_and_evaluate(tmp_path, coco_dir):
     def cfg(epochs: int):
-        with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+        with initialize_config_dir(str(CONFIG_DIR), version_base=None):
             return compose("train_detector", overrides=[
                 f"data.train_json={coco_dir / 'train.json'}", f"data.train_images={easy_vqa_images('train')}",
                 f"data.val_json={coco_dir / 'test.json'}", f"data.val_images={easy_vqa_images('test')}",

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_training_fixtures import build_easy_vqa_data, data_overrides
+from training_helpers import build_easy_vqa_data, data_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from lxmert_repro.cli import CONFIG_DIR
 from lxmert_repro.cli.extract import run
 from lxmert_repro.features.detectors import build_detector, load_detector, save_detector
 from lxmert_repro.features.extract import UnreadableImagesError, list_images
@@ -31,7 +32,7 @@ def easy_vqa_images() -> Path:
 
 @pytest.fixture(scope="module")
 def detector_ckpt(tmp_path_factory) -> Path:
-    with initialize_config_dir(str(ROOT / "configs" / "detector"), version_base=None):
+    with initialize_config_dir(str(CONFIG_DIR / "detector"), version_base=None):
         cfg = compose("easy_vqa_small")
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("det") / "ckpt"
@@ -48,7 +49,7 @@ def image_folder(tmp_path: Path, n: int) -> Path:
 
 
 def extract_cfg(**overrides):
-    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         return compose("extract", overrides=[f"{k}={v}" for k, v in overrides.items()])
 
 

@@ -97,7 +97,7 @@ def test_easy_vqa_from_installed_package():
     answers = {e.main_answer for e in train}
     assert len(answers) == 13
     yes_no = sum(e.answer_type == "yes/no" for e in train) / len(train)
-    assert 0.70 < yes_no < 0.78  # ~74% yes/no (spec section 7)
+    assert 0.70 < yes_no < 0.78  # ~74% yes/no (docs/faithful.md §9)
     assert len({e.image_id for e in train}) == 4000
     assert read_easy_vqa("test", image_id_format="{split}_{image_id}")[0].image_id.startswith("test_")
 

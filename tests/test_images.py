@@ -14,11 +14,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image, ImageOps
 
+from lxmert_repro.cli import CONFIG_DIR
 from lxmert_repro.features.extract import ImageFiles
 from lxmert_repro.features.images import ImageReader, image_reader_from_cfg, to_rgb
 from lxmert_repro.features.train_detector import CocoDetection
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def easy_vqa_image(i: int) -> np.ndarray:
@@ -118,7 +117,7 @@ def test_high_bit_depth_modes_scale_to_8_bits(mode):
 
 
 def test_transparency_is_composited_on_the_configured_background(tmp_path):
-    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         cfg = compose("extract", overrides=["input=x", "output=y", "image_reader.background=[0,0,255]"])
         assert compose("predict", overrides=["checkpoint=x", "questions=q"]).image_reader.background == [255, 255, 255]
     reader = image_reader_from_cfg(cfg)

@@ -1,4 +1,5 @@
-"""The pretraining / VQA loss formulas computed independently (plain loops) on a fixed small batch (spec sec. 2-3)."""
+"""The pretraining / VQA loss formulas computed independently (plain loops) on a fixed small batch
+(docs/faithful.md §4, §6)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ import torch
 from lxmert_repro.modeling import LxmertForPreTraining, PretrainObjectives
 from lxmert_repro.modeling import losses as L
 
-from conftest_model import make_batch, tiny_config
+from model_helpers import make_batch, tiny_config
 
 
 def log_softmax_at(row: torch.Tensor, idx: int) -> float:

@@ -7,7 +7,7 @@ import torch
 from lxmert_repro.data.batch import LxmertBatch
 from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining, LxmertForVQA, LxmertModel, PretrainObjectives
 
-from conftest_model import inputs_of, make_batch, tiny_config
+from model_helpers import inputs_of, make_batch, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_embedding_padding_rows_never_train(cfg):
     batch["input_ids"][:, -1] = 0
     model(**batch).loss.backward()
     emb = model.lxmert.embeddings
-    # Position 0 ([CLS]) and token type 0 never train (original quirk, spec sec. 1); the word table's row 0
+    # Position 0 ([CLS]) and token type 0 never train (original quirk, docs/faithful.md §3); the word table's row 0
     # still gets the tied MLM decoder's gradient, as in the original.
     for table in (emb.position_embeddings, emb.token_type_embeddings):
         assert table.weight.grad[0].abs().max() == 0

@@ -8,7 +8,7 @@ import transformers
 from lxmert_repro.modeling import LxmertForPreTraining, LxmertForVQA, LxmertModel
 from lxmert_repro.modeling.convert import load_state, normalize_reference_keys, ours_to_reference_state, reference_to_ours
 
-from conftest_model import hf_inputs, hf_twin, inputs_of, make_batch, tiny_config
+from model_helpers import hf_inputs, hf_twin, inputs_of, make_batch, tiny_config
 
 ATOL = 1e-5
 

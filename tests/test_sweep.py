@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_training_fixtures import build_easy_vqa_data, data_overrides
+from training_helpers import build_easy_vqa_data, data_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,6 +48,16 @@ def test_basic_multirun_two_values_two_run_dirs(easy, tmp_path):
         assert (job / "metrics.jsonl").is_file() and (job / "model_best").is_dir()
         lrs.append(yaml.safe_load((job / "config.yaml").read_text())["optim"]["lr"])  # the composed config
     assert lrs == [1e-3, 1e-4]
+
+    # the same sweep again: refused before any job's directory is written into
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    r = subprocess.run([sys.executable, "-m", "lxmert_repro.cli.finetune", "-m", "optim.lr=1e-3,1e-4",
+                        f"hydra.sweep.dir={sweep}", *_common(easy)], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=400)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert f"lxmert-finetune: error: sweep {sweep}: job directory {sweep / '0'} already holds an earlier run" in r.stderr
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
 
 
 def test_optuna_sweeper_two_trials(easy, tmp_path):

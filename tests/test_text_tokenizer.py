@@ -5,10 +5,10 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from lxmert_repro.cli import CONFIG_DIR
 from lxmert_repro.data.formats import read_easy_vqa
 from lxmert_repro.text import load_tokenizer, train_wordpiece
 
-ROOT = Path(__file__).resolve().parents[1]
 BERT_LIKE = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + \
     ["the", "cat", "sat", "on", "mat", "##s", "what", "color", "is", "?", "t", "-", "shirt"]
 
@@ -56,7 +56,7 @@ def test_max_length_truncation(tmp_path):
 
 @pytest.mark.parametrize("name", ["bert_base_uncased", "trained_wordpiece"])
 def test_tokenizer_configs_build(tmp_path, name):
-    cfg = OmegaConf.load(ROOT / "configs" / "tokenizer" / f"{name}.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "tokenizer" / f"{name}.yaml")
     if name == "bert_base_uncased":
         cfg.path = str(_write_vocab(tmp_path))
     else:

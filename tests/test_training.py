@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_training_fixtures import TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
+from training_helpers import TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
 
 torch.set_num_threads(1)  # tests share 2 cores with others; tiny models gain nothing from threads
 
@@ -24,7 +24,7 @@ def easy(tmp_path_factory) -> dict[str, str]:
 
 
 def _cfg(easy, task: str, out: Path, *extra: str):
-    name = "pretrain" if task == "pretrain" else "finetune_vqa"
+    name = "pretrain" if task == "pretrain" else "finetune"
     return compose(name, TINY_TRAINER + data_overrides(easy, task) + [f"paths.output_dir={out}", *extra])
 
 
@@ -111,6 +111,28 @@ def test_finetune_from_pretraining_maps_answer_head(easy, tmp_path):
     assert torch.equal(model.lxmert.embeddings.word_embeddings.weight, src["lxmert.embeddings.word_embeddings.weight"])
 
 
+def test_run_config_records_the_model_loaded_from_init_from(easy, tmp_path):
+    """finetune.init_from replaces the model group: config.yaml (and the checkpoints' record) must say what was
+    trained, here a 2-layer 32-wide model with the data's vocabulary, not the group's 64-wide 3-layer values."""
+    import yaml
+
+    from lxmert_repro.training.checkpointing import find_checkpoint, read_trainer_state
+    from lxmert_repro.training.finetune import train_vqa
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    pre = tmp_path / "pre"
+    train_pretrain(_cfg(easy, "pretrain", pre, "trainer.batch_size=64", "trainer.max_steps=1", "data.pretrain.val=null"))
+    loaded = json.loads((pre / "model_last" / "model_config.json").read_text())["config"]
+    out = tmp_path / "ft"
+    train_vqa(_cfg(easy, "vqa", out, f"finetune.init_from={pre / 'model_last'}", "model.hidden_size=64",
+                   "model.l_layers=3", "trainer.batch_size=64", "trainer.max_steps=1", "data.vqa.test=null",
+                   "data.vqa.val=null"))
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["model"]
+    assert (recorded["hidden_size"], recorded["l_layers"], recorded["vocab_size"]) == (32, 2, loaded["vocab_size"])
+    assert {k: recorded[k] for k in loaded} == loaded
+    assert read_trainer_state(find_checkpoint(out))[1]["config"]["model"] == recorded
+
+
 class _Kill(Exception):
     pass
 
@@ -161,6 +183,60 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(easy, tmp_path):
     assert all(torch.isfinite(t).all() for t in w.values())
     assert not (out / "checkpoints" / "step_000000006").exists()
     assert "nonfinite_loss" in (out / "metrics.jsonl").read_text()
+
+
+def test_nan_stop_names_a_checkpoint_that_resumes(easy, tmp_path):
+    """lr 1e10: the weights of step 2 are finite (~3e10) but give a NaN loss. With keep_last_k=1 the stop
+    must still name step 1 (kept as the newest good one), move step 2 aside, and step 1 must resume."""
+    import re
+
+    from lxmert_repro.training.loop import NonFiniteLossError
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    args = ("trainer.batch_size=32", "data.pretrain.val=null", "optim.lr=1e10", "trainer.checkpoint_every_n_steps=1",
+            "trainer.keep_last_k=1")
+    out = tmp_path / "lr1e10"
+    with pytest.raises(NonFiniteLossError) as info:
+        train_pretrain(_cfg(easy, "pretrain", out, *args, "trainer.max_steps=30"))
+    named = re.search(r"Last good checkpoint: (\S+) \(resume with", str(info.value))
+    assert named, str(info.value)
+    good = Path(named.group(1))
+    step = int(good.name.split("_")[1])
+    assert all(torch.isfinite(t).all() for t in _weights(good).values())
+    assert [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("nonfinite-")]  # the bad one, aside
+    m = train_pretrain(_cfg(easy, "pretrain", tmp_path / "again", *args, f"trainer.max_steps={step + 1}",
+                            f"trainer.resume={good}"))
+    assert m["global_step"] == step + 1 and m["train/loss"] == m["train/loss"]  # one more step, a finite loss
+
+
+def test_nan_stop_says_when_no_good_checkpoint_exists(easy, tmp_path):
+    from lxmert_repro.training.loop import NonFiniteLossError
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    def poison(trainer, state):
+        with torch.no_grad():
+            trainer.accelerator.unwrap_model(trainer.model).lxmert.pooler.dense.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match=r"step 1, .*No good checkpoint exists"):
+        train_pretrain(_cfg(easy, "pretrain", tmp_path / "none", "trainer.batch_size=32", "trainer.max_steps=5",
+                            "data.pretrain.val=null"), callbacks=[poison])
+
+
+def test_checkpoint_of_nonfinite_weights_is_not_written(easy, tmp_path):
+    from lxmert_repro.training.checkpointing import NonFiniteStateError
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    def poison(trainer, state):
+        if state.global_step == 3:
+            with torch.no_grad():
+                trainer.accelerator.unwrap_model(trainer.model).lxmert.pooler.dense.weight[0, 0] = float("inf")
+
+    out = tmp_path / "inf"
+    with pytest.raises(NonFiniteStateError, match=r"step 3 \(lxmert.pooler.dense.weight\).*Last good checkpoint: "
+                                                  r"\S+step_000000002 "):
+        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=32", "trainer.max_steps=10",
+                            "trainer.checkpoint_every_n_steps=1", "data.pretrain.val=null"), callbacks=[poison])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000000001", "step_000000002"]
 
 
 def test_resume_with_wrong_architecture_fails_clearly(easy, tmp_path):
@@ -404,3 +480,67 @@ def test_length_bucketing_cuts_padding_and_resumes_exactly(easy, tmp_path):
     a, b = _weights(tmp_path / "a" / "model_last"), _weights(tmp_path / "b" / "model_last")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_log_lines_and_metrics_carry_throughput_and_mfu(easy, tmp_path, caplog):
+    """Every train record has samples/s, tokens/s (text + boxes), model FLOP/s and MFU (a peak given);
+    the FLOPs are the config's count of each batch, and the log line says the same."""
+    import logging
+
+    from lxmert_repro.training.pretrain import train_pretrain
+    from lxmert_repro.training.tracking import read_metrics
+
+    out = tmp_path / "tp"
+    with caplog.at_level(logging.INFO, logger="lxmert_repro.training.loop"):
+        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=16", "trainer.max_steps=4",
+                            "trainer.log_every_n_steps=2", "trainer.peak_flops=1e12", "data.pretrain.val=null"))
+    rows = [r for r in read_metrics(out) if "train/loss" in r]
+    assert [r["step"] for r in rows] == [2, 4]
+    for r in rows:
+        assert r["tokens_per_s"] > r["samples_per_s"] > 0
+        assert r["mfu"] == pytest.approx(r["model_flops_per_s"] / 1e12)
+        # per sample: real text tokens (at least [CLS], a word, [SEP]) + boxes; a tiny model's step is ~MFLOPs
+        assert 4 <= r["tokens_per_s"] / r["samples_per_s"] < 40 + 36
+        assert 1e5 < r["model_flops_per_s"] / r["samples_per_s"] < 1e8
+    lines = [m for m in caplog.messages if m.startswith("step ")]
+    assert len(lines) == 2 and all("mfu=" in m and "tokens_per_s=" in m and "samples_per_s=" in m for m in lines)
+
+
+def test_logged_losses_are_the_per_step_averages(easy, tmp_path):
+    """Logging every 3 steps reports the mean of the per-step losses (and per-task terms) of a run logging
+    every step: the device-side sums are the old host-side averages."""
+    from lxmert_repro.training.pretrain import train_pretrain
+    from lxmert_repro.training.tracking import read_metrics
+
+    def run(name: str, every: int) -> list[dict]:
+        train_pretrain(_cfg(easy, "pretrain", tmp_path / name, "trainer.batch_size=16", "trainer.max_steps=6",
+                            f"trainer.log_every_n_steps={every}", "data.pretrain.val=null"))
+        return [r for r in read_metrics(tmp_path / name) if "train/loss" in r]
+
+    each, grouped = run("each", 1), run("grouped", 3)
+    assert len(each) == 6 and [r["step"] for r in grouped] == [3, 6]
+    for g, chunk in zip(grouped, (each[:3], each[3:])):
+        for key in ("train/loss", "train/mlm", "train/itm", "train/obj", "train/feat"):
+            assert g[key] == pytest.approx(sum(r[key] for r in chunk) / 3, rel=1e-12, abs=0), key
+
+
+def test_nonfinite_loss_between_log_steps_still_stops_before_a_bad_checkpoint(easy, tmp_path):
+    """Logging every 4 steps, the loss turns NaN at step 5: the run stops at the checkpoint of step 6 (before
+    writing it, within log_every steps), with the named error, the step it happened and the last good checkpoint."""
+    from lxmert_repro.training.loop import NonFiniteLossError
+    from lxmert_repro.training.pretrain import train_pretrain
+
+    def poison(trainer, state):
+        if state.global_step == 4:
+            with torch.no_grad():
+                trainer.accelerator.unwrap_model(trainer.model).lxmert.pooler.dense.weight.fill_(float("nan"))
+
+    out = tmp_path / "nan4"
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at optimizer step 4, detected "
+                                                 r"at step 6 .*step_000000003"):
+        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=32", "trainer.max_steps=10",
+                            "trainer.log_every_n_steps=4", "trainer.checkpoint_every_n_steps=3",
+                            "data.pretrain.val=null"), callbacks=[poison])
+    assert (out / "checkpoints" / "step_000000003").is_dir()
+    assert not (out / "checkpoints" / "step_000000006").exists()
+    assert "nonfinite_loss" in (out / "metrics.jsonl").read_text()

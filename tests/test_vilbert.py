@@ -17,7 +17,7 @@ from lxmert_repro.modeling import PretrainObjectives, export_reference, load_mod
 from lxmert_repro.modeling.vilbert import VilbertConfig, VilbertForPreTraining, VilbertForVQA, VilbertModel
 from lxmert_repro.modeling.vilbert.pretraining import region_kl_loss, top_class_targets
 
-from conftest_model import inputs_of, make_batch, model_config
+from model_helpers import inputs_of, make_batch, model_config
 
 torch.set_num_threads(1)
 
@@ -292,7 +292,7 @@ def test_cli_converts_reference_file_to_ours_and_back(cfg, tmp_path, capsys):
 
     ref = _reference_named_state(cfg, torch.Generator().manual_seed(7))
     torch.save(ref, tmp_path / "ref.bin")
-    cfg_dir = Path(__file__).parents[1] / "configs/model/vilbert_tiny.yaml"
+    cfg_dir = Path(__file__).parents[1] / "lxmert_repro/configs/model/vilbert_tiny.yaml"
     assert convert_main([str(tmp_path / "ref.bin"), str(tmp_path / "ours"), "--config", str(cfg_dir)]) == 0
     assert "dropped (not this model's)" in capsys.readouterr().out
     assert convert_main([str(tmp_path / "ours"), str(tmp_path / "back.bin"), "--to", "reference"]) == 0

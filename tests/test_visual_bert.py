@@ -12,7 +12,7 @@ from lxmert_repro.modeling import PretrainObjectives, build_model, export_transf
 from lxmert_repro.modeling.visual_bert import VisualBertConfig, VisualBertForPreTraining, VisualBertForVQA, VisualBertModel
 from lxmert_repro.modeling.visual_bert.io import config_to_transformers
 
-from conftest_model import inputs_of, make_batch, model_config
+from model_helpers import inputs_of, make_batch, model_config
 
 ATOL = 1e-5
 

@@ -20,8 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="src_format", default="auto", choices=("auto", *formats()))
     p.add_argument("--to", dest="dst_format", default="ours", choices=("ours", "transformers", "reference"),
                    help="reference: one file in the original repository's naming (ViLBERT)")
-    p.add_argument("--config", help="model config (.yaml of configs/model or .json) for original .pth files, "
-                                    "which carry no config; sizes are read from the tensors, heads etc. from here")
+    p.add_argument("--config", help="model config (.yaml of lxmert_repro/configs/model or .json) for original "
+                                    ".pth files, which carry no config: sizes are read from the tensors, the "
+                                    "attention heads etc. from here (required for LXMERT when the hidden size "
+                                    "is not 768)")
     p.add_argument("--model", dest="model_class", metavar="ROLE",
                    help=f"convert into this role of the source's architecture: one of {list(ROLES)} or the class "
                         "name (e.g. LxmertForVQA); default: the source's own")

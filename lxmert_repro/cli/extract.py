@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
+from lxmert_repro.cli import CONFIG_PATH, run_app
+from lxmert_repro.config_schema import check, one_of, validate_config
+from lxmert_repro.features.detectors.build import DetectorConfig
 from lxmert_repro.features.detectors import build_detector, load_detector
 from lxmert_repro.features.extract import (
     IMAGE_EXTENSIONS, UnreadableImagesError, extract_to_store, list_images, load_given_boxes,
@@ -17,7 +22,30 @@ from lxmert_repro.io_utils import atomic_write_json
 from lxmert_repro.launch import use_cpu
 
 log = logging.getLogger("lxmert-extract")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+@dataclass
+class ExtractApp:
+    """Schema of configs/extract.yaml; ``image_reader`` is a ``_target_`` node."""
+
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    image_reader: Any = None
+    checkpoint: Optional[str] = None
+    input: str = MISSING
+    output: str = MISSING
+    image_id_prefix: str = ""
+    batch_size: int = 32
+    num_workers: int = 0
+    feat_dtype: str = "float16"
+    given_boxes: Optional[str] = None
+    progress: bool = True
+    fail_on_skipped: bool = True
+    cpu: bool = False
+
+    def __post_init__(self) -> None:
+        check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
+        check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")
+        one_of("feat_dtype", self.feat_dtype, ("float16", "float32"))
 
 
 def run(cfg: DictConfig) -> dict:
@@ -67,9 +95,14 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="extract", version_base=None)
-def main(cfg: DictConfig) -> None:
+@hydra.main(config_path=CONFIG_PATH, config_name="extract", version_base=None)
+def _app(cfg: DictConfig) -> None:
+    validate_config(cfg, ExtractApp)
     print(json.dumps(run(cfg)))
+
+
+def main() -> None:
+    run_app(_app, "lxmert-extract")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,40 @@ Hydra app (configs/predict.yaml)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import hydra
-from omegaconf import DictConfig, ListConfig
+from omegaconf import MISSING, DictConfig, ListConfig
 
-from lxmert_repro.cli import CONFIG_DIR, prepare_argv
+from lxmert_repro.cli import CONFIG_PATH, PathsConfig, run_app
+from lxmert_repro.config_schema import check, validate_config
+
+
+@dataclass
+class PredictApp:
+    """Schema of configs/predict.yaml; ``task`` and ``image_reader`` are ``_target_`` nodes."""
+
+    task_name: str = MISSING
+    run_name: str = MISSING
+    task: Any = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    image_reader: Any = None
+    checkpoint: str = MISSING
+    detector_checkpoint: Optional[str] = None
+    image: Optional[str] = None
+    features: Optional[str] = None
+    image_id: Optional[str] = None
+    questions: Any = MISSING  # a question or a list of questions (checked by run_predict)
+    top_k: int = 5
+    attention_picture: Optional[str] = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check(self.top_k > 0, "top_k", self.top_k, "a positive integer")
+        check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), "device", self.device,
+              "auto | cpu | cuda[:N]")
 
 
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -18,9 +45,15 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
 
     from lxmert_repro.features.images import image_reader_from_cfg
     from lxmert_repro.io_utils import atomic_write_json
+    from lxmert_repro.tasks.base import build_task
+    from lxmert_repro.tasks.vqa import AnswerHeadTask
     from lxmert_repro.training.loop import output_dir_from_cfg
     from lxmert_repro.training.predict import answer_questions, detect_regions, regions_from_store, save_attention_picture
 
+    task = build_task(cfg)
+    if not isinstance(task, AnswerHeadTask):
+        raise ValueError(f"lxmert-predict answers questions about one image (task=vqa or task=gqa); task={task.name} "
+                         "is scored on prepared splits with lxmert-evaluate task=... checkpoint=... split=...")
     reader = image_reader_from_cfg(cfg)
     questions = list(cfg.questions) if isinstance(cfg.questions, (list, ListConfig)) else [str(cfg.questions)]
     if not questions or not all(isinstance(q, str) and q.strip() for q in questions):
@@ -54,14 +87,14 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def _app(cfg: DictConfig) -> None:
+    validate_config(cfg, PredictApp)
     print(json.dumps(run_predict(cfg), indent=2))
 
 
 def main() -> None:
-    prepare_argv()
-    _app()
+    run_app(_app, "lxmert-predict")
 
 
 if __name__ == "__main__":

@@ -11,16 +11,39 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from lxmert_repro.cli import CONFIG_DIR, prepare_argv
+from lxmert_repro.cli import CONFIG_PATH, PathsConfig, run_app
+from lxmert_repro.config_schema import one_of, validate_config
+from lxmert_repro.data.prepare import DataConfig
 from lxmert_repro.launch import use_cpu
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareApp:
+    """Schema of configs/prepare.yaml; ``tokenizer`` is a ``_target_`` node."""
+
+    task_name: str = MISSING
+    run_name: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: Any = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    output_dir: str = MISSING
+    features: Optional[str] = MISSING  # null skips the image-id check
+    missing_images: str = "error"
+    empty_sentences: str = "warn"
+
+    def __post_init__(self) -> None:
+        one_of("missing_images", self.missing_images, ("error", "drop"))
+        one_of("empty_sentences", self.empty_sentences, ("warn", "drop", "error"))
 
 
 def run_prepare(cfg: DictConfig) -> dict:
@@ -49,6 +72,7 @@ def run_prepare(cfg: DictConfig) -> dict:
             tokenizer_from=list(d.tokenizer_from_splits), max_length=int(cfg.tokenizer.max_length),
             feature_store=store, missing_images=cfg.missing_images,
             empty_sentences=cfg.empty_sentences, answers_file=d.answers.get("file"),
+            answers_list=None if d.answers.get("list") is None else list(d.answers.list),
             extra_summary={"data": d.name, "features": cfg.features,
                            "config": OmegaConf.to_container(cfg.data, resolve=True)},
         )
@@ -57,15 +81,15 @@ def run_prepare(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="prepare")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="prepare")
 def _app(cfg: DictConfig) -> None:
+    validate_config(cfg, PrepareApp)
     summary = run_prepare(cfg)
     print(json.dumps({k: summary[k] for k in ("splits", "vocab_size", "num_answers")}, indent=2))
 
 
 def main() -> None:
-    prepare_argv()
-    _app()
+    run_app(_app, "lxmert-prepare")
 
 
 if __name__ == "__main__":

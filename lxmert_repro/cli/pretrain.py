@@ -7,22 +7,50 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
 import hydra
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
-from lxmert_repro.cli import CONFIG_DIR, objective, prepare_argv
+from lxmert_repro.cli import CONFIG_PATH, PathsConfig, objective, run_app
+from lxmert_repro.config_schema import validate_config
+from lxmert_repro.training.data_setup import PretrainDataConfig
+from lxmert_repro.training.loop import TrainerConfig
+from lxmert_repro.training.optim import OptimConfig
+from lxmert_repro.training.pretrain import PretrainTaskConfig
+from lxmert_repro.training.tracking import LoggerConfig
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="pretrain")
+@dataclass
+class PretrainApp:
+    """Schema of configs/pretrain.yaml; ``model``, ``objectives`` and ``tokenizer`` are ``_target_`` nodes."""
+
+    task_name: str = MISSING
+    run_name: str = MISSING
+    optimized_metric: Optional[str] = None
+    model: Any = None
+    objectives: Any = None
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    tokenizer: Any = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    pretrain: PretrainTaskConfig = field(default_factory=PretrainTaskConfig)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="pretrain")
 def _app(cfg: DictConfig) -> float | None:
     from lxmert_repro.training.pretrain import train_pretrain
+
+    validate_config(cfg, PretrainApp)
 
     return objective(cfg, train_pretrain(cfg))
 
 
 def main() -> None:
-    prepare_argv()
-    _app()
+    run_app(_app, "lxmert-pretrain")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Answer normalisation exactly as the official VQA evaluation does it (spec section 4).
+"""Answer normalisation exactly as the official VQA evaluation does it (docs/faithful.md §7).
 
 Two steps, applied in this order: ``process_punctuation`` then ``process_digit_article``.
 Quirks kept on purpose (they change scores):

@@ -1,7 +1,7 @@
 """Answer vocabularies and soft scores.
 
 - ``AnswerVocab``: an ordered answer list saved as json (answers + the normaliser that produced them).
-- ``soft_score``: 0, .3, .6, .9, 1 for 0, 1, 2, 3, >=4 annotators (spec section 3).
+- ``soft_score``: 0, .3, .6, .9, 1 for 0, 1, 2, 3, >=4 annotators (docs/faithful.md §6).
 - ``build_answer_vocab``: answers given at least ``min_count`` times (VQA v2: 9 -> 3129 answers).
 - ``build_pretrain_answer_table`` / ``map_answer_sets``: LXMERT's pretraining QA table (union over the
   QA sources) and the row mapping from it to a task's answer set (for initialising the VQA head).

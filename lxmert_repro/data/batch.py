@@ -1,6 +1,8 @@
 """The typed batch that flows from collation into the model.
 
-One dataclass for pretraining and VQA: fields a task does not use stay ``None``.
+One dataclass for pretraining and every downstream task: fields a task does not use stay ``None``.
+Images: (B, N, ·) for one image per example (pretraining, VQA, GQA); (B, K, N, ·) for K images per example
+(NLVR2: K = 2), which the task's model encodes as B·K (text, image) pairs.
 The model's ``forward(**batch.model_inputs())`` signature and the collator agree on these names.
 """
 from __future__ import annotations
@@ -17,9 +19,9 @@ class LxmertBatch:
     input_ids: torch.Tensor  # (B, T) long
     attention_mask: torch.Tensor  # (B, T) long/bool, 1 = real token
     token_type_ids: torch.Tensor  # (B, T) long, zeros in every LXMERT task
-    visual_feats: torch.Tensor  # (B, N, F) float, after object masking when pretraining
-    visual_boxes: torch.Tensor  # (B, N, 4) float, x1y1x2y2 divided by image w/h, in [0, 1]
-    visual_mask: torch.Tensor  # (B, N) long/bool, 1 = real box, 0 = padding
+    visual_feats: torch.Tensor  # (B, [K,] N, F) float, after object masking when pretraining
+    visual_boxes: torch.Tensor  # (B, [K,] N, 4) float, x1y1x2y2 divided by image w/h, in [0, 1]
+    visual_mask: torch.Tensor  # (B, [K,] N) long/bool, 1 = real box, 0 = padding
 
     # --- pretraining targets ---
     mlm_labels: torch.Tensor | None = None  # (B, T) long, -100 where not masked
@@ -32,9 +34,11 @@ class LxmertBatch:
     masked_boxes: torch.Tensor | None = None  # (B, N) bool, True where the box was selected for masking
     qa_labels: torch.Tensor | None = None  # (B,) long, index into the pretraining answer table, -100 = none
 
-    # --- VQA targets / bookkeeping ---
-    vqa_targets: torch.Tensor | None = None  # (B, A) float soft scores 0/.3/.6/.9/1
-    question_ids: torch.Tensor | None = None  # (B,) long, for prediction files
+    # --- downstream targets / bookkeeping ---
+    vqa_targets: torch.Tensor | None = None  # (B, A) float answer-head targets: VQA soft scores, GQA one-hot
+    class_labels: torch.Tensor | None = None  # (B,) long class index (NLVR2: 1 = the statement is true)
+    question_ids: torch.Tensor | None = None  # (B,) long, for prediction files (VQA: the question id; GQA and
+                                              # NLVR2: the row in the split, whose string id the task looks up)
     image_ids: list[str] | None = None  # (B,) image ids, for reports and pictures
 
     MODEL_INPUTS = (

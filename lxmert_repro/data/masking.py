@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE_INDEX = -100
+from lxmert_repro.modeling.losses import IGNORE_INDEX  # the label value every loss skips
 
 # Object-masking actions per box (``box_ops``).
 BOX_KEEP_UNMASKED = 0  # not selected

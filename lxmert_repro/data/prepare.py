@@ -6,7 +6,7 @@ Writes, under ``output_dir``:
     {split}/              one Arrow dataset per split (``datasets.save_to_disk``; memory-mapped when loaded)
     prepare_summary.json  counts per split, dropped examples (missing images), empty sentences, answer coverage
 Columns: image_id, sentence, source, question_id, answers, answer_scores, main_answer, question_type,
-answer_type (``Example.to_record``) + input_ids ([CLS] ... [SEP], at most max_length).
+answer_type, uid, image_ids (``Example.to_record``) + input_ids ([CLS] ... [SEP], at most max_length).
 """
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ import logging
 import os
 import shutil
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from omegaconf import MISSING
+
+from lxmert_repro.config_schema import one_of
 from lxmert_repro.data.answers import AnswerVocab, build_answer_vocab, build_pretrain_answer_table
 from lxmert_repro.data.formats.example import Example
 from lxmert_repro.io_utils import atomic_write_json
@@ -26,6 +30,36 @@ log = logging.getLogger(__name__)
 TOKENIZER_DIR = "tokenizer"
 ANSWERS_FILE = "answers.json"
 SUMMARY_FILE = "prepare_summary.json"
+KINDS = ("vqa", "pretrain")
+
+
+@dataclass
+class AnswersConfig:
+    """Schema of ``data.answers``: where the answer vocabulary comes from."""
+
+    file: Optional[str] = None
+    from_splits: List[str] = field(default_factory=lambda: ["train"])
+    min_count: int = 1
+    normalizer: str = "vqa_official"
+    qa_sources: Optional[List[str]] = None
+    list: Optional[List[str]] = None  # a fixed vocabulary in this order (NLVR2: ["False", "True"], class 1 = True)
+
+
+@dataclass
+class DataConfig:
+    """Schema of the ``data`` group (configs/data/) as lxmert-prepare reads it; ``splits`` maps a split name
+    to a list of reader ``_target_`` nodes (checked against the readers' signatures)."""
+
+    name: str = MISSING
+    kind: str = MISSING
+    splits: Dict[str, Any] = field(default_factory=dict)
+    answers: AnswersConfig = field(default_factory=AnswersConfig)
+    tokenizer_from_splits: List[str] = field(default_factory=lambda: ["train"])
+    image_id_format: Optional[str] = None
+    root: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        one_of("data.kind", self.kind, KINDS)
 
 
 def check_images(examples: list[Example], split: str, store: Any, missing: str = "error") -> tuple[list[Example], dict[str, int]]:
@@ -33,7 +67,7 @@ def check_images(examples: list[Example], split: str, store: Any, missing: str =
     ``'drop'`` drops those examples and returns counts."""
     if missing not in ("error", "drop"):
         raise ValueError(f"missing_images must be 'error' or 'drop', got '{missing}'")
-    absent = sorted({e.image_id for e in examples} - set(store.image_ids))
+    absent = sorted({i for e in examples for i in e.images} - set(store.image_ids))
     if not absent:
         return examples, {"dropped_examples": 0, "missing_images": 0}
     if missing == "error":
@@ -41,7 +75,7 @@ def check_images(examples: list[Example], split: str, store: Any, missing: str =
             f"split '{split}': {len(absent)} image ids are not in the feature store {store.path}, e.g. "
             f"{absent[:5]} (extract them first, or set missing_images=drop to drop those examples)")
     gone = set(absent)
-    kept = [e for e in examples if e.image_id not in gone]
+    kept = [e for e in examples if gone.isdisjoint(e.images)]
     log.warning("split %s: dropped %d examples of %d images missing from %s", split, len(examples) - len(kept),
                 len(absent), store.path)
     return kept, {"dropped_examples": len(examples) - len(kept), "missing_images": len(absent)}
@@ -109,6 +143,7 @@ def save_split(examples: list[Example], input_ids: list[list[int]], out_dir: Pat
         "question_id": datasets.Value("int64"), "answers": datasets.Sequence(datasets.Value("string")),
         "answer_scores": datasets.Sequence(datasets.Value("float32")), "main_answer": datasets.Value("string"),
         "question_type": datasets.Value("string"), "answer_type": datasets.Value("string"),
+        "uid": datasets.Value("string"), "image_ids": datasets.Sequence(datasets.Value("string")),
         "input_ids": datasets.Sequence(datasets.Value("int32")),
     })
     ds = datasets.Dataset.from_dict(cols, features=features)
@@ -128,9 +163,11 @@ def prepare(splits: Mapping[str, Sequence[Callable[[], list[Example]]] | Callabl
             max_length: int = 20, feature_store: Any = None, missing_images: str = "error",
             empty_sentences: str = "warn",
             answers_file: str | os.PathLike | None = None,
+            answers_list: Sequence[str] | None = None,
             extra_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read every split (each a reader or a list of readers returning ``Example`` lists), check images,
-    build tokenizer and answers (or load them from ``answers_file``, e.g. LXMERT's trainval_label2ans.json),
+    build tokenizer and answers (or load them from ``answers_file``, e.g. LXMERT's trainval_label2ans.json, or take
+    ``answers_list`` in its order, e.g. NLVR2's ["False", "True"]: row 1 = True),
     tokenize and save. Returns the summary (also written to disk)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,7 +184,7 @@ def prepare(splits: Mapping[str, Sequence[Callable[[], list[Example]]] | Callabl
         if not exs:
             raise ValueError(f"split '{name}' has no examples left")
         examples[name] = exs
-        stats.update(examples=len(exs), images=len({e.image_id for e in exs}),
+        stats.update(examples=len(exs), images=len({i for e in exs for i in e.images}),
                      sources=dict(Counter(e.source for e in exs)))
         summary["splits"][name] = stats
     for s in list(answers_from) + list(tokenizer_from):
@@ -155,7 +192,9 @@ def prepare(splits: Mapping[str, Sequence[Callable[[], list[Example]]] | Callabl
             raise ValueError(f"split '{s}' (used for answers/tokenizer) is not among the splits {sorted(examples)}")
 
     tok = tokenizer_source.build((e.sentence for s in tokenizer_from for e in examples[s]), out / TOKENIZER_DIR)
-    if answers_file is not None:
+    if answers_list is not None:
+        answers = AnswerVocab(answers_list, "none")
+    elif answers_file is not None:
         answers = AnswerVocab.load(answers_file)
     else:
         answers = build_answers(examples, kind, answers_from, answer_min_count, answer_normalizer, qa_sources)

@@ -83,9 +83,6 @@ class RecordTable:
             return lengths if self._map is None else lengths[self._map]
         return np.fromiter((len(x) for x in self.column("input_ids")), np.int64, len(self))
 
-    def unique_image_ids(self) -> list[str]:
-        return sorted(set(self.column("image_id")))
-
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cols"], state["_map"] = None, None

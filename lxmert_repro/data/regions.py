@@ -31,7 +31,7 @@ class Regions:
 
 
 def normalize_boxes(boxes: np.ndarray, img_h: int, img_w: int) -> np.ndarray:
-    """Pixel x1y1x2y2 -> divided by (w, h, w, h), clipped to [0, 1] (spec section 1)."""
+    """Pixel x1y1x2y2 -> divided by (w, h, w, h), clipped to [0, 1] (docs/faithful.md §3)."""
     if img_h <= 0 or img_w <= 0:
         raise ValueError(f"image size must be positive, got h={img_h}, w={img_w}")
     scale = np.array([img_w, img_h, img_w, img_h], np.float32)

@@ -30,13 +30,16 @@ class VQAItem:
 
 class VQADataset(Dataset):
     """Questions from a prepared table (``input_ids``, ``image_id``, ``question_id``, ``answers``,
-    ``answer_scores``); answers outside ``answers`` (the task's vocabulary) get no target."""
+    ``answer_scores``); answers outside ``answers`` (the task's vocabulary) get no target.
+    ``row_keys``: each item's ``question_id`` is its row in the table (tasks whose ids are strings, e.g. GQA,
+    look the string up in the ``uid`` column)."""
 
     def __init__(self, records: Any, store: FeatureStore | str | os.PathLike | RegionSource, answers: AnswerVocab,
-                 max_boxes: int | None = None) -> None:
+                 max_boxes: int | None = None, row_keys: bool = False) -> None:
         self.records = records if isinstance(records, RecordTable) else RecordTable(records)
         self.regions = store if isinstance(store, RegionSource) else RegionSource(store, max_boxes)
         self.answers = answers
+        self.row_keys = row_keys
 
     def __len__(self) -> int:
         return len(self.records)
@@ -54,7 +57,8 @@ class VQADataset(Dataset):
                 idx.append(j)
                 sc.append(s)
         r = self.regions.get(rec["image_id"])
-        return VQAItem(np.asarray(rec["input_ids"], np.int64), int(rec["question_id"]), rec["image_id"],
+        qid = int(index) if self.row_keys else int(rec["question_id"])
+        return VQAItem(np.asarray(rec["input_ids"], np.int64), qid, rec["image_id"],
                        r.boxes, r.features, np.array(idx, np.int64), np.array(sc, np.float32))
 
 

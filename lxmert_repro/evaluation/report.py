@@ -56,17 +56,46 @@ def attention_examples(model_dir: str | os.PathLike, store: str | os.PathLike, e
     return rows
 
 
+GQA_FIGURES = ("accuracy", "binary", "open", "validity", "plausibility", "consistency", "distribution")
+
+
+def gqa_section(metrics: dict[str, Any]) -> list[str]:
+    """The official GQA figures of the best epoch's model on the test split (``test/<name>``)."""
+    lines = ["## GQA (easy-VQA in GQA's format)", "", "The official GQA evaluation's figures on the test split "
+             "(balanced questions; distribution: lower is better).", "", "| figure | value |", "|---|---|"]
+    lines += [f"| {k} | {metrics[f'test/{k}']:.2f}{'' if k == 'distribution' else ' %'} |" for k in GQA_FIGURES
+              if f"test/{k}" in metrics]
+    return lines + [""]
+
+
+def nlvr2_section(metrics: dict[str, Any], text_only: dict[str, Any] | None) -> list[str]:
+    """NLVR2's official accuracy and consistency on the test split, beside the text-only baseline (images zeroed)."""
+    lines = ["## NLVR2 (easy-VQA image pairs)", "", "The official NLVR2 metrics on the test split; the text-only "
+             "model is the same architecture trained with image features and boxes zeroed.", "",
+             "| model | accuracy (%) | consistency (%) |", "|---|---|---|"]
+    rows = [("LXMERT", metrics)] + ([("text only", text_only)] if text_only else [])
+    lines += [f"| {name} | {m.get('test/accuracy', float('nan')):.2f} | {m.get('test/consistency', float('nan')):.2f} |"
+              for name, m in rows]
+    if text_only and "test/accuracy" in metrics and "test/accuracy" in text_only:
+        lines += ["", f"Gap to the text-only model: {metrics['test/accuracy'] - text_only['test/accuracy']:.2f} points."]
+    return lines + [""]
+
+
 def write_summary(out_dir: str | os.PathLike, stages: Sequence[dict[str, Any]], metrics: dict[str, Any],
-                  curves: Sequence[Path], examples: Sequence[dict[str, Any]]) -> Path:
-    """``report.md``: accuracy (overall, per answer type), per-stage time, throughput, pictures."""
-    lines = ["# easy-VQA end-to-end run", "", "## Test accuracy",
-             "", "VQA accuracy of the best epoch's model on the test split (one answer per question: exact match).", ""]
-    lines += ["| answer type | accuracy (%) |", "|---|---|"]
+                  curves: Sequence[Path], examples: Sequence[dict[str, Any]], sections: Sequence[str] = ()) -> Path:
+    """``report.md``: VQA accuracy (overall, per answer type; when ``metrics`` has it), the other tasks'
+    ``sections`` (markdown lines), per-stage time, throughput, pictures."""
+    lines = ["# easy-VQA end-to-end run", ""]
     if "test/accuracy" in metrics:
+        lines += ["## Test accuracy", "", "VQA accuracy of the best epoch's model on the test split (one answer per "
+                  "question: exact match).", ""]
+        lines += ["| answer type | accuracy (%) |", "|---|---|"]
         lines.append(f"| **all** | **{metrics['test/accuracy']:.2f}** |")
-    lines += [f"| {k.removeprefix('test/accuracy_').replace('_', '/')} | {v:.2f} |"
-              for k, v in sorted(metrics.items()) if k.startswith("test/accuracy_")]
-    lines += ["", "## Stages", "", "| stage | seconds | status |", "|---|---|---|"]
+        lines += [f"| {k.removeprefix('test/accuracy_').replace('_', '/')} | {v:.2f} |"
+                  for k, v in sorted(metrics.items()) if k.startswith("test/accuracy_")]
+        lines += [""]
+    lines += list(sections)
+    lines += ["## Stages", "", "| stage | seconds | status |", "|---|---|---|"]
     lines += [f"| {s['name']} | {s['seconds']:.1f} | {s['status']} |" for s in stages]
     lines += [f"| **total** | {sum(s['seconds'] for s in stages):.1f} | |", ""]
     thr = {k: v for k, v in metrics.items() if "samples_per_s" in k}

@@ -1,4 +1,4 @@
-"""The official VQA accuracy (spec section 4), with its quirks, plus LXMERT's soft-score accuracy
+"""The official VQA accuracy (docs/faithful.md §7), with its quirks, plus LXMERT's soft-score accuracy
 (``SoftScoreEvaluator``, for data without official annotation files).
 
 Per question: whitespace-clean the prediction and the 10 human answers; only if the human answers are

@@ -1,4 +1,4 @@
-"""Which detected regions become an image's features (spec section 5). Two rules, both plain config classes.
+"""Which detected regions become an image's features (docs/faithful.md §1). Two rules, both plain config classes.
 
 Inputs (one image), class convention background-LAST as in detectron2 weights:
     proposals  (R, 4)     RPN proposals in image pixels (before box regression)

@@ -13,23 +13,54 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import batched_nms
 
+from lxmert_repro.config_schema import check
 from lxmert_repro.features.detectors import build_detector, save_detector
 from lxmert_repro.features.detectors.detector import RegionDetector
 from lxmert_repro.features.images import ImageReader, image_reader_from_cfg
 from lxmert_repro.io_utils import atomic_write_json
 from lxmert_repro.launch import use_cpu
-from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState, resolve_resume
+from lxmert_repro.training.checkpointing import (
+    CheckpointManager, TrainerState, good_checkpoint_sentence, resolve_resume,
+)
+from lxmert_repro.training.loop import NonFiniteLossError
 from lxmert_repro.training.optim import linear_warmup_schedule
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectorDataConfig:
+    """Schema of ``data`` in lxmert-train-detector (configs/train_detector.yaml)."""
+
+    train_json: str = MISSING
+    train_images: str = MISSING
+    val_json: Optional[str] = None
+    val_images: Optional[str] = None
+    limit: Optional[int] = None
+    val_limit: Optional[int] = None
+
+
+@dataclass
+class DetectorOptimConfig:
+    """Schema of ``optim`` in lxmert-train-detector (AdamW + linear warmup)."""
+
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 10.0
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "optim.lr", self.lr, "a positive float")
+        check(0 <= self.warmup_ratio <= 1, "optim.warmup_ratio", self.warmup_ratio, "a float in [0, 1]")
 
 
 class CocoDetection(Dataset):
@@ -212,8 +243,10 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
             losses = model([im.to(dev) for im in imgs], [{k: v.to(dev) for k, v in t.items()} for t in tgts])
             loss = sum(losses.values())
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite detector loss at step {state.global_step}: "
-                                         f"{ {k: float(v) for k, v in losses.items()} }")
+                good = ckpt.quarantine_from(state.global_step)  # checkpoints of this step on are not good
+                raise NonFiniteLossError(f"non-finite detector loss at step {state.global_step}: "
+                                         f"{ {k: float(v) for k, v in losses.items()} }. {good_checkpoint_sentence(good)}")
+            ckpt.confirm(state.global_step)
             optimizer.zero_grad()
             accelerator.backward(loss)
             if cfg.optim.max_grad_norm:
@@ -234,6 +267,7 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
         state.epoch += 1
         state.batch_in_epoch = 0
         ckpt.save(state, config_dict)
+    ckpt.finish()
     train_s = time.perf_counter() - t0
     result: dict[str, Any] = {"steps": state.global_step, "train_seconds": round(train_s, 1)}
     unwrapped = accelerator.unwrap_model(model)

@@ -1,6 +1,6 @@
 """Import/export of LXMERT's original feature TSV files, streaming one line (one image) at a time.
 
-Format (spec section 5): tab-separated, no header, fields
+Format (docs/faithful.md §1): tab-separated, no header, fields
 ``img_id, img_h, img_w, objects_id, objects_conf, attrs_id, attrs_conf, num_boxes, boxes, features``;
 arrays are base64 of raw little-endian bytes: ids int64 (n,), confs float32 (n,), boxes float32 (n, 4) pixel
 x1y1x2y2, features float32 (n, F) (the fields and decoding of airsplay/lxmert src/utils.py ``load_obj_tsv``).

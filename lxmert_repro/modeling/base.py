@@ -2,8 +2,8 @@
 device/dtype helpers, and the output dataclass decorator.
 
 An architecture is one unit: its config dataclass (a ``ModelConfig``, the ``_target_`` of
-``configs/model/*.yaml``) names its model classes by role (``encoder``, ``pretraining``, ``vqa``) and the
-module of its checkpoint adapters; training code and checkpoint loading go through these names only.
+``lxmert_repro/configs/model/*.yaml``) names its model classes by role (``ROLES``) and the module of its
+checkpoint adapters; training code and checkpoint loading go through these names only.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from torch import nn
 
 T = TypeVar("T")
 C = TypeVar("C", bound="ModelConfig")
-ROLES = ("encoder", "pretraining", "vqa")
+ROLES = ("encoder", "pretraining", "vqa", "nlvr2")  # nlvr2: LXMERT only so far
 
 
 def model_output(cls: type[T]) -> type[T]:
@@ -121,7 +121,7 @@ def init_bert_weights(module: nn.Module, std: float) -> None:
 
 
 class ModelBase(nn.Module):
-    """Base of every model class. ``ROLE`` is its role in its architecture (encoder / pretraining / vqa)."""
+    """Base of every model class. ``ROLE`` is its role in its architecture (one of ``ROLES``)."""
 
     ROLE: ClassVar[str] = ""
     config: Any

@@ -153,10 +153,24 @@ def _read_ours(path: Path) -> Checkpoint:
 # Reference formats (dispatch; the readers are the architectures' adapters)
 # ----------------------------------------------------------------------------------------------------
 
+def supported() -> list[str]:
+    """What ``read_checkpoint`` reads, in words (for the message about a file it cannot read)."""
+    return [f"a model directory of ours ({CONFIG_FILE} + {WEIGHTS_FILE}, any architecture)",
+            "a transformers save_pretrained directory (config.json + weights; model_type "
+            + ", ".join(a.TRANSFORMERS_MODEL_TYPE for a in adapters() if hasattr(a, "TRANSFORMERS_MODEL_TYPE")) + ")",
+            *(a.FILE_DESCRIPTION for a in adapters()),
+            "(those files loaded with torch.load(weights_only=True)) or a .safetensors state dict"]
+
+
 def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's unpickler / safetensors' header parser: the bytes are not a checkpoint
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path}: not a checkpoint of a supported format (tried: {'; '.join(supported())}); "
+                              f"reading it failed with {type(e).__name__}: {first}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -1,7 +1,7 @@
-"""LXMERT model configuration: one dataclass, also instantiated by Hydra (`configs/model/*.yaml`).
+"""LXMERT model configuration: one dataclass, also instantiated by Hydra (`lxmert_repro/configs/model/*.yaml`).
 
 Defaults are the paper's base model (Tan & Bansal 2019, section 4 and the public code airsplay/lxmert);
-configs/model/lxmert_base.yaml names the source of each number.
+docs/faithful.md (sections 3 and 4) says where each number comes from.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class LxmertConfig(ModelConfig):
         "encoder": "lxmert_repro.modeling.model.LxmertModel",
         "pretraining": "lxmert_repro.modeling.pretraining.LxmertForPreTraining",
         "vqa": "lxmert_repro.modeling.vqa.LxmertForVQA",
+        "nlvr2": "lxmert_repro.modeling.nlvr2.LxmertForNLVR2",
     }
     ENCODER_PREFIX: ClassVar[str] = "lxmert"
     ADAPTERS: ClassVar[str] = "lxmert_repro.modeling.lxmert_io"

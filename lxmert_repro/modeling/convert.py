@@ -93,19 +93,14 @@ def our_key_names(config: LxmertConfig) -> list[str]:
 def reference_to_ours(
     ref_state: Mapping[str, torch.Tensor], config: LxmertConfig
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Reference-layout tensors -> our names (fusing Q/K/V). Returns (our state, unconsumed reference keys)."""
+    """Reference-layout tensors -> our names. Returns (our state, unconsumed reference keys)."""
     ours: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     for key in our_key_names(config):
-        refs = ours_to_reference(key)
-        present = [r for r in refs if r in ref_state]
-        if not present:
-            continue
-        if len(present) != len(refs):
-            raise CheckpointError(f"checkpoint has {present} but not {sorted(set(refs) - set(present))} "
-                                  f"(needed together for {key})")
-        ours[key] = ref_state[refs[0]] if len(refs) == 1 else torch.cat([ref_state[r] for r in refs], 0)
-        used.update(refs)
+        ref = ours_to_reference(key)
+        if ref in ref_state:
+            ours[key] = ref_state[ref]
+            used.add(ref)
     if TIED_DECODER_KEY in ref_state:
         used.add(TIED_DECODER_KEY)
         dec, emb = ref_state[TIED_DECODER_KEY], ref_state.get(WORD_EMBEDDINGS_KEY)
@@ -119,8 +114,8 @@ def reference_to_ours(
 
 
 def reference_aliases(config: LxmertConfig) -> dict[str, str]:
-    """Our key -> its reference name(s), for error messages."""
-    return {k: " + ".join(ours_to_reference(k)) for k in our_key_names(config)}
+    """Our key -> its reference name, for error messages."""
+    return {k: ours_to_reference(k) for k in our_key_names(config)}
 
 
 def ours_to_reference_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -131,11 +126,8 @@ def ours_to_reference_state(model: nn.Module) -> dict[str, torch.Tensor]:
     bare = isinstance(model, LxmertModel)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        full = "lxmert." + key if bare else key
-        refs = ours_to_reference(full)
-        chunks = value.chunk(len(refs), 0) if len(refs) > 1 else (value,)
-        for r, c in zip(refs, chunks):
-            out[r[len("lxmert."):] if bare else r] = c.contiguous()
+        ref = ours_to_reference("lxmert." + key if bare else key)
+        out[ref[len("lxmert."):] if bare else ref] = value.contiguous()
     if hasattr(model, "mlm_head"):
         out[TIED_DECODER_KEY] = out[WORD_EMBEDDINGS_KEY]
     return out
@@ -238,12 +230,18 @@ def config_to_transformers(config: LxmertConfig, num_qa_labels: int | None = Non
     return tcfg
 
 
-def infer_config(
-    ref_state: Mapping[str, torch.Tensor], base: LxmertConfig | None = None
-) -> tuple[LxmertConfig, PretrainObjectives]:
-    """Sizes and heads read from the tensors of a reference-layout checkpoint (the original has no config file).
+BASE_HIDDEN_SIZE, BASE_HEADS = 768, 12  # LXMERT's only published size (airsplay/lxmert src/lxrt/modeling.py)
 
-    The number of attention heads cannot be read from shapes: it comes from ``base`` (default: hidden/64, BERT's).
+
+def infer_config(
+    ref_state: Mapping[str, torch.Tensor], base: LxmertConfig | None = None, source: str = "checkpoint"
+) -> tuple[LxmertConfig, PretrainObjectives]:
+    """Sizes and present heads read from the tensors of a reference-layout checkpoint (the original has no
+    config file): the architecture config and the objectives those heads serve.
+
+    The number of attention heads cannot be read from shapes: it comes from ``base``. Without one, only the
+    published size (hidden 768: 12 heads) is assumed; any other hidden size is an error naming ``source``,
+    since a guessed head count loads without complaint and computes something else.
     """
     def shape(key: str) -> tuple[int, ...]:
         if key not in ref_state:
@@ -281,7 +279,12 @@ def infer_config(
     if heads["task_qa"]:
         changes["num_qa_labels"] = shape("answer_head.logit_fc.3.weight")[0]
     if base is None:
-        base = LxmertConfig(num_attention_heads=max(1, hidden // 64), hidden_size=hidden)
+        if hidden != BASE_HIDDEN_SIZE:
+            raise CheckpointError(
+                f"{source}: hidden size {hidden} is not LXMERT's {BASE_HIDDEN_SIZE}, and an original checkpoint does "
+                "not record num_attention_heads: give a model config with it (lxmert-convert --config FILE.yaml|json, "
+                "or load_model(..., config=LxmertConfig(num_attention_heads=...)))")
+        base = LxmertConfig(num_attention_heads=BASE_HEADS)
     if hidden % base.num_attention_heads:
         raise CheckpointError(f"hidden size {hidden} is not a multiple of num_attention_heads={base.num_attention_heads}")
     return base.replace(**changes), PretrainObjectives(**heads)

@@ -39,7 +39,7 @@ class TextEmbeddings(nn.Module):
 
 
 class VisualFeatureEncoder(nn.Module):
-    """(LN_f(Linear(feat)) + LN_b(Linear(box))) / 2, then dropout: two LayerNorms, averaged (spec sec. 1)."""
+    """(LN_f(Linear(feat)) + LN_b(Linear(box))) / 2, then dropout: two LayerNorms, averaged (docs/faithful.md §3)."""
 
     def __init__(self, config: LxmertConfig) -> None:
         super().__init__()

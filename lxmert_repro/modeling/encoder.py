@@ -20,7 +20,7 @@ class EncoderAttentions:
 
 
 class LxmertEncoder(nn.Module):
-    """9 language layers, 5 object-relationship layers, then 5 cross-modality layers (spec sec. 1)."""
+    """9 language layers, 5 object-relationship layers, then 5 cross-modality layers (docs/faithful.md §3)."""
 
     def __init__(self, config: LxmertConfig) -> None:
         super().__init__()

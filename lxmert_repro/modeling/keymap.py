@@ -1,8 +1,5 @@
 """Parameter names: ours <-> the reference layout (transformers' LxmertForPreTraining = original with
-``bert.`` renamed ``lxmert.``; spec sec. 6).
-
-The mapping may send one of our keys to several reference keys (``{qkv}`` in a rule: concatenated along the
-output dimension) so a fused projection stays an option; today every key maps to exactly one.
+``bert.`` renamed ``lxmert.``; docs/checkpoints.md). Every key of ours has exactly one reference name.
 """
 from __future__ import annotations
 
@@ -68,22 +65,16 @@ def _sub(rest: str, table: list[tuple[str, str]], key: str) -> str:
     raise KeyError(f"no reference name for parameter {key!r}")
 
 
-def _expand(name: str) -> tuple[str, ...]:
-    if "{qkv}" in name:
-        return tuple(name.format(qkv=p) for p in ("query", "key", "value"))
-    return (name,)
-
-
-def ours_to_reference(key: str) -> tuple[str, ...]:
-    """One of our full keys (``lxmert.*`` for the encoder, head keys otherwise) -> 1 or 3 reference keys."""
+def ours_to_reference(key: str) -> str:
+    """One of our full keys (``lxmert.*`` for the encoder, head keys otherwise) -> its reference name."""
     if key in _EXACT:
-        return (_EXACT[key],)
+        return _EXACT[key]
     if key.startswith("lxmert."):
         rest = key[len("lxmert."):]
         m = _LAYER_RE.match(rest)
         if m:
             group, idx, sub = m.groups()
             table = _CROSS_LAYER if group == "cross_layers" else _BERT_LAYER
-            return _expand(f"lxmert.encoder.{_LAYER_GROUP[group]}.{idx}." + _sub(sub, table, key))
-        return _expand("lxmert." + _sub(rest, _ENCODER_PREFIXES, key))
-    return _expand(_sub(key, _HEAD_PREFIXES, key))
+            return f"lxmert.encoder.{_LAYER_GROUP[group]}.{idx}." + _sub(sub, table, key)
+        return "lxmert." + _sub(rest, _ENCODER_PREFIXES, key)
+    return _sub(key, _HEAD_PREFIXES, key)

@@ -40,7 +40,7 @@ class TransformerLayer(nn.Module):
 
 
 class CrossModalityLayer(nn.Module):
-    """LXMERT's cross-modality layer (spec sec. 1), in this order:
+    """LXMERT's cross-modality layer (docs/faithful.md §3), in this order:
 
     1. ONE cross-attention module shared by both directions, both computed from the layer's inputs:
        lang' = X(lang -> visn), visn' = X(visn -> lang), each with residual + LN (the same LN);

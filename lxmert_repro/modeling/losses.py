@@ -1,4 +1,4 @@
-"""Pretraining and VQA loss formulas (spec sec. 2 and 3), as plain functions of logits and targets.
+"""Pretraining and VQA loss formulas (docs/faithful.md §4 and §6), as plain functions of logits and targets.
 
 Every function returns a scalar that stays in the autograd graph even when no target is present
 (an exact 0 then), so a batch without e.g. masked tokens never produces NaN. None of them reads a value
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # label of a position without a loss (torch's cross_entropy default); the data uses it too
 
 
 def _zero(like: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from .vqa import LxmertForVQA
 
 TRANSFORMERS_MODEL_TYPE = "lxmert"
 FILE_FORMATS = ("lxmert", "lxmert-vqa")
+FILE_DESCRIPTION = "an original LXMERT .pth state dict (airsplay/lxmert: pretraining or VQA)"
 _TRANSFORMERS_CLASS = {
     LxmertModel: "LxmertModel",
     LxmertForPreTraining: "LxmertForPreTraining",
@@ -72,7 +73,7 @@ def read_file(path: Path, fmt: str, state: dict[str, torch.Tensor], base: Any | 
     ref = normalize_reference_keys(state, fmt)
     if not any(k.startswith("lxmert.") for k in ref):
         raise CheckpointError(f"{path}: no encoder tensors ({'lxrt_encoder.model.bert.*' if fmt == 'lxmert-vqa' else 'module.bert.*'}) found")
-    config, objectives = infer_config(ref, base)
+    config, objectives = infer_config(ref, base, source=str(path))
     if fmt == "lxmert-vqa":
         if "answer_head.logit_fc.3.weight" not in ref:
             raise CheckpointError(f"{path}: fine-tuned VQA checkpoint without logit_fc.3.weight")
@@ -88,6 +89,9 @@ def export_transformers(model: nn.Module, out_dir: str | Path) -> Path:
     .from_pretrained`` loads (our config is carried along under ``lxmert_repro_config``)."""
     import transformers
 
+    if type(model) not in _TRANSFORMERS_CLASS:
+        raise CheckpointError(f"transformers has no class for {type(model).__name__}; only "
+                              f"{sorted(c.__name__ for c in _TRANSFORMERS_CLASS)} export")
     name = _TRANSFORMERS_CLASS[type(model)]
     tcfg = config_to_transformers(model.config, getattr(model, "num_answers", None), getattr(model, "objectives", None))
     tcfg.architectures = [name]

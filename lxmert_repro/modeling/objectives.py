@@ -2,7 +2,7 @@
 
 Separate from the architecture config so one objective setting applies to every model that has the
 objective: a pretraining model class states the objectives it has (``SUPPORTED_OBJECTIVES``) and builds
-heads only for the requested ones it supports. Defaults are LXMERT's (spec sec. 2): every task on.
+heads only for the requested ones it supports. Defaults are LXMERT's (docs/faithful.md §4): every task on.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""LxmertForPreTraining: encoder + MLM, ITM, masked-object and QA heads, and the pretraining loss (spec sec. 2).
+"""LxmertForPreTraining: encoder + MLM, ITM, masked-object and QA heads, and the pretraining loss
+(docs/faithful.md §4).
 
 Which terms, their weights and denominators: ``PretrainObjectives`` (every LXMERT objective on by default).
 Total = mlm_w * MLM + itm_w * ITM + qa_w * QA + normalizer * (obj + attr + feat), normalizer = 1/0.15.

@@ -1,4 +1,4 @@
-"""LxmertForVQA: encoder + answer head over the task's answers, soft-target BCE x num_answers (spec sec. 3)."""
+"""LxmertForVQA: encoder + answer head over the task's answers, soft-target BCE x num_answers (docs/faithful.md §6)."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence

@@ -16,7 +16,7 @@ from lxmert_repro.io_utils import atomic_write_text
 
 # BERT's special tokens; [PAD] first so its id is 0 (LXMERT's embeddings use padding_idx=0).
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-MAX_LENGTH = 20  # LXMERT's max sequence length in every run (spec section 1)
+MAX_LENGTH = 20  # LXMERT's max sequence length in every run (docs/faithful.md §2)
 
 
 def load_tokenizer(path: str | os.PathLike, max_length: int = MAX_LENGTH) -> PreTrainedTokenizerFast:

@@ -7,6 +7,12 @@ config and the git commit). It is first written under ``.tmp-step_...`` and rena
 so a run killed while saving leaves no half checkpoint behind, and ``resume=auto`` only ever sees
 complete ones. Loading pretrained weights for a new run is a different thing (the model helper's
 ``load_model``); resume restores everything.
+
+Only finite state is written: ``save`` checks every parameter and optimizer-state tensor first and raises
+``NonFiniteStateError`` instead. Finite weights can still be useless (lr 1e10 gives finite 1e10 weights whose
+next loss is NaN), so a checkpoint counts as good once the loss computed from its weights was finite
+(``confirm``); pruning keeps the newest good one besides the last k, and when the loss turns non-finite the
+checkpoints from that step on are renamed ``nonfinite-step_*`` (kept for inspection, never resumed from).
 """
 from __future__ import annotations
 
@@ -17,13 +23,52 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+import torch
 
 from lxmert_repro.io_utils import atomic_write_json
 
 TRAINER_STATE_FILE = "trainer_state.json"
 CHECKPOINTS_DIR = "checkpoints"
+QUARANTINE_PREFIX = "nonfinite-"
 _NAME_RE = re.compile(r"^step_(\d+)$")
+
+
+class NonFiniteStateError(RuntimeError):
+    """Parameters or optimizer state hold NaN/inf: the checkpoint was not written."""
+
+
+def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the tensors holding NaN/inf. One fused max-abs over all of them (no overflow, unlike the
+    2-norm of large finite values) and one host read; names are only looked up when something is wrong."""
+    names, tensors = [], []
+    for name, t in named:
+        if t.is_floating_point() and t.numel():
+            names.append(name)
+            tensors.append(t.detach())
+    if not tensors:
+        return []
+    finite = torch.isfinite(torch.stack([m.float() for m in torch._foreach_norm(tensors, float("inf"))]))  # (N,)
+    if bool(finite.all()):
+        return []
+    return [names[i] for i in (~finite).nonzero().flatten().tolist()]
+
+
+def training_tensors(models: Iterable[torch.nn.Module], optimizers: Iterable[Any]) -> Iterable[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every parameter and every optimizer-state tensor: what a checkpoint stores."""
+    param_names: dict[int, str] = {}
+    for model in models:
+        for name, p in model.named_parameters():
+            name = name.removeprefix("module.").removeprefix("_orig_mod.")
+            param_names[id(p)] = name
+            yield name, p
+    for opt in optimizers:
+        opt = getattr(opt, "optimizer", opt)  # Accelerate's wrapper
+        for p, st in opt.state.items():
+            for key, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    yield f"optimizer {key} of {param_names.get(id(p), '?')}", v
 
 
 @dataclass
@@ -44,6 +89,10 @@ class TrainerState:
     def from_dict(cls, d: dict[str, Any]) -> "TrainerState":
         known = {k: d[k] for k in ("global_step", "epoch", "batch_in_epoch", "best_metric", "best_step", "extra") if k in d}
         return cls(**known)
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    return int(_NAME_RE.match(ckpt.name).group(1))
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
@@ -104,10 +153,28 @@ class CheckpointManager:
         self.root = Path(run_dir) / CHECKPOINTS_DIR
         self.keep_last_k = keep_last_k
         self._commit = git_commit()
+        self._confirmed_step = -1  # the loss computed from the weights of this step (and earlier) was finite
+        self._extra_kept = False  # pruning kept an unconfirmed-era checkpoint beyond the last k
+
+    def _check_finite(self, state: TrainerState) -> None:
+        acc = self.accelerator
+        bad = nonfinite_tensors(training_tensors(acc._models, acc._optimizers))  # what save_state writes
+        flag = torch.tensor([float(len(bad))], device=acc.device)
+        if acc.num_processes > 1:
+            flag = acc.reduce(flag, reduction="sum")
+        if flag.item() > 0:
+            good = self.quarantine_from(state.global_step)
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "") if bad else "on another process"
+            raise NonFiniteStateError(
+                f"non-finite parameters or optimizer state at optimizer step {state.global_step} ({shown}); "
+                f"checkpoint not written. {good_checkpoint_sentence(good)}"
+            )
 
     def save(self, state: TrainerState, config: dict[str, Any] | None = None) -> Path:
-        """Write a checkpoint for ``state`` (all processes must call this). Returns its final path."""
+        """Write a checkpoint for ``state`` (all processes must call this). Returns its final path.
+        Raises ``NonFiniteStateError`` (writing nothing) when a parameter or optimizer state is NaN/inf."""
         acc = self.accelerator
+        self._check_finite(state)
         name = f"step_{state.global_step:09d}"
         final = self.root / name
         tmp = self.root / f".tmp-{name}"
@@ -138,12 +205,48 @@ class CheckpointManager:
         acc.wait_for_everyone()
         return final
 
-    def _prune(self) -> None:
+    def _prune(self, keep_good: bool = True) -> None:
+        """Keep the last k, and (``keep_good``) the newest checkpoint whose loss was seen finite."""
         if not self.keep_last_k or self.keep_last_k <= 0:
             return
         ckpts = list_checkpoints(self.root)
-        for d in ckpts[: max(0, len(ckpts) - self.keep_last_k)]:
-            shutil.rmtree(d, ignore_errors=True)
+        old = ckpts[: max(0, len(ckpts) - self.keep_last_k)]
+        good = [d for d in ckpts if checkpoint_step(d) <= self._confirmed_step]
+        keep = good[-1] if keep_good and good and good[-1] in old else None
+        self._extra_kept = keep is not None
+        for d in old:
+            if d != keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def confirm(self, step: int) -> None:
+        """The loss computed from the weights after ``step`` optimizer steps was finite (on every process):
+        checkpoints up to ``step`` are good, and an older one kept only as the last good one can go."""
+        if step <= self._confirmed_step:
+            return
+        self._confirmed_step = step
+        if self._extra_kept and self.accelerator.is_main_process:
+            self._prune()
+
+    def finish(self) -> None:
+        """The run ended normally: prune to the last k (the extra good one is no longer needed)."""
+        if self.accelerator.is_main_process:
+            self._prune(keep_good=False)
+
+    def quarantine_from(self, step: int) -> Path | None:
+        """The loss turned non-finite with the weights of ``step`` (or a later one): rename the checkpoints
+        of ``step`` onwards to ``nonfinite-step_*`` and return the newest remaining one (None if there is
+        none). All processes must call this."""
+        acc = self.accelerator
+        if acc.is_main_process:
+            for d in list_checkpoints(self.root):
+                if checkpoint_step(d) >= step:
+                    target = d.with_name(QUARANTINE_PREFIX + d.name)
+                    if target.exists():  # an earlier stop at the same step
+                        shutil.rmtree(target)
+                    os.replace(d, target)
+        acc.wait_for_everyone()
+        ckpts = list_checkpoints(self.root)
+        return ckpts[-1] if ckpts else None
 
     def load(self, ckpt: str | os.PathLike) -> TrainerState:
         """Restore model/optimizer/scheduler/scaler/RNG from ``ckpt``; return the loop state."""
@@ -157,6 +260,13 @@ class CheckpointManager:
                 f"(was it written with another model config?): {str(e).splitlines()[0]}"
             ) from e
         return state
+
+
+def good_checkpoint_sentence(good: Path | None) -> str:
+    """The stop message's pointer to where a run can continue from."""
+    if good is None:
+        return "No good checkpoint exists (none was written before the values turned non-finite)."
+    return f"Last good checkpoint: {good} (resume with trainer.resume={good})."
 
 
 def resolve_resume(resume: str | None, run_dir: str | os.PathLike) -> Path | None:

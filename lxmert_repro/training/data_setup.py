@@ -4,13 +4,81 @@ error naming the config key and the path."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
+
+from lxmert_repro.config_schema import check
+from lxmert_repro.data.prepare import DataConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingDataConfig(DataConfig):
+    """Schema of ``data`` in the training apps: the prepare-time group plus where its outputs are."""
+
+    prepared_dir: str = MISSING
+    features: str = MISSING
+    tokenizer_dir: str = MISSING
+    max_length: int = 20
+    pad_to_max_length: bool = False
+    max_boxes: Optional[int] = None
+    limit: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.max_length > 2, "data.max_length", self.max_length, "an integer > 2 ([CLS] text [SEP])")
+        check(self.max_boxes is None or self.max_boxes > 0, "data.max_boxes", self.max_boxes, "a positive integer or null")
+        check(self.limit is None or self.limit > 0, "data.limit", self.limit, "a positive integer or null")
+
+
+@dataclass
+class PretrainSplits:
+    """Schema of ``data.pretrain``."""
+
+    train: str = MISSING
+    val: Optional[str] = None
+    answers: Optional[str] = None
+
+
+@dataclass
+class PretrainDataConfig(TrainingDataConfig):
+    pretrain: PretrainSplits = field(default_factory=PretrainSplits)
+
+
+@dataclass
+class TaskSplits:
+    """Schema of ``data.<task>`` (configs/task_splits/<task>.yaml): the prepared splits a task reads, and the
+    official files its evaluation can score against (VQA: annotations; GQA: questions and choices)."""
+
+    train: str = MISSING
+    val: Optional[str] = None
+    test: Optional[str] = None
+    answers: str = MISSING
+    val_annotations: Optional[str] = None
+    test_annotations: Optional[str] = None
+    val_questions: Optional[str] = None
+    val_choices: Optional[str] = None
+    test_questions: Optional[str] = None
+    test_choices: Optional[str] = None
+
+
+@dataclass
+class FinetuneDataConfig(TrainingDataConfig):
+    """Schema of ``data`` in lxmert-finetune: the chosen task's splits sit at ``data.<task name>``."""
+
+    vqa: Optional[TaskSplits] = None
+    gqa: Optional[TaskSplits] = None
+    nlvr2: Optional[TaskSplits] = None
+    train_fraction: float = 1.0
+    subset_seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 < self.train_fraction <= 1, "data.train_fraction", self.train_fraction, "a float in (0, 1]")
 
 
 def _path(cfg: DictConfig, key: str, *, required: bool = True) -> Path | None:
@@ -128,35 +196,40 @@ def build_pretrain_data(cfg: DictConfig, accelerator: Any = None) -> PretrainDat
     return PretrainData(train, val, collator, answers, tokenizer, tok_dir, store)
 
 
-def build_vqa_data(cfg: DictConfig, accelerator: Any = None) -> VQAData:
+def build_vqa_data(cfg: DictConfig, accelerator: Any = None, key: str = "vqa", row_keys: bool = False,
+                   vqa_evaluators: bool = True) -> VQAData:
+    """An answer-head task's data from the prepared splits at ``data.<key>.*`` (VQA; GQA with ``key="gqa"``,
+    ``row_keys`` and no VQA evaluators: its metric is the task's own)."""
     from lxmert_repro.data.answers import AnswerVocab
     from lxmert_repro.data.vqa_dataset import VQACollator, VQADataset
     from lxmert_repro.evaluation.vqa_metric import SoftScoreEvaluator, VQAEvaluator
 
     tokenizer, tok_dir, store = _common(cfg)
-    answers = AnswerVocab.load(_path(cfg, "vqa.answers"))
+    answers = AnswerVocab.load(_path(cfg, f"{key}.answers"))
     max_boxes = cfg.data.get("max_boxes")
     limit = cfg.data.get("limit")
 
     fraction = float(cfg.data.get("train_fraction") or 1.0)
     splits: dict[str, Any] = {}  # loaded splits by key, for the evaluators
 
-    def dataset(key: str, required: bool) -> VQADataset | None:
-        p = _path(cfg, f"vqa.{key}", required=required)
+    def dataset(name: str, required: bool) -> VQADataset | None:
+        p = _path(cfg, f"{key}.{name}", required=required)
         if p is None:
             return None
-        splits[key] = _subset(load_split(p), limit)
-        if key == "train" and fraction != 1.0:
-            splits[key] = _fraction(splits[key], fraction, int(cfg.data.get("subset_seed", 0)), p)
-        return VQADataset(splits[key], store, answers, max_boxes=max_boxes)
+        splits[name] = _subset(load_split(p), limit)
+        if name == "train" and fraction != 1.0:
+            splits[name] = _fraction(splits[name], fraction, int(cfg.data.get("subset_seed", 0)), p)
+        return VQADataset(splits[name], store, answers, max_boxes=max_boxes, row_keys=row_keys)
 
-    def evaluator(key: str) -> Any:
+    def evaluator(name: str) -> Any:
         """Official accuracy from the annotations file when one is configured, else the split's soft scores
         (with answers, for the per-answer-type breakdown)."""
-        p = _path(cfg, f"vqa.{key}_annotations", required=False)
+        if not vqa_evaluators:
+            return None
+        p = _path(cfg, f"{key}.{name}_annotations", required=False)
         if p is not None:
             return VQAEvaluator.from_file(p)
-        split = splits.get(key)
+        split = splits.get(name)
         if split is None or not any(len(a) for a in split["answers"]):
             return None  # unlabelled (a test-dev/test-std split)
         return SoftScoreEvaluator.from_split(split)

@@ -1,11 +1,13 @@
 """The Accelerate training loop shared by pretraining and VQA fine-tuning.
 
-Task code supplies a ``loss_fn(model, batch, state) -> (loss, {name: float})`` and an optional
+Task code supplies a ``loss_fn(model, batch, state) -> (loss, {name: 0-d tensor or float})`` and an optional
 ``eval_fn(model, state) -> {name: float}``; this module owns everything else: the accelerator
 (CPU / GPUs / nodes, mixed precision, gradient accumulation), optimizer + schedule from config,
-grad clipping, the seeded sampler, checkpoints and resume, metrics logging, progress bars, the
-non-finite-loss stop, best-model keeping. ``trainer.batch_size`` is the GLOBAL batch per optimizer
-step (the paper's 256 over 4 GPUs): per-process batch = batch_size / (processes x accumulation).
+grad clipping, the seeded sampler, checkpoints and resume, metrics logging (losses, samples/s, tokens/s, model
+FLOP/s, MFU), progress bars, the non-finite-loss stop, best-model keeping. Between log steps nothing is read back
+to the host (a read stalls a GPU's launch queue): losses and the non-finite check stay on the device.
+``trainer.batch_size`` is the GLOBAL batch per optimizer step (the paper's 256 over 4 GPUs): per-process batch =
+batch_size / (processes x accumulation).
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -23,23 +25,88 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from lxmert_repro.config_schema import check, one_of
 from lxmert_repro.data.bucketing import LengthBucketBatchSampler
-from lxmert_repro.io_utils import atomic_write_json
+from lxmert_repro.io_utils import atomic_write_json, atomic_write_text
 from lxmert_repro.launch import use_cpu
-from lxmert_repro.training.checkpointing import CheckpointManager, TrainerState, list_checkpoints, resolve_resume
+from lxmert_repro.training.checkpointing import (
+    CheckpointManager, TrainerState, good_checkpoint_sentence, list_checkpoints, resolve_resume,
+)
+from lxmert_repro.modeling.flops import TRAIN_FLOPS_PER_FORWARD
 from lxmert_repro.training.optim import param_groups
 from lxmert_repro.training.sampler import EpochShuffleSampler
+from lxmert_repro.training.throughput import ThroughputMeter, device_peak_flops
 from lxmert_repro.training.tracking import MetricsLogger, flatten, tracker_init_kwargs, tracker_names
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[torch.nn.Module, Any, TrainerState], "tuple[torch.Tensor, dict[str, float]]"]
+# per-task parts may be 0-d tensors (summed on the device, read at log steps) or floats
+LossFn = Callable[[torch.nn.Module, Any, TrainerState], "tuple[torch.Tensor, Mapping[str, torch.Tensor | float]]"]
+# model FLOPs of one forward on a batch (a number or a 0-d tensor): enables model_flops_per_s and MFU in the logs
+FlopsFn = Callable[[Any], "torch.Tensor | float"]
 EvalFn = Callable[[torch.nn.Module, TrainerState], "dict[str, float]"]
 Callback = Callable[["Trainer", TrainerState], None]
 
 
+@dataclass
+class CompileConfig:
+    """Schema of ``trainer.compile`` (configs/trainer/default.yaml says what each key does)."""
+
+    enabled: bool = False
+    backend: str = "inductor"
+    mode: str = "default"
+    fullgraph: bool = False
+
+    def __post_init__(self) -> None:
+        one_of("trainer.compile.mode", self.mode, ("default", "reduce-overhead", "max-autotune",
+                                                   "max-autotune-no-cudagraphs"))
+
+
+@dataclass
+class TrainerConfig:
+    """Schema of the ``trainer`` group (configs/trainer/)."""
+
+    seed: int = 9595
+    max_epochs: int = 20
+    max_steps: int = -1
+    batch_size: int = 256
+    eval_batch_size: Optional[int] = None
+    grad_accum_steps: int = 1
+    grad_clip: float = 1.0
+    mixed_precision: str = "no"
+    cpu: bool = False
+    compile: CompileConfig = field(default_factory=CompileConfig)
+    num_workers: int = 0
+    shuffle: bool = True
+    length_bucketing: bool = False
+    bucket_window_batches: int = 50
+    drop_last: bool = True
+    log_every_n_steps: int = 50
+    eval_every_n_epochs: int = 1
+    checkpoint_every_n_steps: int = 0
+    keep_last_k: Optional[int] = 2
+    resume: Optional[str] = None
+    progress_bar: bool = True
+    ddp_find_unused_parameters: bool = True
+    peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; null = the known-GPU table (none on CPU)
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "grad_accum_steps", "log_every_n_steps", "eval_every_n_epochs",
+                    "bucket_window_batches"):
+            check(getattr(self, key) > 0, f"trainer.{key}", getattr(self, key), "a positive integer")
+        for key in ("max_epochs", "num_workers", "checkpoint_every_n_steps"):
+            check(getattr(self, key) >= 0, f"trainer.{key}", getattr(self, key), "an integer >= 0")
+        check(self.eval_batch_size is None or self.eval_batch_size > 0, "trainer.eval_batch_size",
+              self.eval_batch_size, "a positive integer or null")
+        check(self.grad_clip >= 0, "trainer.grad_clip", self.grad_clip, "a float >= 0 (0 = off)")
+        check(self.peak_flops is None or self.peak_flops > 0, "trainer.peak_flops", self.peak_flops,
+              "a positive float (FLOP/s) or null")
+        one_of("trainer.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+
+
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN/inf; the run stopped, the last good checkpoint is kept."""
+    """The training loss became NaN/inf; the run stopped, checkpoints of that step on are quarantined
+    (``nonfinite-step_*``) and the message names the last good one."""
 
 
 def per_device_batch_size(global_batch: int, num_processes: int, grad_accum: int) -> int:
@@ -174,6 +241,51 @@ def _batch_size_of(batch: Any) -> int:
     return int(batch.shape[0])
 
 
+def _batch_tokens(batch: Any) -> dict[str, torch.Tensor]:
+    """Real text tokens and boxes of a batch, as device sums (no host read); empty for batches without masks."""
+    out = {}
+    for key, name in (("tokens", "attention_mask"), ("boxes", "visual_mask")):
+        mask = getattr(batch, name, None)
+        if isinstance(mask, torch.Tensor):
+            out[key] = mask.sum()
+    return out
+
+
+def _log_field(key: str, value: Any) -> str:
+    """One ``key=value`` of the log line, numbers in a readable precision."""
+    if not isinstance(value, float):
+        return f"{key}={value}"
+    return f"{key}={value:.4g}" if key not in ("model_flops_per_s",) else f"{key}={value:.3e}"
+
+
+@dataclass
+class _Running:
+    """What a log step reports, summed on the device since the last one: the loss and its parts, the
+    micro-batch count, the non-finite count and the first bad step and loss value (-1 / 0 while none), and
+    the step of the first micro-batch since the last log (where a bad step seen on another process may be)."""
+
+    sums: dict[str, Any]
+    n: int = 0
+    first_step: int = 0
+    bad: torch.Tensor | None = None
+    first_bad_step: torch.Tensor | None = None
+    first_bad_loss: torch.Tensor | None = None
+
+
+@dataclass
+class _Run:
+    """The objects of one ``fit``: prepared model / optimizer / loader, schedule and step counts."""
+
+    model: torch.nn.Module
+    optimizer: Any
+    loader: Any
+    sampler: Any
+    scheduler: Any
+    total_steps: int
+    max_epochs: int
+    global_bs: int
+
+
 @dataclass
 class FitResult:
     metrics: dict[str, float]
@@ -193,8 +305,13 @@ class Trainer:
         self.logger = MetricsLogger(self.accelerator, self.run_dir)
         self.config_record = OmegaConf.to_container(cfg, resolve=True)
         self.ckpt = CheckpointManager(self.accelerator, self.run_dir, keep_last_k=self.tcfg.get("keep_last_k", 2))
-        if self.accelerator.is_main_process:
-            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        self.resume_from = resolve_resume(self.tcfg.get("resume"), self.run_dir)
+        if self.resume_from is None and list_checkpoints(self.run_dir):  # refused before config.yaml is rewritten
+            raise FileExistsError(
+                f"{self.run_dir} already holds checkpoints of an earlier run; continue it with trainer.resume=auto, "
+                f"or start a new run with another run_name / paths.output_dir"
+            )
+        self._write_config()
         trackers = tracker_names(cfg.get("logger"))
         if trackers:
             init_kwargs = tracker_init_kwargs(cfg.get("logger"), self.run_dir, self.run_dir.name)
@@ -211,6 +328,22 @@ class Trainer:
     def is_main(self) -> bool:
         return bool(self.accelerator.is_main_process)
 
+    def _write_config(self) -> None:
+        if self.is_main:
+            atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(self.config_record)))
+
+    def record_model(self, model: torch.nn.Module) -> None:
+        """Record the model actually trained in config.yaml and the checkpoints' config, in place of the
+        ``model`` group: with ``finetune.init_from`` it is the loaded model's config, and the data decides
+        the vocabulary and feature sizes. Call after building the model, before ``fit``."""
+        config = getattr(model, "config", None)
+        if not hasattr(config, "to_dict"):
+            return
+        group = self.config_record.get("model") or {}
+        target = group.get("_target_") or f"{type(config).__module__}.{type(config).__qualname__}"
+        self.config_record["model"] = {"_target_": target, **config.to_dict()}
+        self._write_config()
+
     def per_device_batch_size(self) -> int:
         return per_device_batch_size(int(self.tcfg.batch_size), self.accelerator.num_processes, int(self.tcfg.grad_accum_steps))
 
@@ -221,49 +354,62 @@ class Trainer:
                                 num_workers=int(self.tcfg.num_workers))
         return self.accelerator.prepare(loader)
 
-    def _check_finite(self, loss: torch.Tensor, parts: Mapping[str, float], state: TrainerState) -> None:
-        bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0], device=loss.device)
+    def _track(self, running: _Running, loss: torch.Tensor, parts: Mapping[str, Any], state: TrainerState) -> None:
+        """Add one micro-batch's loss and parts to the device sums; note a non-finite loss, without a host read."""
+        loss = loss.detach().float()
+        dev = loss.device
+        if running.n == 0:
+            running.first_step = state.global_step
+        if running.bad is None:
+            running.bad = torch.zeros((), dtype=torch.int64, device=dev)
+            running.first_bad_step = torch.full((), -1, dtype=torch.int64, device=dev)
+            running.first_bad_loss = torch.zeros((), dtype=torch.float32, device=dev)
+        bad = ~torch.isfinite(loss)
+        first = bad & (running.bad == 0)
+        running.first_bad_step = torch.where(first, torch.full_like(running.first_bad_step, state.global_step),
+                                             running.first_bad_step)
+        running.first_bad_loss = torch.where(first, loss, running.first_bad_loss)
+        running.bad = running.bad + bad.long()
+        for k, v in {"loss": loss, **parts}.items():
+            v = v.detach().to(dev, torch.float64) if isinstance(v, torch.Tensor) else float(v)
+            running.sums[k] = running.sums.get(k, 0.0) + v
+        running.n += 1
+
+    def _stop_if_nonfinite(self, running: _Running, state: TrainerState) -> None:
+        """Read the non-finite count (one host read, all processes); raise ``NonFiniteLossError`` if any.
+
+        Called at every log step and before anything is saved or evaluated, so no checkpoint holds weights
+        updated from a non-finite loss."""
+        if running.bad is None:
+            return
+        bad = running.bad.reshape(1)
         if self.accelerator.num_processes > 1:
             bad = self.accelerator.reduce(bad, reduction="sum")
-        if bad.item() > 0:
-            ckpts = list_checkpoints(self.run_dir)
-            last = str(ckpts[-1]) if ckpts else "none written yet"
-            msg = (
-                f"non-finite training loss ({loss.detach().float().item()}) at optimizer step {state.global_step}, "
-                f"epoch {state.epoch}, batch {state.batch_in_epoch}; per-task: {dict(parts)}. Training stopped "
-                f"before applying this update. Last good checkpoint: {last}. Try a lower optim.lr, "
-                f"trainer.grad_clip, or trainer.mixed_precision=no."
-            )
-            self.logger.log({"event": "nonfinite_loss", "message": msg}, step=state.global_step)
-            self.accelerator.end_training()
-            raise NonFiniteLossError(msg)
+        if int(bad.item()) == 0:
+            # every loss so far came from finite weights: the checkpoints up to the last step's are good
+            self.ckpt.confirm(state.global_step - 1)
+            return
+        first_step = int(running.first_bad_step.item())
+        # the weights of the first bad step (or, when another process saw it, of any step since the last check)
+        # gave the non-finite loss: checkpoints of that step on are not good
+        good = self.ckpt.quarantine_from(first_step if first_step >= 0 else running.first_step)
+        where = (f"at optimizer step {first_step}, detected at step {state.global_step}" if first_step >= 0
+                 else f"on another process, detected at step {state.global_step}")
+        parts = {k: float(v) / max(running.n, 1) for k, v in running.sums.items() if k != "loss"}
+        msg = (
+            f"non-finite training loss ({float(running.first_bad_loss.item())}) {where} (epoch {state.epoch}, "
+            f"batch {state.batch_in_epoch}); per-task means since the last log: {parts}. Training stopped; "
+            f"nothing after the last log was saved. {good_checkpoint_sentence(good)} Try a lower optim.lr, "
+            f"trainer.grad_clip, or trainer.mixed_precision=no."
+        )
+        self.logger.log({"event": "nonfinite_loss", "message": msg}, step=state.global_step)
+        self.accelerator.end_training()
+        raise NonFiniteLossError(msg)
 
-    def _mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
-        """Average logged scalars over processes (each saw its own shard of the global batch)."""
-        if self.accelerator.num_processes == 1 or not values:
-            return values
-        keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
-        t = self.accelerator.reduce(t, reduction="mean")
-        return {k: float(v) for k, v in zip(keys, t.tolist())}
-
-    # ------------------------------------------------------------------ the loop
-    def fit(
-        self,
-        model: torch.nn.Module,
-        train_dataset: Dataset,
-        collate_fn: Callable | None,
-        loss_fn: LossFn,
-        eval_fn: EvalFn | None = None,
-        *,
-        select_metric: str | None = None,
-        select_mode: str = "min",
-        save_model_fn: Callable[[torch.nn.Module, Path], None] | None = None,
-        on_epoch_start: Callable[[int], None] | None = None,
-    ) -> FitResult:
+    # ------------------------------------------------------------------ the loop, in pieces
+    def _setup(self, model: torch.nn.Module, train_dataset: Dataset, collate_fn: Callable | None) -> _Run:
+        """Loader, optimizer and schedule from config, prepared by the accelerator."""
         acc, tcfg, cfg = self.accelerator, self.tcfg, self.cfg
-        if select_mode not in ("min", "max"):
-            raise ValueError(f"select_mode must be 'min' or 'max', got {select_mode!r}")
         per_dev = self.per_device_batch_size()
         lengths = None
         if tcfg.get("length_bucketing", False):
@@ -285,8 +431,7 @@ class Trainer:
         optimizer = instantiate(optim_cfg.optimizer)(groups)
         model, optimizer, loader = acc.prepare(model, optimizer, loader)
         self.model, self.optimizer = model, optimizer  # visible to callbacks
-        accum = int(tcfg.grad_accum_steps)
-        steps_per_epoch = math.ceil(len(loader) / accum)
+        steps_per_epoch = math.ceil(len(loader) / int(tcfg.grad_accum_steps))
         max_epochs = int(tcfg.max_epochs)
         max_steps = int(tcfg.get("max_steps") or -1)
         total_steps = max_steps if max_steps > 0 else steps_per_epoch * max_epochs
@@ -294,125 +439,203 @@ class Trainer:
             max_epochs = max(max_epochs, math.ceil(max_steps / steps_per_epoch))
         scheduler = instantiate(optim_cfg.scheduler)(optimizer.optimizer, total_steps=total_steps)
         acc.register_for_checkpointing(scheduler)
+        return _Run(model, optimizer, loader, sampler, scheduler, total_steps, max_epochs, per_dev * acc.num_processes)
 
-        state = TrainerState()
-        ckpt = resolve_resume(tcfg.get("resume"), self.run_dir)
-        if ckpt is None and list_checkpoints(self.run_dir):
-            raise FileExistsError(
-                f"{self.run_dir} already holds checkpoints of an earlier run; continue it with trainer.resume=auto, "
-                f"or start a new run with another run_name / paths.output_dir"
-            )
-        if ckpt is not None:
-            state = self.ckpt.load(ckpt)
-            log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state.global_step, state.epoch, state.batch_in_epoch)
-            self.logger.log({"event": "resume", "checkpoint": str(ckpt)}, step=state.global_step)
+    def _resume(self) -> TrainerState:
+        """The state to start from: ``trainer.resume``'s checkpoint, or a fresh one in an empty run dir."""
+        ckpt = self.resume_from  # resolved (and a used run dir refused) in __init__, before config.yaml is written
+        if ckpt is None:
+            return TrainerState()
+        state = self.ckpt.load(ckpt)
+        log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state.global_step, state.epoch, state.batch_in_epoch)
+        self.logger.log({"event": "resume", "checkpoint": str(ckpt)}, step=state.global_step)
+        return state
 
+    def _train_step(self, run: _Run, batch: Any, loss_fn: LossFn,
+                    state: TrainerState) -> tuple[torch.Tensor, Mapping[str, Any], torch.Tensor | None]:
+        """Forward, backward, clip and optimizer step of one micro-batch; nothing is read back to the host."""
+        acc = self.accelerator
+        clip = float(self.tcfg.get("grad_clip") or 0.0)
+        # a new iteration for CUDA graphs (trainer.compile.mode=reduce-overhead): the previous step's graph
+        # outputs may be overwritten from here on; a no-op otherwise
+        torch.compiler.cudagraph_mark_step_begin()
+        with acc.accumulate(run.model):
+            loss, parts = loss_fn(run.model, batch, state)
+            acc.backward(loss)
+            grad_norm = None
+            if acc.sync_gradients and clip > 0:
+                grad_norm = acc.clip_grad_norm_(run.model.parameters(), clip)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        return loss, parts, grad_norm
+
+    def _log_train(self, running: _Running, meter: ThroughputMeter, state: TrainerState, epoch_progress: float,
+                   lr: float, grad_norm: torch.Tensor | None, seconds: float) -> dict[str, float]:
+        """The log step: one host read of the sums since the last log, averaged over micro-batches and processes."""
+        keys = sorted(running.sums)
+        work = sorted(meter.work)
+        dev = self.accelerator.device
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=dev)
+                              for v in [running.sums[k] for k in keys] + [meter.work[k] for k in work]])
+        if self.accelerator.num_processes > 1:
+            n = self.accelerator.num_processes
+            values = self.accelerator.reduce(values, reduction="sum")
+            values[: len(keys)] /= n  # losses: the mean over processes; work: the sum
+        host = values.tolist()
+        train = {f"train/{k}": v / running.n for k, v in zip(keys, host)}
+        totals = dict(zip(work, host[len(keys):]))
+        samples = meter.samples * self.accelerator.num_processes
+        rec: dict[str, float] = {**train, "lr": lr, "epoch": epoch_progress,
+                                 **ThroughputMeter.rates(samples, totals, seconds, self.accelerator.num_processes,
+                                                         meter.peak_flops)}
+        if grad_norm is not None:
+            rec["grad_norm"] = float(grad_norm)
+        self.logger.log(rec, step=state.global_step)
+        if self.is_main:
+            log.info("step %d: %s", state.global_step, "  ".join(_log_field(k, v) for k, v in rec.items()))
+        return train
+
+    def _evaluate(self, model: torch.nn.Module, eval_fn: EvalFn, state: TrainerState, select_metric: str | None,
+                  select_mode: str, save_model_fn: Callable[[torch.nn.Module, Path], None] | None) -> dict[str, float]:
+        """Run ``eval_fn``, log it, and keep the best model by ``select_metric``."""
+        acc = self.accelerator
+        model.eval()
+        with torch.no_grad():
+            metrics = eval_fn(model, state)
+        model.train()
+        self.logger.log({**metrics, "epoch": state.epoch}, step=state.global_step)
+        if select_metric is None:
+            return metrics
+        if select_metric not in metrics:
+            raise KeyError(f"selection metric {select_metric!r} not among eval metrics {sorted(metrics)}")
+        val = float(metrics[select_metric])
+        better = state.best_metric is None or (val < state.best_metric if select_mode == "min" else val > state.best_metric)
+        if better:
+            state.best_metric, state.best_step = val, state.global_step
+            if save_model_fn is not None and acc.is_main_process:
+                save_model_fn(acc.unwrap_model(model, keep_torch_compile=False), self.run_dir / "model_best")
+            self.logger.log({"event": "best", select_metric: val}, step=state.global_step)
+        acc.wait_for_everyone()
+        return metrics
+
+    def _checkpoint(self, running: _Running, state: TrainerState) -> None:
+        """Save a resumable checkpoint, after making sure no non-finite loss went into the weights."""
+        self._stop_if_nonfinite(running, state)
+        self.ckpt.save(state, self.config_record)
+
+    def _start_epoch(self, run: _Run, train_dataset: Dataset, state: TrainerState,
+                     on_epoch_start: Callable[[int], None] | None) -> Any:
+        """Fix the epoch's order everywhere; the loader for the rest of the epoch (skipping what a resume did)."""
+        epoch, acc, loader = state.epoch, self.accelerator, run.loader
+        run.sampler.set_epoch(epoch)
+        if hasattr(train_dataset, "set_epoch"):
+            train_dataset.set_epoch(epoch)
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        epoch_loader = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+        # Accelerate's loader re-sets the sampler's epoch from its own iteration counter on __iter__;
+        # pin that counter to the real epoch (a fresh skip-loader would otherwise restart at 0).
+        for dl in {id(loader): loader, id(epoch_loader): epoch_loader}.values():
+            if hasattr(dl, "set_epoch"):
+                dl.set_epoch(epoch)
+        return epoch_loader
+
+    def fit(
+        self,
+        model: torch.nn.Module,
+        train_dataset: Dataset,
+        collate_fn: Callable | None,
+        loss_fn: LossFn,
+        eval_fn: EvalFn | None = None,
+        *,
+        select_metric: str | None = None,
+        select_mode: str = "min",
+        save_model_fn: Callable[[torch.nn.Module, Path], None] | None = None,
+        on_epoch_start: Callable[[int], None] | None = None,
+        flops_fn: FlopsFn | None = None,
+    ) -> FitResult:
+        """Train until ``trainer.max_steps`` / ``max_epochs``; evaluate, checkpoint and log on the way.
+
+        Between log steps (``trainer.log_every_n_steps``) nothing is read back to the host: losses, the
+        non-finite check and the throughput counts are summed on the device and read once per log step (and
+        before each checkpoint or evaluation), so a non-finite loss stops the run there, with the last good
+        checkpoint kept. ``flops_fn(batch)`` (forward FLOPs) adds model FLOP/s and MFU to the logs."""
+        acc, tcfg = self.accelerator, self.tcfg
+        if select_mode not in ("min", "max"):
+            raise ValueError(f"select_mode must be 'min' or 'max', got {select_mode!r}")
+        run = self._setup(model, train_dataset, collate_fn)
+        model = run.model
+        state = self._resume()
         log_every = int(tcfg.get("log_every_n_steps") or 50)
         ckpt_every = int(tcfg.get("checkpoint_every_n_steps") or 0)
-        clip = float(tcfg.get("grad_clip") or 0.0)
-        global_bs = per_dev * acc.num_processes
+        every = int(tcfg.get("eval_every_n_epochs") or 1)
+        meter = ThroughputMeter(device_peak_flops(acc.device, tcfg.get("peak_flops")))
         last_eval: dict[str, float] = {}
         last_train: dict[str, float] = {}
-        running: dict[str, float] = {}
-        running_n = 0
+        running = _Running(sums={})
         model.train()
-        stop = state.global_step >= total_steps
+        stop = state.global_step >= run.total_steps
 
-        while state.epoch < max_epochs and not stop:
+        while state.epoch < run.max_epochs and not stop:
             epoch = state.epoch
-            sampler.set_epoch(epoch)
-            if hasattr(train_dataset, "set_epoch"):
-                train_dataset.set_epoch(epoch)
-            if on_epoch_start is not None:
-                on_epoch_start(epoch)
-            epoch_loader = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
-            # Accelerate's loader re-sets the sampler's epoch from its own iteration counter on __iter__;
-            # pin that counter to the real epoch (a fresh skip-loader would otherwise restart at 0).
-            for dl in {id(loader): loader, id(epoch_loader): epoch_loader}.values():
-                if hasattr(dl, "set_epoch"):
-                    dl.set_epoch(epoch)
+            epoch_loader = self._start_epoch(run, train_dataset, state, on_epoch_start)
             pbar = None
             if acc.is_local_main_process and tcfg.get("progress_bar", True):
                 from tqdm.auto import tqdm
 
-                pbar = tqdm(total=len(loader) * global_bs, initial=state.batch_in_epoch * global_bs,
-                            desc=f"epoch {epoch + 1}/{max_epochs}", unit="sample", unit_scale=True, dynamic_ncols=True)
+                pbar = tqdm(total=len(run.loader) * run.global_bs, initial=state.batch_in_epoch * run.global_bs,
+                            desc=f"epoch {epoch + 1}/{run.max_epochs}", unit="sample", unit_scale=True,
+                            dynamic_ncols=True)
             t_last = time.time()
             for batch in epoch_loader:
-                # a new iteration for CUDA graphs (trainer.compile.mode=reduce-overhead): the previous step's
-                # graph outputs may be overwritten from here on; a no-op otherwise
-                torch.compiler.cudagraph_mark_step_begin()
-                with acc.accumulate(model):
-                    loss, parts = loss_fn(model, batch, state)
-                    self._check_finite(loss, parts, state)
-                    acc.backward(loss)
-                    grad_norm = None
-                    if acc.sync_gradients and clip > 0:
-                        grad_norm = acc.clip_grad_norm_(model.parameters(), clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+                loss, parts, grad_norm = self._train_step(run, batch, loss_fn, state)
+                self._track(running, loss, parts, state)
+                work = _batch_tokens(batch)
+                if flops_fn is not None:
+                    work["flops"] = flops_fn(batch) * TRAIN_FLOPS_PER_FORWARD
+                meter.add(_batch_size_of(batch), **work)
                 state.batch_in_epoch += 1
-                running["loss"] = running.get("loss", 0.0) + float(loss.detach().float().item())
-                for k, v in parts.items():
-                    running[k] = running.get(k, 0.0) + float(v)
-                running_n += 1
                 if pbar is not None:
-                    pbar.update(global_bs)
+                    pbar.update(run.global_bs)
                 if not acc.sync_gradients:
                     continue
                 if not acc.optimizer_step_was_skipped:
-                    scheduler.step()
+                    run.scheduler.step()
                 state.global_step += 1
-                if state.global_step % log_every == 0 or state.global_step == total_steps:
+                if state.global_step % log_every == 0 or state.global_step == run.total_steps:
+                    self._stop_if_nonfinite(running, state)
                     now = time.time()
-                    last_train = self._mean_over_processes({f"train/{k}": v / running_n for k, v in running.items()})
-                    rec = dict(last_train)
-                    rec.update({"lr": scheduler.get_last_lr()[0], "epoch": epoch + state.batch_in_epoch / len(loader),
-                                "samples_per_s": running_n * global_bs / max(now - t_last, 1e-9)})
-                    if grad_norm is not None:
-                        rec["grad_norm"] = float(grad_norm)
-                    self.logger.log(rec, step=state.global_step)
+                    last_train = self._log_train(running, meter, state, epoch + state.batch_in_epoch / len(run.loader),
+                                                 run.scheduler.get_last_lr()[0], grad_norm, now - t_last)
                     if pbar is not None:
-                        pbar.set_postfix(loss=f"{last_train['train/loss']:.4f}", lr=f"{rec['lr']:.2e}")
-                    running, running_n, t_last = {}, 0, now
+                        pbar.set_postfix(loss=f"{last_train['train/loss']:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+                    running, t_last = _Running(sums={}), now
+                    meter.reset()
                 for cb in self.callbacks:
                     cb(self, state)
                 if ckpt_every > 0 and state.global_step % ckpt_every == 0:
-                    self.ckpt.save(state, self.config_record)
-                if state.global_step >= total_steps:
+                    self._checkpoint(running, state)
+                if state.global_step >= run.total_steps:
                     stop = True
                     break
             if pbar is not None:
                 pbar.close()
-            epoch_done = state.batch_in_epoch >= len(loader)
+            epoch_done = state.batch_in_epoch >= len(run.loader)
             if epoch_done:
                 state.epoch += 1
                 state.batch_in_epoch = 0
-            every = int(tcfg.get("eval_every_n_epochs") or 1)
-            if eval_fn is not None and (epoch_done and (state.epoch % every == 0 or state.epoch >= max_epochs) or stop):
-                model.eval()
-                with torch.no_grad():
-                    last_eval = eval_fn(model, state)
-                model.train()
-                self.logger.log({**last_eval, "epoch": state.epoch}, step=state.global_step)
-                if select_metric is not None:
-                    if select_metric not in last_eval:
-                        raise KeyError(f"selection metric {select_metric!r} not among eval metrics {sorted(last_eval)}")
-                    val = float(last_eval[select_metric])
-                    better = state.best_metric is None or (val < state.best_metric if select_mode == "min" else val > state.best_metric)
-                    if better:
-                        state.best_metric, state.best_step = val, state.global_step
-                        if save_model_fn is not None and acc.is_main_process:
-                            save_model_fn(acc.unwrap_model(model, keep_torch_compile=False), self.run_dir / "model_best")
-                        self.logger.log({"event": "best", select_metric: val}, step=state.global_step)
-                    acc.wait_for_everyone()
-            self.ckpt.save(state, self.config_record)
+            if eval_fn is not None and (epoch_done and (state.epoch % every == 0 or state.epoch >= run.max_epochs) or stop):
+                self._stop_if_nonfinite(running, state)
+                last_eval = self._evaluate(model, eval_fn, state, select_metric, select_mode, save_model_fn)
+            self._checkpoint(running, state)
 
         if eval_fn is not None and not last_eval:  # resumed a finished run: report its metrics again
             model.eval()
             with torch.no_grad():
                 last_eval = eval_fn(model, state)
             model.train()
+        self._stop_if_nonfinite(running, state)
+        self.ckpt.finish()
         if save_model_fn is not None and acc.is_main_process:
             save_model_fn(acc.unwrap_model(model, keep_torch_compile=False), self.run_dir / "model_last")
         acc.wait_for_everyone()

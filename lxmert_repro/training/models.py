@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from hydra.utils import instantiate
@@ -81,16 +81,15 @@ def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
         raise RuntimeError(f"{path}: weights do not fit this model (another model config?): {str(e).splitlines()[0]}") from e
 
 
-def build_vqa_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
-    """From ``finetune.init_from`` (a pretraining or VQA model dir) or from scratch (no init_from)."""
-    from lxmert_repro.data.answers import AnswerVocab
-    from lxmert_repro.modeling import build_model, load_model
+def load_init_model(cfg: DictConfig, data: Any) -> tuple[torch.nn.Module, Path] | None:
+    """The model at ``finetune.init_from`` (any architecture), checked against the data (feature size,
+    vocabulary, tokenizer); None (with a warning) when it is not set: the task's model starts from random weights."""
+    from lxmert_repro.modeling import load_model
 
-    task_answers = list(data.answers.answers)
     init_from = (cfg.get("finetune") or {}).get("init_from")
     if not init_from:
         log.warning("finetune.init_from is not set: fine-tuning from randomly initialised weights")
-        return build_model(model_config(cfg, **_data_overrides(data)), "vqa", num_answers=len(task_answers))
+        return None
     path = Path(str(init_from))
     if not path.exists():
         raise FileNotFoundError(f"finetune.init_from={path}: no such model directory")
@@ -102,6 +101,21 @@ def build_vqa_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
     if src.config.vocab_size < vocab:
         raise ValueError(f"finetune.init_from={path}: model vocabulary {src.config.vocab_size} < tokenizer size {vocab}")
     _check_same_tokenizer(path, data.tokenizer_dir)
+    return src, path
+
+
+def build_vqa_model(cfg: DictConfig, data: Any, match: Callable[[str], str] | None = None) -> torch.nn.Module:
+    """From ``finetune.init_from`` (a pretraining or VQA model dir, any architecture) or from scratch (no
+    init_from). ``match``: how a task answer is spelled in the pretraining answer table (GQA: LXMERT's
+    conversion, as airsplay/lxmert src/pretrain/qa_answer_table.py does); None = the same string (VQA)."""
+    from lxmert_repro.data.answers import AnswerVocab
+    from lxmert_repro.modeling import build_model
+
+    task_answers = list(data.answers.answers)
+    init = load_init_model(cfg, data)
+    if init is None:
+        return build_model(model_config(cfg, **_data_overrides(data)), "vqa", num_answers=len(task_answers))
+    src, path = init
     if src.ROLE == "vqa":
         if src.num_answers != len(task_answers):
             raise ValueError(f"finetune.init_from={path}: a VQA model with {src.num_answers} answers, the task has "
@@ -118,8 +132,10 @@ def build_vqa_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
             raise FileNotFoundError(f"finetune.pretrain_answers={answers_file}: no such file")
     if getattr(src, "answer_head", None) is not None and answers_file.is_file():
         pre_answers = AnswerVocab.load(answers_file).answers
-        model = vqa_class.from_pretraining(src, len(task_answers), pre_answers, task_answers)
-        matched = sum(1 for a in task_answers if a in set(pre_answers))
+        lookup = task_answers if match is None else [match(a) for a in task_answers]
+        model = vqa_class.from_pretraining(src, len(task_answers), pre_answers, lookup)
+        pre_set = set(pre_answers)
+        matched = sum(1 for a in lookup if a in pre_set)
         log.info("answer head initialised from the pretraining QA head: %d/%d answers matched", matched, len(task_answers))
     else:
         model = vqa_class.from_pretraining(src, len(task_answers))

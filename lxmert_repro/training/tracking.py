@@ -10,12 +10,29 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Dict, List, Mapping
+
+from lxmert_repro.config_schema import check
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+TRACKERS = ("tensorboard", "wandb")
+
+
+@dataclass
+class LoggerConfig:
+    """Schema of the ``logger`` group (configs/logger/)."""
+
+    project: str = "lxmert-repro"
+    trackers: List[str] = field(default_factory=list)
+    wandb: Dict[str, Any] = field(default_factory=dict)  # wandb.init arguments (mode: null = offline)
+
+    def __post_init__(self) -> None:
+        for t in self.trackers:
+            check(t in TRACKERS, "logger.trackers", t, f"a tracker name ({' | '.join(TRACKERS)})")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -37,7 +54,7 @@ def tracker_names(logger_cfg: Mapping[str, Any] | None) -> list[str]:
     if not logger_cfg:
         return []
     names = [str(t) for t in (logger_cfg.get("trackers") or [])]
-    allowed = {"tensorboard", "wandb"}
+    allowed = set(TRACKERS)
     for n in names:
         if n not in allowed:
             raise ValueError(f"logger.trackers: unknown tracker {n!r}; expected a subset of {sorted(allowed)}")

@@ -17,6 +17,13 @@ class Example:
     main_answer: str = ""  # the answer counted for the answer vocabulary (VQA: multiple_choice_answer)
     question_type: str = ""
     answer_type: str = ""
+    uid: str = ""  # the annotation's own string id when it is not an integer (GQA questionId, NLVR2 identifier)
+    image_ids: list[str] = field(default_factory=list)  # every image of a multi-image example (NLVR2: img0, img1)
+
+    @property
+    def images(self) -> list[str]:
+        """The example's images in order: ``image_ids``, or the one ``image_id``."""
+        return list(self.image_ids) or [self.image_id]
 
     @property
     def is_question(self) -> bool:
@@ -28,13 +35,15 @@ class Example:
             "image_id": self.image_id, "sentence": self.sentence, "source": self.source,
             "question_id": int(self.question_id), "answers": list(self.labels),
             "answer_scores": [float(s) for s in self.labels.values()], "main_answer": self.main_answer,
-            "question_type": self.question_type, "answer_type": self.answer_type,
+            "question_type": self.question_type, "answer_type": self.answer_type, "uid": self.uid,
+            "image_ids": list(self.image_ids),
         }
 
     @classmethod
     def from_record(cls, r: dict[str, Any]) -> "Example":
         return cls(r["image_id"], r["sentence"], r["source"], int(r["question_id"]),
-                   dict(zip(r["answers"], r["answer_scores"])), r["main_answer"], r["question_type"], r["answer_type"])
+                   dict(zip(r["answers"], r["answer_scores"])), r["main_answer"], r["question_type"], r["answer_type"],
+                   r.get("uid") or "", list(r.get("image_ids") or ()))
 
 
 def load_json(path: str | os.PathLike, what: str) -> Any:

@@ -8,18 +8,33 @@ A detector config (Hydra group ``configs/detector/``):
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lxmert_repro.config_schema import one_of
 from lxmert_repro.features.detectors.detector import RegionDetector
 from lxmert_repro.features.detectors.weights import load_weights, save_weights
 from lxmert_repro.io_utils import atomic_write_text
 
 CONFIG_FILE = "detector.yaml"
 WEIGHTS_FILE = "model.safetensors"
+WEIGHT_FORMATS = ("ours", "detectron2", "torchvision")
+
+
+@dataclass
+class DetectorConfig:
+    """Schema of the ``detector`` group (configs/detector/); ``model`` is the builder's ``_target_`` node."""
+
+    model: Any = None
+    weights: Optional[str] = None
+    weights_format: str = "ours"
+
+    def __post_init__(self) -> None:
+        one_of("detector.weights_format", self.weights_format, WEIGHT_FORMATS)
 
 
 def resolve_class_names(spec: Any, prefix: str, field: str) -> list[str]:

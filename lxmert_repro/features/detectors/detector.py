@@ -3,6 +3,10 @@
 Input images are float tensors (3, H, W), RGB, 0..255. The detector converts to its weights' convention
 (``bgr``, ``pixel_mean``/``pixel_std`` in 0..255 units, resize to ``min_size``/``max_size``) itself, so the
 extraction loop never needs to know which weights it runs.
+
+Batch invariance: ``extract`` runs each image alone through the network (no padding to the batch's largest
+image, no kernel choices that depend on the batch size), so an image's regions do not depend on the other
+images of its batch; only the per-class NMS of ``BottomUpSelection`` runs batched (exact boolean logic).
 """
 from __future__ import annotations
 
@@ -51,7 +55,10 @@ class RegionDetector(nn.Module):
         bgr: bool = True,
         size_divisible: int = 32,
         repool_final_boxes: bool = True,
+        transform: nn.Module | None = None,
     ):
+        """``transform``: images (RGB or BGR by ``bgr``) -> ``(ImageList, targets)``; default torchvision's
+        ``GeneralizedRCNNTransform`` from ``min_size``/``max_size``/``pixel_*``/``size_divisible``."""
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -68,7 +75,7 @@ class RegionDetector(nn.Module):
             raise ValueError(f"{len(self.attribute_classes)} attribute names for a head with {n_attr} attributes")
         self.bgr = bgr
         self.repool_final_boxes = repool_final_boxes
-        self.transform = GeneralizedRCNNTransform(
+        self.transform = transform if transform is not None else GeneralizedRCNNTransform(
             min_size, max_size, list(pixel_mean), list(pixel_std), size_divisible=size_divisible
         )
 
@@ -107,6 +114,19 @@ class RegionDetector(nn.Module):
         roi_losses = self.roi_heads.losses(feats, proposals, image_list.image_sizes, targets)
         return {**rpn_losses, **roi_losses}
 
+    def _backbone_and_proposals(self, images: list[torch.Tensor], with_proposals: bool):
+        """Per image, each ALONE (a batch of 1): its transformed ``ImageList``, feature maps and RPN proposals
+        (None unless ``with_proposals``). Even same-size images are not stacked: convolution kernels pick other
+        summation orders for other batch sizes (up to 5e-7 apart on res4 measured), which breaks invariance."""
+        prepared, feats, proposals = [], [], []
+        for im in images:
+            il = self._prepare([im])[0]
+            f = self._features(il.tensors)
+            prepared.append(il)
+            feats.append(f)
+            proposals.append(self.rpn(il, f)[0][0] if with_proposals else None)
+        return prepared, feats, proposals
+
     @torch.no_grad()
     def extract(self, images: list[torch.Tensor], given_boxes: list[torch.Tensor] | None = None) -> list[Detections]:
         """Regions of each image. With ``given_boxes`` (original pixels), features/labels for exactly those boxes."""
@@ -114,23 +134,19 @@ class RegionDetector(nn.Module):
         self.eval()
         try:
             orig_sizes = [tuple(im.shape[-2:]) for im in images]
-            image_list, _ = self._prepare(images)
-            sizes = image_list.image_sizes
-            feats = self._features(image_list.tensors)
+            prepared, feats, boxes = self._backbone_and_proposals(images, with_proposals=given_boxes is None)
+            sizes = [il.image_sizes[0] for il in prepared]
             scales = [
-                torch.tensor([s[1] / o[1], s[0] / o[0], s[1] / o[1], s[0] / o[0]], device=image_list.tensors.device)
-                for s, o in zip(sizes, orig_sizes)
+                torch.tensor([s[1] / o[1], s[0] / o[0], s[1] / o[1], s[0] / o[0]], device=il.tensors.device)
+                for s, o, il in zip(sizes, orig_sizes, prepared)
             ]
             if given_boxes is not None:
-                boxes = [b.to(image_list.tensors).reshape(-1, 4) * sc for b, sc in zip(given_boxes, scales)]
-            else:
-                boxes, _ = self.rpn(image_list, feats)
-            preds = self.roi_heads.predict(feats, boxes, sizes)
+                boxes = [b.to(il.tensors).reshape(-1, 4) * sc for b, sc, il in zip(given_boxes, scales, prepared)]
+            preds = [self.roi_heads.predict(f, [b], [s])[0] for f, b, s in zip(feats, boxes, sizes)]
             confs = None
             if given_boxes is None and hasattr(self.selection, "batch_confidences"):
                 confs = self.selection.batch_confidences(boxes, [p["obj_probs"] for p in preds])
             out: list[Detections] = []
-            repool_boxes, repool_at = [], []
             for i, (p, b) in enumerate(zip(preds, boxes)):
                 if given_boxes is not None:
                     obj_conf, obj_ids = p["obj_probs"].max(dim=1)
@@ -144,26 +160,16 @@ class RegionDetector(nn.Module):
                     )
                 region_feats = p["feats"][keep]
                 if not from_props and self.repool_final_boxes:
-                    repool_boxes.append(sel_boxes)
-                    repool_at.append(i)
+                    region_feats = self.roi_heads.region_features(feats[i], [sel_boxes], [sizes[i]])
                 if p["attr_probs"] is not None:
                     attr_conf, attr_ids = p["attr_probs"][keep].max(dim=1)
                 else:
                     attr_ids = torch.zeros_like(keep)
                     attr_conf = torch.zeros(keep.shape[0], device=keep.device)
                 out.append(Detections(sel_boxes / scales[i], region_feats, obj_ids, obj_conf, attr_ids, attr_conf))
-            if repool_boxes:
-                all_imgs = self._select_images(feats, repool_at)
-                new = self.roi_heads.region_features(all_imgs, repool_boxes, [sizes[i] for i in repool_at])
-                for i, f in zip(repool_at, new.split([b.shape[0] for b in repool_boxes])):
-                    out[i].features = f
             for d, o in zip(out, orig_sizes):
                 d.boxes[:, 0::2].clamp_(0, o[1])
                 d.boxes[:, 1::2].clamp_(0, o[0])
             return out
         finally:
             self.train(was_training)
-
-    @staticmethod
-    def _select_images(feats: "OrderedDict[str, torch.Tensor]", idx: list[int]) -> "OrderedDict[str, torch.Tensor]":
-        return OrderedDict((k, v[idx]) for k, v in feats.items())

@@ -96,7 +96,14 @@ class RegionRoIHeads(nn.Module):
     Training: proposals + ground truth are matched (IoU ``fg_iou``), sampled (``batch_size_per_image``,
     ``positive_fraction``) and give classification, smooth-L1 box and attribute losses.
     Inference: per-proposal features, class probabilities, regressed boxes and attribute probabilities.
+
+    ``attr_softmax``: which softmax gives the attribute confidences (see ``ATTR_SOFTMAX``).
     """
+
+    ATTR_SOFTMAX = {
+        "all": "softmax over the A+1 scores, then the no-attribute column dropped",
+        "attributes": "no-attribute column dropped, then softmax over the A real attributes",
+    }
 
     def __init__(
         self,
@@ -109,8 +116,12 @@ class RegionRoIHeads(nn.Module):
         batch_size_per_image: int = 512,
         positive_fraction: float = 0.25,
         attr_loss_weight: float = 1.0,
+        attr_softmax: str = "all",
     ):
         super().__init__()
+        if attr_softmax not in self.ATTR_SOFTMAX:
+            raise ValueError(f"roi.attr_softmax must be one of {sorted(self.ATTR_SOFTMAX)}, got {attr_softmax!r}")
+        self.attr_softmax = attr_softmax
         self.pooler = pooler
         self.box_head = box_head
         self.box_predictor = box_predictor
@@ -178,16 +189,22 @@ class RegionRoIHeads(nn.Module):
         return out
 
     # ---- inference ------------------------------------------------------------------------------------------
+    def attribute_probs(self, attr_logits: torch.Tensor) -> torch.Tensor:
+        """(R, A+1) scores, no-attribute last -> (R, A) confidences of the real attributes."""
+        if self.attr_softmax == "attributes":
+            return F.softmax(attr_logits[:, :-1], dim=1)
+        return F.softmax(attr_logits, dim=1)[:, :-1]
+
     def predict(self, features, boxes: list[torch.Tensor], image_sizes) -> list[dict[str, torch.Tensor]]:
         """Per image: feats (R,F), obj_probs (R,C) without background, regressed (R,C,4) clipped,
-        attr_probs (R,A) without "no attribute" (softmax over all A+1, as bottom-up attention) or None."""
+        attr_probs (R,A) without "no attribute" (by ``attr_softmax``) or None."""
         feats = self.region_features(features, boxes, image_sizes)
         cls_logits, box_deltas, attr_logits = self.box_predictor(feats)
         probs = F.softmax(cls_logits, dim=1)[:, :-1]
         counts = [b.shape[0] for b in boxes]
         cat_boxes = torch.cat(boxes) if boxes else feats.new_zeros((0, 4))
         regressed = self.box_coder.decode_single(box_deltas, cat_boxes).reshape(-1, self.num_classes, 4)
-        attr_probs = F.softmax(attr_logits, dim=1)[:, :-1] if attr_logits is not None else None
+        attr_probs = self.attribute_probs(attr_logits) if attr_logits is not None else None
         out = []
         for i, (f, p, r) in enumerate(zip(feats.split(counts), probs.split(counts), regressed.split(counts))):
             h, w = image_sizes[i]

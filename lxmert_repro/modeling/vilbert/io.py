@@ -29,6 +29,7 @@ from .pretraining import VilbertForPreTraining
 from .vqa import VilbertForVQA
 
 FILE_FORMATS = ("vilbert",)
+FILE_DESCRIPTION = "a facebookresearch/vilbert-multi-task state dict (.bin)"
 _LAYER_RE = re.compile(r"^vilbert\.(text_layers|vision_layers|co_layers)\.(\d+)\.(.*)$")
 _GROUP = {"text_layers": "layer", "vision_layers": "v_layer", "co_layers": "c_layer"}
 _CO_LAYER = [

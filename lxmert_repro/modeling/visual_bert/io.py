@@ -29,6 +29,7 @@ from .vqa import VisualBertForVQA
 
 TRANSFORMERS_MODEL_TYPE = "visual_bert"
 FILE_FORMATS = ("visualbert-uclanlp",)
+FILE_DESCRIPTION = "a uclanlp/visualbert .th state dict"
 _UCLANLP_RENAMES = [  # applied in order to each key, as transformers' convert_visual_bert_original_... script
     ("bert.bert.", "visual_bert."), ("bert.cls.", "cls."), ("bert.classifier.", "cls."),
     ("token_type_embeddings_visual", "visual_token_type_embeddings"),

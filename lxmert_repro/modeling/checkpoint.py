@@ -159,7 +159,7 @@ def supported() -> list[str]:
             "a transformers save_pretrained directory (config.json + weights; model_type "
             + ", ".join(a.TRANSFORMERS_MODEL_TYPE for a in adapters() if hasattr(a, "TRANSFORMERS_MODEL_TYPE")) + ")",
             *(a.FILE_DESCRIPTION for a in adapters()),
-            "(those files loaded with torch.load(weights_only=True)) or a .safetensors state dict"]
+            "a .safetensors state dict (other state-dict files are read with torch.load(weights_only=True))"]
 
 
 def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:

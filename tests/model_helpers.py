@@ -13,10 +13,15 @@ from lxmert_repro.modeling.convert import config_to_transformers
 CONFIG_DIR = str(PACKAGE_CONFIG_DIR / "model")
 
 
-def tiny_config(**changes) -> LxmertConfig:
+def model_config(name: str, **changes):
+    """The config of ``configs/model/<name>.yaml`` (any architecture), with ``changes``."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = instantiate(compose("lxmert_tiny"))
+        cfg = instantiate(compose(name))
     return cfg.replace(**changes) if changes else cfg
+
+
+def tiny_config(**changes) -> LxmertConfig:
+    return model_config("lxmert_tiny", **changes)
 
 
 def hf_twin(cfg: LxmertConfig, cls=transformers.LxmertForPreTraining, seed: int = 0, num_qa_labels=None):
@@ -45,10 +50,11 @@ def make_batch(cfg: LxmertConfig, b: int = 4, t: int = 7, n: int = 6, seed: int 
     masked_boxes = torch.rand(b, n, generator=g) < 0.3
     masked_boxes[:, 0] = True
     masked_boxes &= visual_mask.bool()
-    obj_labels = torch.randint(0, cfg.num_object_labels, (b, n), generator=g).masked_fill(visual_mask == 0, -100)
-    attr_labels = torch.randint(0, cfg.num_attr_labels, (b, n), generator=g).masked_fill(visual_mask == 0, -100)
+    n_obj, n_attr, n_qa = (getattr(cfg, k, 7) for k in ("num_object_labels", "num_attr_labels", "num_qa_labels"))
+    obj_labels = torch.randint(0, n_obj, (b, n), generator=g).masked_fill(visual_mask == 0, -100)
+    attr_labels = torch.randint(0, n_attr, (b, n), generator=g).masked_fill(visual_mask == 0, -100)
     itm_labels = torch.tensor([1, 0, 1, 1] * (b // 4) + [1] * (b % 4))
-    qa_labels = torch.randint(0, cfg.num_qa_labels, (b,), generator=g).masked_fill(itm_labels == 0, -100)
+    qa_labels = torch.randint(0, n_qa, (b,), generator=g).masked_fill(itm_labels == 0, -100)
     return dict(
         input_ids=input_ids,
         attention_mask=attention_mask,

@@ -14,6 +14,7 @@ from lxmert_repro.modeling import (
     LxmertForPreTraining,
     LxmertForVQA,
     LxmertModel,
+    PretrainObjectives,
     export_transformers,
     load_model,
     save_model,
@@ -56,6 +57,28 @@ def test_our_format_round_trip(tmp_path, cfg, batch, arch):
         assert torch.equal(v, loaded.state_dict()[k]), k
     meta = json.loads((tmp_path / "ck" / "model_config.json").read_text())
     assert meta["metadata"] == {"answers": ["a", "b"]} and meta["architecture"] == arch
+
+
+def test_nlvr2_model_round_trips_through_the_model_interface(tmp_path, cfg, batch):
+    """LxmertForNLVR2 is LXMERT's nlvr2 role: saved with its class path, rebuilt by load_model, convertible by
+    role name; transformers has no such class, so exporting it is a clear refusal."""
+    from lxmert_repro.modeling import LxmertForNLVR2, build_model
+
+    torch.manual_seed(4)
+    model = build_model(cfg, "nlvr2")
+    assert type(model) is LxmertForNLVR2
+    save_model(model, tmp_path / "ck")
+    meta = json.loads((tmp_path / "ck" / "model_config.json").read_text())
+    assert meta["model_class"] == "lxmert_repro.modeling.nlvr2.LxmertForNLVR2"
+    loaded = load_model(tmp_path / "ck")
+    assert type(loaded) is LxmertForNLVR2 and loaded.load_report.ok
+    two = {k: v for k, v in inputs_of(batch).items() if k not in ("visual_feats", "visual_boxes", "visual_mask")}
+    two.update({k: torch.stack([batch[k], batch[k].flip(0)], 1) for k in ("visual_feats", "visual_boxes", "visual_mask")})
+    with torch.no_grad():
+        assert_same(loaded.eval()(**two).logits, model.eval()(**two).logits)
+    assert type(load_model(tmp_path / "ck", "encoder", strict=False)) is LxmertModel
+    with pytest.raises(CheckpointError, match="transformers has no class for LxmertForNLVR2"):
+        export_transformers(model, tmp_path / "hf")
 
 
 def test_our_format_errors_name_the_tensor(tmp_path, cfg):
@@ -126,7 +149,8 @@ def test_random_file_is_not_a_supported_checkpoint(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(bytes(range(256)) * 40)
     with pytest.raises(CheckpointError, match=rf"{path}: not a checkpoint of a supported format \(tried: a model "
-                                              r"directory of ours.*transformers.*original LXMERT \.pth"):
+                                              r"directory of ours.*transformers.*original LXMERT \.pth.*"
+                                              r"uclanlp/visualbert.*vilbert-multi-task"):
         load_model(path)
 
 
@@ -189,8 +213,8 @@ def test_import_transformers_dirs(tmp_path, cfg, batch, hf_cls, ours_cls):
 
 def test_export_transformers_loads_with_from_pretrained(tmp_path, cfg, batch):
     torch.manual_seed(11)
-    c = cfg.replace(obj_attr_masked_only=True)  # one of our own fields, must survive the round trip
-    model = LxmertForPreTraining(c)
+    objectives = PretrainObjectives(obj_attr_masked_only=True)  # one of our own fields, must survive the round trip
+    model = LxmertForPreTraining(cfg, objectives)
     export_transformers(model, tmp_path / "hf")
     hf = transformers.LxmertForPreTraining.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
@@ -199,7 +223,7 @@ def test_export_transformers_loads_with_from_pretrained(tmp_path, cfg, batch):
     assert_same(out.mlm_logits, ref.prediction_logits)
     assert_same(out.itm_logits, ref.cross_relationship_score)
     back = load_model(tmp_path / "hf")
-    assert back.config == c
+    assert back.config == cfg and back.objectives == model.objectives
     for k, v in model.state_dict().items():
         assert torch.equal(v, back.state_dict()[k]), k
 
@@ -221,6 +245,22 @@ def test_cli_convert(tmp_path, cfg, batch, capsys):
     assert convert_main([str(tmp_path / "ours"), str(tmp_path / "vqa"), "--model", "LxmertForVQA",
                          "--num-answers", "4", "--partial"]) == 0
     assert isinstance(load_model(tmp_path / "vqa"), LxmertForVQA)
+
+
+def test_version_1_checkpoints_still_load(tmp_path, cfg, batch):
+    """Files written before the architecture/objective split: class name only, objective fields in the config."""
+    torch.manual_seed(5)
+    model = LxmertForPreTraining(cfg, PretrainObjectives(task_qa=False, visual_loss_normalizer=2.0))
+    save_model(model, tmp_path / "ck")
+    path = tmp_path / "ck" / "model_config.json"
+    meta = json.loads(path.read_text())
+    v1 = {"format": "lxmert-repro", "format_version": 1, "architecture": "LxmertForPreTraining",
+          "num_answers": None, "config": {**meta["config"], **meta["objectives"]}, "metadata": {}}
+    path.write_text(json.dumps(v1))
+    loaded = load_model(tmp_path / "ck")
+    assert type(loaded) is LxmertForPreTraining and loaded.config == cfg
+    assert loaded.objectives == model.objectives and loaded.answer_head is None
+    assert_same(run(loaded, batch).mlm_logits, run(model, batch).mlm_logits)
 
 
 def test_original_pth_of_other_hidden_size_needs_the_head_count(tmp_path, cfg, capsys):

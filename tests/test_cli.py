@@ -270,6 +270,8 @@ def _validate(name: str, overrides: list[str]) -> None:
     ("finetune", [f"experiment={e}"]) for e in EXPERIMENTS if not e.endswith("pretrain")] + [
     ("prepare", [f"data={d.stem}", "tokenizer=bert_base_uncased"]) for d in sorted((Path(CONFIG_DIR) / "data").glob("*.yaml"))] + [
     ("extract", [f"detector={d.stem}"]) for d in sorted((Path(CONFIG_DIR) / "detector").glob("*.yaml"))] + [
+    (app, [f"model={m.stem}"]) for m in sorted((Path(CONFIG_DIR) / "model").glob("*.yaml"))
+    for app in ("pretrain", "finetune")] + [
     ("finetune", ["optim=adamw", "logger=wandb", "trainer=gpu"]), ("pretrain", ["hparams_search=pretrain_optuna"])])
 def test_every_shipped_config_passes_its_schema(name, overrides):
     _validate(name, overrides)
@@ -287,6 +289,11 @@ def test_every_shipped_config_passes_its_schema(name, overrides):
     ("pretrain", "+model.hiden_size=64", "model.hiden_size: unknown key; lxmert_repro.modeling.LxmertConfig takes"),
     ("pretrain", "optim.optimizer.eps=tiny", "optim.optimizer.eps: 'tiny' is not a float"),
     ("pretrain", "pretrain.mlm_prob=1.5", "pretrain.mlm_prob: 1.5 is not a probability in [0, 1]"),
+    ("pretrain", "pretrain.obj_mask_split=[0.5,0.1,0.1]", "pretrain.obj_mask_split: [0.5, 0.1, 0.1] is not 3 "
+                                                           "probabilities (zeroed, swapped, unchanged) summing to 1"),
+    ("pretrain", "objectives.mlm_loss_weight=heavy", "objectives.mlm_loss_weight: 'heavy' is not a float"),
+    ("pretrain", "+objectives.task_mlm=true", "objectives.task_mlm: unknown key; "
+                                              "lxmert_repro.modeling.PretrainObjectives takes"),
     ("pretrain", "logger.trackers=[mlflow]", "logger.trackers: 'mlflow' is not a tracker name"),
     ("finetune", "data.vqa.train=null", "data.vqa.train: None is not a string"),
     ("finetune", "data.train_fraction=2", "data.train_fraction: 2.0 is not a float in (0, 1]"),

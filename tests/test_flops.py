@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining
+from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining, PretrainObjectives
 from lxmert_repro.modeling.flops import TRAIN_FLOPS_PER_FORWARD, pretraining_forward_flops, vqa_forward_flops
 from lxmert_repro.modeling.vqa import LxmertForVQA
 
@@ -42,21 +42,22 @@ def _counted(fn) -> int:
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("cfg,b,t,n", [
-    (SMALL, 3, 7, 5),
-    (SMALL, 2, 20, 36),
-    (dataclasses.replace(SMALL, sparse_predictions=False, hidden_size=24, num_attention_heads=4), 2, 11, 9),
-    (dataclasses.replace(SMALL, task_qa=False, visual_attr_loss=False, l_layers=1, r_layers=3, x_layers=1), 4, 9, 10),
+@pytest.mark.parametrize("cfg,objectives,b,t,n", [
+    (SMALL, None, 3, 7, 5),
+    (SMALL, None, 2, 20, 36),
+    (dataclasses.replace(SMALL, sparse_predictions=False, hidden_size=24, num_attention_heads=4), None, 2, 11, 9),
+    (dataclasses.replace(SMALL, l_layers=1, r_layers=3, x_layers=1),
+     PretrainObjectives(task_qa=False, visual_attr_loss=False), 4, 9, 10),
 ])
-def test_pretraining_flops_equal_flop_counter(cfg, b, t, n):
+def test_pretraining_flops_equal_flop_counter(cfg, objectives, b, t, n):
     torch.manual_seed(0)
     # training mode: attention with dropout takes the matmul path (FlopCounterMode does not count the CPU
     # flash-attention kernel that eval mode's scaled_dot_product_attention runs)
-    model = LxmertForPreTraining(cfg).train()
+    model = LxmertForPreTraining(cfg, objectives).train()
     batch = _batch(cfg, b, t, n)
     mlm_rows = int((batch["mlm_labels"] != -100).sum())
     feat_rows = int((batch["masked_boxes"] & batch["visual_mask"].bool()).sum())
-    expected = pretraining_forward_flops(cfg, b, t, n, mlm_rows=mlm_rows, feat_rows=feat_rows)
+    expected = pretraining_forward_flops(cfg, b, t, n, mlm_rows=mlm_rows, feat_rows=feat_rows, objectives=objectives)
     assert _counted(lambda: model(**batch)) == expected
 
 

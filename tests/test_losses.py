@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lxmert_repro.modeling import LxmertForPreTraining
+from lxmert_repro.modeling import LxmertForPreTraining, PretrainObjectives
 from lxmert_repro.modeling import losses as L
 
 from model_helpers import make_batch, tiny_config
@@ -87,7 +87,7 @@ def test_feature_regression_on_masked_boxes_divided_by_all_real_boxes(run):
 
 def test_total_is_sum_with_visual_normalizer(run):
     cfg, batch, out = run
-    assert cfg.visual_loss_normalizer == pytest.approx(1 / 0.15)
+    assert PretrainObjectives().visual_loss_normalizer == pytest.approx(1 / 0.15)
     assert out.loss.item() == pytest.approx(sum(v.item() for v in out.losses.values()), rel=1e-6)
 
 

@@ -62,3 +62,16 @@ def test_sample_answer_follows_soft_scores():
     assert set(draws) == {7, 9}
     assert (draws == 7).mean() == pytest.approx(2 / 3, abs=0.01)
     assert sample_answer({}, rng) == IGNORE_INDEX and sample_answer({4: 0.3}, rng) == 4
+
+
+def test_object_mask_split_vilbert():
+    """ViLBERT's region masking: 15% of regions, 90% of those zeroed, the rest left unchanged (none replaced)."""
+    rng = np.random.default_rng(7)
+    ops = np.concatenate([object_mask_ops(36, rng, 0.15, split=(0.9, 0.0, 0.1)) for _ in range(20000)])
+    selected = ops != 0
+    assert abs(selected.mean() - 0.15) < 0.005
+    assert abs((ops[selected] == BOX_ZERO).mean() - 0.9) < 0.01
+    assert not (ops == BOX_RANDOM).any()
+    assert abs((ops[selected] == BOX_UNCHANGED).mean() - 0.1) < 0.01
+    with pytest.raises(ValueError, match="sum to 1"):
+        object_mask_ops(4, rng, 0.15, split=(0.9, 0.2, 0.1))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lxmert_repro.data.batch import LxmertBatch
-from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining, LxmertForVQA, LxmertModel
+from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining, LxmertForVQA, LxmertModel, PretrainObjectives
 
 from model_helpers import inputs_of, make_batch, tiny_config
 
@@ -110,15 +110,15 @@ def test_task_switches_and_weights(cfg):
     batch = make_batch(cfg)
     torch.manual_seed(0)
     full = LxmertForPreTraining(cfg).eval()
-    c2 = cfg.replace(task_qa=False, visual_attr_loss=False, mlm_loss_weight=2.0, visual_loss_normalizer=1.0)
-    part = LxmertForPreTraining(c2).eval()
+    c2 = PretrainObjectives(task_qa=False, visual_attr_loss=False, mlm_loss_weight=2.0, visual_loss_normalizer=1.0)
+    part = LxmertForPreTraining(cfg, c2).eval()
     part.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith(("answer_head", "obj_head.decoders.attr"))})
     with torch.no_grad():
         a, b = full(**batch), part(**batch)
     assert set(b.losses) == {"mlm", "itm", "obj", "feat"}
     assert b.qa_logits is None and b.attr_logits is None
     assert abs(b.losses["mlm"].item() - 2 * a.losses["mlm"].item()) < 1e-5
-    assert abs(b.losses["obj"].item() * cfg.visual_loss_normalizer - a.losses["obj"].item()) < 1e-4
+    assert abs(b.losses["obj"].item() * full.objectives.visual_loss_normalizer - a.losses["obj"].item()) < 1e-4
     assert abs(b.loss.item() - sum(v.item() for v in b.losses.values())) < 1e-5
 
 
@@ -180,7 +180,7 @@ def test_config_errors():
     with pytest.raises(ValueError, match="unknown LxmertConfig field"):
         LxmertConfig.from_dict({"hiden_size": 3})
     with pytest.raises(ValueError, match="visual_loss_denominator"):
-        LxmertConfig(visual_loss_denominator="boxes")
+        PretrainObjectives(visual_loss_denominator="boxes")
     model = LxmertModel(tiny_config())
     batch = make_batch(tiny_config())
     batch["visual_feats"] = batch["visual_feats"][..., :10]

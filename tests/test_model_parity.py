@@ -73,9 +73,9 @@ def test_pretraining_outputs_match(cfg, direction, pad_boxes):
 def test_losses_match_transformers(cfg):
     """Where the definitions coincide (all boxes real; QA ignored for mismatched pairs) the total loss agrees."""
     hf = hf_twin(cfg)
-    hf.config.visual_loss_normalizer = cfg.visual_loss_normalizer
-    hf.visual_loss_normalizer = cfg.visual_loss_normalizer
     ours = from_hf(hf, LxmertForPreTraining(cfg))
+    hf.config.visual_loss_normalizer = ours.objectives.visual_loss_normalizer
+    hf.visual_loss_normalizer = ours.objectives.visual_loss_normalizer
     batch = make_batch(cfg, pad_boxes=False)
     with torch.no_grad():
         out = ours(**batch)

@@ -24,12 +24,13 @@ from lxmert_repro.training.tracking import LoggerConfig
 
 @dataclass
 class PretrainApp:
-    """Schema of configs/pretrain.yaml; ``model`` and ``tokenizer`` are ``_target_`` nodes."""
+    """Schema of configs/pretrain.yaml; ``model``, ``objectives`` and ``tokenizer`` are ``_target_`` nodes."""
 
     task_name: str = MISSING
     run_name: str = MISSING
     optimized_metric: Optional[str] = None
     model: Any = None
+    objectives: Any = None
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     tokenizer: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)

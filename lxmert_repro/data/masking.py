@@ -38,16 +38,23 @@ def mask_tokens(input_ids: np.ndarray, rng: np.random.Generator, *, mask_token_i
     return out, labels
 
 
-def object_mask_ops(num_boxes: int, rng: np.random.Generator, prob: float = 0.15) -> np.ndarray:
-    """Masked-object actions for one image's boxes: each box selected with ``prob``; of those 80% zeroed,
-    10% replaced by another image's box feature, 10% unchanged. Returns (n,) int8 of BOX_* codes."""
+OBJECT_MASK_SPLIT = (0.8, 0.1, 0.1)  # LXMERT: zeroed / another image's feature / unchanged (ViLBERT: 0.9, 0, 0.1)
+
+
+def object_mask_ops(num_boxes: int, rng: np.random.Generator, prob: float = 0.15,
+                    split: tuple[float, float, float] = OBJECT_MASK_SPLIT) -> np.ndarray:
+    """Masked-object actions for one image's boxes: each box selected with ``prob``; of those ``split`` =
+    (zeroed, replaced by another image's box feature, unchanged). Returns (n,) int8 of BOX_* codes."""
+    zero, rand, keep = (float(x) for x in split)
+    if min(zero, rand, keep) < 0 or abs(zero + rand + keep - 1.0) > 1e-6:
+        raise ValueError(f"object mask split {tuple(split)} must be 3 non-negative fractions that sum to 1")
     u = rng.random(num_boxes)
     v = u / prob
     ops = np.zeros(num_boxes, np.int8)
     selected = u < prob
-    ops[selected & (v < 0.8)] = BOX_ZERO
-    ops[selected & (v >= 0.8) & (v < 0.9)] = BOX_RANDOM
-    ops[selected & (v >= 0.9)] = BOX_UNCHANGED
+    ops[selected & (v < zero)] = BOX_ZERO
+    ops[selected & (v >= zero) & (v < zero + rand)] = BOX_RANDOM
+    ops[selected & (v >= zero + rand)] = BOX_UNCHANGED
     return ops
 
 

@@ -20,7 +20,9 @@ from torch.utils.data import Dataset
 from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.batch import LxmertBatch
 from lxmert_repro.data.collate_utils import alloc, copy_rows, feature_dtype, pad_text, padded_box_count
-from lxmert_repro.data.masking import BOX_RANDOM, BOX_ZERO, IGNORE_INDEX, mask_tokens, object_mask_ops, sample_answer
+from lxmert_repro.data.masking import (
+    BOX_RANDOM, BOX_ZERO, IGNORE_INDEX, OBJECT_MASK_SPLIT, mask_tokens, object_mask_ops, sample_answer,
+)
 from lxmert_repro.data.records import RecordTable
 from lxmert_repro.data.regions import RegionSource
 from lxmert_repro.features.store import FeatureStore
@@ -52,7 +54,7 @@ class PretrainDataset(Dataset):
                  sep_token_id: int | None = None, mask_token_id: int | None = None, vocab_size: int | None = None,
                  answers: AnswerVocab | None = None, mlm_prob: float = 0.15, obj_mask_prob: float = 0.15,
                  itm_prob: float = 0.5, qa: bool = True, qa_start_epoch: int = 0, max_boxes: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, obj_mask_split: tuple[float, float, float] = OBJECT_MASK_SPLIT) -> None:
         self.records = records if isinstance(records, RecordTable) else RecordTable(records)
         self.regions = store if isinstance(store, RegionSource) else RegionSource(store, max_boxes)
         if tokenizer is not None:
@@ -66,6 +68,8 @@ class PretrainDataset(Dataset):
         self._special_lut[self.special_ids] = True
         self.answers = answers
         self.mlm_prob, self.obj_mask_prob, self.itm_prob = mlm_prob, obj_mask_prob, itm_prob
+        self.obj_mask_split = tuple(obj_mask_split)
+        object_mask_ops(0, np.random.default_rng(0), obj_mask_prob, self.obj_mask_split)  # bad split: fail now
         self.qa, self.qa_start_epoch = qa and answers is not None, qa_start_epoch
         self.seed, self.epoch = seed, 0
         self.image_codes = self.records.image_codes()  # (len,) int, same code = same image
@@ -118,7 +122,7 @@ class PretrainDataset(Dataset):
         if self.qa and itm == 1 and self.epoch >= self.qa_start_epoch and rec.get("answers"):
             qa_label = self._qa_label(rec["answers"], rec["answer_scores"], rng)
         r = self.regions.get(img_id)
-        ops = object_mask_ops(r.num_boxes, rng, self.obj_mask_prob)
+        ops = object_mask_ops(r.num_boxes, rng, self.obj_mask_prob, self.obj_mask_split)
         n_random = int((ops == BOX_RANDOM).sum())
         random_feats = self.regions.random_rows(n_random, rng, exclude_img_id=img_id)
         return PretrainItem(ids, mlm_labels, itm, qa_label, img_id, r.boxes, r.features, ops, random_feats,

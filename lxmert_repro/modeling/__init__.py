@@ -1,13 +1,18 @@
-"""LXMERT model: config, encoder, pretraining, VQA/GQA and NLVR2 models, checkpoint I/O."""
-from .checkpoint import export_transformers, load_model, read_checkpoint, save_model
+"""Models: one interface (base.py), LXMERT (pretraining, VQA/GQA, NLVR2), checkpoint I/O; pretraining objectives apart from architectures."""
+from .base import ModelBase, ModelConfig
+from .checkpoint import build_model, export_reference, export_transformers, load_model, read_checkpoint, save_model
 from .config import LxmertConfig, load_config
 from .convert import CheckpointError, LoadReport
 from .model import LxmertModel, LxmertModelOutput
 from .nlvr2 import LxmertForNLVR2, LxmertPairOutput
+from .objectives import PretrainObjectives
 from .pretraining import LxmertForPreTraining, LxmertPreTrainingOutput
 from .vqa import LxmertForVQA, LxmertVQAOutput
 
 __all__ = [
+    "ModelBase",
+    "ModelConfig",
+    "PretrainObjectives",
     "LxmertConfig",
     "load_config",
     "LxmertModel",
@@ -18,10 +23,12 @@ __all__ = [
     "LxmertVQAOutput",
     "LxmertForNLVR2",
     "LxmertPairOutput",
+    "build_model",
     "save_model",
     "load_model",
     "read_checkpoint",
     "export_transformers",
+    "export_reference",
     "CheckpointError",
     "LoadReport",
 ]

@@ -40,14 +40,16 @@ class MultiHeadAttention(nn.Module):
     (strided gradient layout) was no faster, and separate projections keep the reference's layout.
     """
 
-    def __init__(self, config: LxmertConfig) -> None:
+    def __init__(self, config: LxmertConfig, in_size: int | None = None) -> None:
+        """Projections (in_size, default hidden_size) -> hidden_size = heads x head_dim."""
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
         self.dropout_p = config.attention_probs_dropout_prob
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        d_in = in_size or config.hidden_size
+        self.query = nn.Linear(d_in, config.hidden_size)
+        self.key = nn.Linear(d_in, config.hidden_size)
+        self.value = nn.Linear(d_in, config.hidden_size)
 
     def _heads(self, y: torch.Tensor) -> torch.Tensor:
         b, s, _ = y.shape
@@ -90,11 +92,11 @@ class MultiHeadAttention(nn.Module):
 
 
 class AttentionOutput(nn.Module):
-    """Post-LN residual block after attention: LN(dropout(dense(ctx)) + residual)."""
+    """Post-LN residual block after attention: LN(dropout(dense(ctx)) + residual); ctx of in_size (default hidden)."""
 
-    def __init__(self, config: LxmertConfig) -> None:
+    def __init__(self, config: LxmertConfig, in_size: int | None = None) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_size or config.hidden_size, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 

@@ -1,15 +1,24 @@
-"""What every LXMERT model class shares: the config, weight initialisation, device/dtype helpers."""
+"""What every model shares, whatever its architecture: the config protocol, weight initialisation,
+device/dtype helpers, and the output dataclass decorator.
+
+An architecture is one unit: its config dataclass (a ``ModelConfig``, the ``_target_`` of
+``lxmert_repro/configs/model/*.yaml``) names its model classes by role (``ROLES``) and the module of its
+checkpoint adapters; training code and checkpoint loading go through these names only.
+"""
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, TypeVar
 
 import torch
 from torch import nn
 
-from .config import LxmertConfig
-
 T = TypeVar("T")
+C = TypeVar("C", bound="ModelConfig")
+ROLES = ("encoder", "pretraining", "vqa", "nlvr2")  # nlvr2: LXMERT only so far
 
 
 def model_output(cls: type[T]) -> type[T]:
@@ -25,8 +34,78 @@ def model_output(cls: type[T]) -> type[T]:
     return cls
 
 
-def init_lxmert_weights(module: nn.Module, std: float) -> None:
-    """Weights N(0, std), biases 0, LayerNorm (1, 0); the padding_idx row of embeddings zero (BERT/LXMERT)."""
+def import_path(obj: type) -> str:
+    """``package.module.Name`` of a class, as checkpoints record it."""
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def resolve_class(path: str, base: type, source: str) -> type:
+    """The class at ``path`` (one of this package's), checked to derive from ``base``."""
+    from hydra.utils import get_class
+
+    if not path.startswith("lxmert_repro."):
+        raise ValueError(f"{source}: class {path!r} is not one of lxmert_repro's")
+    try:
+        cls = get_class(path)
+    except Exception as e:  # hydra wraps ImportError / AttributeError
+        raise ValueError(f"{source}: class {path!r} not found ({e})") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"{source}: {path!r} is not a {base.__name__}")
+    return cls
+
+
+class ModelConfig:
+    """Mixin of every architecture's config dataclass.
+
+    Subclasses set ``MODEL_CLASSES`` (role -> import path of the model class), ``ENCODER_PREFIX`` (the
+    attribute under which the head models keep the encoder, the first part of their state-dict keys) and
+    ``ADAPTERS`` (import path of the module that reads/writes the architecture's reference formats).
+    """
+
+    MODEL_CLASSES: ClassVar[dict[str, str]] = {}
+    ENCODER_PREFIX: ClassVar[str] = ""
+    ADAPTERS: ClassVar[str] = ""
+    initializer_range: float
+
+    def model_class(self, role: str) -> type["ModelBase"]:
+        if role not in self.MODEL_CLASSES:
+            raise ValueError(f"{type(self).__name__} has no {role!r} model; it has {sorted(self.MODEL_CLASSES)}")
+        return resolve_class(self.MODEL_CLASSES[role], ModelBase, type(self).__name__)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
+        """Build from a dict; unknown keys are an error naming them (a typo must not pass silently)."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}; expected some of {sorted(names)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls: type[C], path: str | Path) -> C:
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: model config file not found") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if "config" in values and isinstance(values["config"], dict):
+            values = values["config"]
+        from .objectives import split_objectives
+
+        values, _ = split_objectives(values)  # older files carried the objective fields here
+        return cls.from_dict(values, source=str(path))
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def init_bert_weights(module: nn.Module, std: float) -> None:
+    """Weights N(0, std), biases 0, LayerNorm (1, 0); the padding_idx row of embeddings zero (BERT)."""
     if isinstance(module, nn.Linear):
         nn.init.normal_(module.weight, mean=0.0, std=std)
         if module.bias is not None:
@@ -41,20 +120,24 @@ def init_lxmert_weights(module: nn.Module, std: float) -> None:
         nn.init.zeros_(module.bias)
 
 
-class LxmertBase(nn.Module):
-    """Base of LxmertModel / LxmertForPreTraining / LxmertForVQA."""
+class ModelBase(nn.Module):
+    """Base of every model class. ``ROLE`` is its role in its architecture (one of ``ROLES``)."""
 
-    config: LxmertConfig
+    ROLE: ClassVar[str] = ""
+    config: Any
 
-    def __init__(self, config: LxmertConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if not isinstance(config, LxmertConfig):
-            raise TypeError(f"{type(self).__name__} expects an LxmertConfig, got {type(config).__name__}")
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"{type(self).__name__} expects a model config, got {type(config).__name__}")
         self.config = config
 
     def init_weights(self) -> None:
         std = self.config.initializer_range
-        self.apply(lambda m: init_lxmert_weights(m, std))
+        self.apply(lambda m: init_bert_weights(m, std))
+        for m in self.modules():  # modules whose init depends on other tables (e.g. copies of them)
+            if hasattr(m, "after_init"):
+                m.after_init()
 
     @property
     def device(self) -> torch.device:

@@ -1,21 +1,30 @@
-"""LXMERT model configuration: one dataclass, also instantiated by Hydra (`configs/model/*.yaml`).
+"""LXMERT model configuration: one dataclass, also instantiated by Hydra (`lxmert_repro/configs/model/*.yaml`).
 
 Defaults are the paper's base model (Tan & Bansal 2019, section 4 and the public code airsplay/lxmert);
 docs/faithful.md (sections 3 and 4) says where each number comes from.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-VISUAL_LOSS_DENOMINATORS = ("all_boxes", "masked_boxes")
+from .base import ModelConfig
 
 
 @dataclass
-class LxmertConfig:
+class LxmertConfig(ModelConfig):
+    """The architecture only; what it is trained on is ``PretrainObjectives`` (objectives.py)."""
+
+    MODEL_CLASSES: ClassVar[dict[str, str]] = {
+        "encoder": "lxmert_repro.modeling.model.LxmertModel",
+        "pretraining": "lxmert_repro.modeling.pretraining.LxmertForPreTraining",
+        "vqa": "lxmert_repro.modeling.vqa.LxmertForVQA",
+        "nlvr2": "lxmert_repro.modeling.nlvr2.LxmertForNLVR2",
+    }
+    ENCODER_PREFIX: ClassVar[str] = "lxmert"
+    ADAPTERS: ClassVar[str] = "lxmert_repro.modeling.lxmert_io"
+
     # --- sizes (paper sec. 4 / BERT-base) ---
     vocab_size: int = 30522  # BERT uncased WordPiece
     hidden_size: int = 768
@@ -40,22 +49,6 @@ class LxmertConfig:
     num_attr_labels: int = 400  # Visual Genome attribute classes
     num_qa_labels: int = 9500  # answers of VQA + GQA + Visual7W used in pretraining QA
 
-    # --- pretraining tasks and loss weights (docs/faithful.md §4; faithful defaults) ---
-    task_mask_lm: bool = True
-    task_matched: bool = True  # image-text matching (ITM)
-    task_obj_predict: bool = True
-    task_qa: bool = True  # public code: QA throughout; paper: only the last 10 of 20 epochs
-    visual_obj_loss: bool = True
-    visual_attr_loss: bool = True
-    visual_feat_loss: bool = True
-    mlm_loss_weight: float = 1.0
-    itm_loss_weight: float = 1.0
-    qa_loss_weight: float = 1.0
-    visual_loss_normalizer: float = 1 / 0.15  # public code: 1/0.15 on obj, attr, feat (transformers: 6.67)
-    # Alternatives (not LXMERT's choice): obj/attr CE only on masked boxes; divide visual losses by
-    # the number of masked boxes instead of all real boxes.
-    obj_attr_masked_only: bool = False
-    visual_loss_denominator: str = "all_boxes"
     # Compute MLM logits / feature regression only where a loss is taken (same loss, less work).
     sparse_predictions: bool = True
 
@@ -69,48 +62,15 @@ class LxmertConfig:
             )
         if self.hidden_act not in ("gelu", "relu"):
             raise ValueError(f"LxmertConfig: hidden_act must be 'gelu' or 'relu', got {self.hidden_act!r}")
-        if self.visual_loss_denominator not in VISUAL_LOSS_DENOMINATORS:
-            raise ValueError(
-                f"LxmertConfig: visual_loss_denominator must be one of {VISUAL_LOSS_DENOMINATORS}, "
-                f"got {self.visual_loss_denominator!r}"
-            )
         self.extra = dict(self.extra or {})
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "LxmertConfig":
-        """Build from a dict; unknown keys are an error naming them (a typo must not pass silently)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown LxmertConfig field(s) {unknown}; expected some of {sorted(names)}")
-        return cls(**values)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "LxmertConfig":
-        path = Path(path)
-        try:
-            values = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: model config file not found") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        if "config" in values and isinstance(values["config"], dict):
-            values = values["config"]
-        return cls.from_dict(values, source=str(path))
-
-    def replace(self, **changes: Any) -> "LxmertConfig":
-        return dataclasses.replace(self, **changes)
-
-
-def load_config(path: str | Path) -> LxmertConfig:
-    """An LxmertConfig from a .json file (ours or ``model_config.json``) or a Hydra yaml of ``configs/model``."""
+def load_config(path: str | Path) -> ModelConfig:
+    """A model config from a .json file (ours or ``model_config.json``: LXMERT) or a Hydra yaml of ``configs/model``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model config file not found")
@@ -122,7 +82,7 @@ def load_config(path: str | Path) -> LxmertConfig:
 
         with initialize_config_dir(config_dir=str(path.resolve().parent), version_base=None):
             cfg = instantiate(compose(path.stem))
-        if not isinstance(cfg, LxmertConfig):
-            raise ValueError(f"{path}: _target_ must build an LxmertConfig, got {type(cfg).__name__}")
+        if not isinstance(cfg, ModelConfig):
+            raise ValueError(f"{path}: _target_ must build a model config, got {type(cfg).__name__}")
         return cfg
     raise ValueError(f"{path}: expected a .json or .yaml model config")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .config import LxmertConfig
+from .objectives import PretrainObjectives, split_objectives
 from .keymap import TIED_DECODER_KEY, WORD_EMBEDDINGS_KEY, ours_to_reference
 
 REFERENCE_SOURCES = ("lxmert", "lxmert-vqa", "transformers")
@@ -29,6 +30,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # model parameters that got no tensor
     unexpected: list[str] = field(default_factory=list)  # checkpoint tensors the model has no place for
     mismatched: list[str] = field(default_factory=list)  # "key: checkpoint (a, b) vs model (c, d)"
+    dropped: list[str] = field(default_factory=list)  # checkpoint tensors known not to belong to this model
 
     @property
     def ok(self) -> bool:
@@ -37,11 +39,13 @@ class LoadReport:
     def describe(self, source: str = "checkpoint") -> str:
         parts = []
         for label, keys in (("missing", self.missing), ("unexpected", self.unexpected),
-                            ("wrong shape", self.mismatched)):
+                            ("wrong shape", self.mismatched), ("dropped (not this model's)", self.dropped)):
             if keys:
                 shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
                 parts.append(f"{label}: {shown}")
-        return f"{source}: " + ("; ".join(parts) if parts else "all tensors matched")
+        if not (self.missing or self.unexpected or self.mismatched):
+            parts.insert(0, "all tensors matched")
+        return f"{source}: " + "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -81,10 +85,8 @@ def our_key_names(config: LxmertConfig) -> list[str]:
     """All parameter names of a full LxmertForPreTraining of this size (built on the meta device: no memory)."""
     from .pretraining import LxmertForPreTraining
 
-    full = config.replace(task_obj_predict=True, task_qa=True, visual_obj_loss=True, visual_attr_loss=True,
-                          visual_feat_loss=True)
     with torch.device("meta"):
-        model = LxmertForPreTraining(full)
+        model = LxmertForPreTraining(config, PretrainObjectives())
     return list(model.state_dict().keys())
 
 
@@ -143,17 +145,17 @@ def load_state(
     extra_unexpected: list[str] | None = None,
     aliases: Mapping[str, str] | None = None,
 ) -> LoadReport:
-    """Copy ``state`` (our full names, ``lxmert.*`` for the encoder) into ``model``.
+    """Copy ``state`` (our full names: ``<encoder prefix>.*`` for the encoder, e.g. ``lxmert.*``) into ``model``.
 
     strict: any missing / unexpected / wrong-shape tensor raises CheckpointError naming them all
     (``aliases``: our key -> the source's own name, shown next to missing keys).
     Not strict: loads every tensor that fits and returns the report.
     """
-    from .model import LxmertModel
-
-    if isinstance(model, LxmertModel):  # the bare encoder has no "lxmert." prefix
-        heads = [k for k in state if not k.startswith("lxmert.")]
-        state = {k[len("lxmert."):]: v for k, v in state.items() if k.startswith("lxmert.")}
+    bare = getattr(model, "ROLE", "") == "encoder"
+    prefix = model.config.ENCODER_PREFIX + "." if bare else ""  # the bare encoder has no prefix
+    if bare:
+        heads = [k for k in state if not k.startswith(prefix)]
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     else:
         heads = []
     own = model.state_dict()
@@ -166,7 +168,6 @@ def load_state(
             report.mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}")
         else:
             to_load[key] = value
-    prefix = "lxmert." if isinstance(model, LxmertModel) else ""
     report.missing = sorted(
         f"{k} (source name {aliases[prefix + k]})" if aliases and prefix + k in aliases else k
         for k in own if k not in state
@@ -194,36 +195,49 @@ _SHARED_CONFIG_FIELDS = (
 OUR_CONFIG_ATTR = "lxmert_repro_config"  # our full config, carried inside an exported transformers config
 
 
-def config_from_transformers(values: Mapping, source: str = "config.json") -> LxmertConfig:
-    """A transformers LxmertConfig (as a dict) -> ours (our extra fields restored if we exported it)."""
+OUR_OBJECTIVES_ATTR = "lxmert_repro_objectives"
+
+
+def config_from_transformers(values: Mapping, source: str = "config.json") -> tuple[LxmertConfig, PretrainObjectives]:
+    """A transformers LxmertConfig (as a dict) -> ours and the objectives (our extra fields restored if we
+    exported it; transformers keeps LXMERT's task switches in the model config)."""
     if values.get("model_type") not in (None, "lxmert"):
         raise CheckpointError(f"{source}: model_type is {values.get('model_type')!r}, expected 'lxmert'")
-    base = dict(values.get(OUR_CONFIG_ATTR) or {})
+    base, objectives = split_objectives(values.get(OUR_CONFIG_ATTR) or {})
+    objectives.update(values.get(OUR_OBJECTIVES_ATTR) or {})
     for name in _SHARED_CONFIG_FIELDS:
         if name in values:
-            base[name] = values[name]
+            target = objectives if hasattr(PretrainObjectives, name) else base
+            target[name] = values[name]
     if base.get("hidden_act") == "gelu_python":
         base["hidden_act"] = "gelu"
-    return LxmertConfig.from_dict(base, source=source)
+    return (LxmertConfig.from_dict(base, source=source),
+            PretrainObjectives.from_dict(objectives, source=f"{source}: objectives"))
 
 
-def config_to_transformers(config: LxmertConfig, num_qa_labels: int | None = None):
+def config_to_transformers(config: LxmertConfig, num_qa_labels: int | None = None,
+                           objectives: PretrainObjectives | None = None):
     import transformers
 
-    values = {name: getattr(config, name) for name in _SHARED_CONFIG_FIELDS}
+    objectives = objectives or PretrainObjectives()
+    values = {name: getattr(objectives if hasattr(objectives, name) else config, name)
+              for name in _SHARED_CONFIG_FIELDS}
     if num_qa_labels is not None:
         values["num_qa_labels"] = num_qa_labels
     tcfg = transformers.LxmertConfig(**values)
     setattr(tcfg, OUR_CONFIG_ATTR, config.to_dict())
+    setattr(tcfg, OUR_OBJECTIVES_ATTR, objectives.to_dict())
     return tcfg
 
 
 BASE_HIDDEN_SIZE, BASE_HEADS = 768, 12  # LXMERT's only published size (airsplay/lxmert src/lxrt/modeling.py)
 
 
-def infer_config(ref_state: Mapping[str, torch.Tensor], base: LxmertConfig | None = None,
-                 source: str = "checkpoint") -> LxmertConfig:
-    """Sizes read from the tensors of a reference-layout checkpoint (the original has no config file).
+def infer_config(
+    ref_state: Mapping[str, torch.Tensor], base: LxmertConfig | None = None, source: str = "checkpoint"
+) -> tuple[LxmertConfig, PretrainObjectives]:
+    """Sizes and present heads read from the tensors of a reference-layout checkpoint (the original has no
+    config file): the architecture config and the objectives those heads serve.
 
     The number of attention heads cannot be read from shapes: it comes from ``base``. Without one, only the
     published size (hidden 768: 12 heads) is assumed; any other hidden size is an error naming ``source``,
@@ -254,15 +268,15 @@ def infer_config(ref_state: Mapping[str, torch.Tensor], base: LxmertConfig | Non
             break
     decoders = {n: f"obj_predict_head.decoder_dict.{n}.weight" for n in ("obj", "attr", "feat")}
     has = {n: k in ref_state for n, k in decoders.items()}
-    changes["task_obj_predict"] = any(has.values())
-    if changes["task_obj_predict"]:
-        changes.update(visual_obj_loss=has["obj"], visual_attr_loss=has["attr"], visual_feat_loss=has["feat"])
+    heads: dict = {"task_obj_predict": any(has.values())}
+    if heads["task_obj_predict"]:
+        heads.update(visual_obj_loss=has["obj"], visual_attr_loss=has["attr"], visual_feat_loss=has["feat"])
         if has["obj"]:
             changes["num_object_labels"] = shape(decoders["obj"])[0]
         if has["attr"]:
             changes["num_attr_labels"] = shape(decoders["attr"])[0]
-    changes["task_qa"] = "answer_head.logit_fc.3.weight" in ref_state
-    if changes["task_qa"]:
+    heads["task_qa"] = "answer_head.logit_fc.3.weight" in ref_state
+    if heads["task_qa"]:
         changes["num_qa_labels"] = shape("answer_head.logit_fc.3.weight")[0]
     if base is None:
         if hidden != BASE_HIDDEN_SIZE:
@@ -273,4 +287,4 @@ def infer_config(ref_state: Mapping[str, torch.Tensor], base: LxmertConfig | Non
         base = LxmertConfig(num_attention_heads=BASE_HEADS)
     if hidden % base.num_attention_heads:
         raise CheckpointError(f"hidden size {hidden} is not a multiple of num_attention_heads={base.num_attention_heads}")
-    return base.replace(**changes)
+    return base.replace(**changes), PretrainObjectives(**heads)

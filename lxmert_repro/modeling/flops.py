@@ -1,4 +1,4 @@
-"""Model FLOPs of LXMERT counted from the config: the numerator of model FLOP utilisation (MFU).
+"""Model FLOPs of LXMERT (only: other architectures log no MFU) counted from the config: the numerator of model FLOP utilisation (MFU).
 
 Only matrix products are counted (as ``torch.utils.flop_counter.FlopCounterMode`` does; embeddings lookups,
 LayerNorm, softmax, GELU and dropout are not), a product of (r x k) by (k x c) being ``2 r k c``. With H the
@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from .config import LxmertConfig
+from .objectives import PretrainObjectives
 
 TRAIN_FLOPS_PER_FORWARD = 3
 
@@ -51,23 +52,26 @@ def answer_head_flops(cfg: LxmertConfig, num_answers: int) -> int:
 
 
 def pretraining_forward_flops(cfg: LxmertConfig, batch_size: int, text_len: int, n_boxes: int,
-                              mlm_rows: Count | None = None, feat_rows: Count | None = None) -> Count:
+                              mlm_rows: Count | None = None, feat_rows: Count | None = None,
+                              objectives: PretrainObjectives | None = None) -> Count:
     """Forward FLOPs of ``LxmertForPreTraining`` on a (batch_size, text_len, n_boxes) batch.
 
     ``mlm_rows`` / ``feat_rows``: rows the sparse MLM decoder / feature regression compute over the whole batch
     (labelled tokens, real masked boxes); None = dense (every position), as without ``sparse_predictions``.
+    ``objectives``: the model's (which object and QA heads it has); default every objective on.
     """
+    obj = objectives or PretrainObjectives()
     h, b = cfg.hidden_size, batch_size
     m = b * text_len if mlm_rows is None or not cfg.sparse_predictions else mlm_rows
     k = b * n_boxes if feat_rows is None or not cfg.sparse_predictions else feat_rows
     total = b * (encoder_flops(cfg, text_len, n_boxes) + 4 * h)  # + ITM
     total += 2 * h * (h + cfg.vocab_size) * m  # MLM transform and tied decoder
-    if cfg.task_obj_predict:
-        labels = (cfg.num_object_labels if cfg.visual_obj_loss else 0) + (cfg.num_attr_labels if cfg.visual_attr_loss else 0)
+    if obj.task_obj_predict:
+        labels = (cfg.num_object_labels if obj.visual_obj_loss else 0) + (cfg.num_attr_labels if obj.visual_attr_loss else 0)
         total += b * 2 * n_boxes * h * (h + labels)
-        if cfg.visual_feat_loss:
+        if obj.visual_feat_loss:
             total += 2 * h * cfg.visual_feat_dim * k
-    if cfg.task_qa:
+    if obj.task_qa:
         total += b * answer_head_flops(cfg, cfg.num_qa_labels)
     return total
 

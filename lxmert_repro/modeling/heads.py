@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LxmertConfig
+from .objectives import PretrainObjectives
 
 
 class PredictionHeadTransform(nn.Module):
@@ -34,16 +35,28 @@ class MaskedLMHead(nn.Module):
         return F.linear(self.transform(x), word_embeddings, self.bias)
 
 
+def masked_lm_predictions(
+    head: MaskedLMHead, hidden: torch.Tensor, word_embeddings: torch.Tensor, labels: torch.Tensor | None, sparse: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """MLM logits; with ``sparse`` and labels, only where a label exists (the vocabulary-wide decoder is the
+    costliest head). hidden (B, T, H), labels (B, T) -100 = none -> (logits (M, V) or (B, T, V),
+    positions (B, T) bool or None, the labels matching the logits' rows)."""
+    if labels is not None and sparse:
+        positions = labels != -100
+        return head(hidden[positions], word_embeddings), positions, labels[positions]
+    return head(hidden, word_embeddings), None, labels
+
+
 class VisualObjectHead(nn.Module):
     """Shared transform, then one decoder per masked-object task: obj (1600), attr (400), feat (F-d regression)."""
 
-    def __init__(self, config: LxmertConfig) -> None:
+    def __init__(self, config: LxmertConfig, objectives: PretrainObjectives) -> None:
         super().__init__()
         self.transform = PredictionHeadTransform(config)
         sizes = {
-            "obj": (config.visual_obj_loss, config.num_object_labels),
-            "attr": (config.visual_attr_loss, config.num_attr_labels),
-            "feat": (config.visual_feat_loss, config.visual_feat_dim),
+            "obj": (objectives.visual_obj_loss, config.num_object_labels),
+            "attr": (objectives.visual_attr_loss, config.num_attr_labels),
+            "feat": (objectives.visual_feat_loss, config.visual_feat_dim),
         }
         self.decoders = nn.ModuleDict(
             {name: nn.Linear(config.hidden_size, n) for name, (on, n) in sizes.items() if on}
@@ -51,11 +64,12 @@ class VisualObjectHead(nn.Module):
 
 
 class AnswerHead(nn.Module):
-    """Linear(H -> 2H) -> GELU -> LayerNorm -> Linear(2H -> answers), on the pooled output."""
+    """Linear(H -> 2H) -> GELU -> LayerNorm -> Linear(2H -> answers), on the pooled output (H = in_size,
+    default hidden_size; ViLBERT's SimpleClassifier has the same layout on its 1024-d fused vector)."""
 
-    def __init__(self, config: LxmertConfig, num_answers: int) -> None:
+    def __init__(self, config: LxmertConfig, num_answers: int, in_size: int | None = None) -> None:
         super().__init__()
-        h = config.hidden_size
+        h = in_size or config.hidden_size
         self.dense = nn.Linear(h, 2 * h)
         self.layer_norm = nn.LayerNorm(2 * h, eps=config.layer_norm_eps)
         self.classifier = nn.Linear(2 * h, num_answers)

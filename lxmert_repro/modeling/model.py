@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .attention import additive_mask
-from .base import LxmertBase, model_output
+from .base import ModelBase, model_output
 from .config import LxmertConfig
 from .embeddings import TextEmbeddings, VisualFeatureEncoder
 from .encoder import EncoderAttentions, LxmertEncoder
@@ -43,8 +43,10 @@ def compute_dtype(reference: torch.Tensor) -> torch.dtype:
     return reference.dtype
 
 
-class LxmertModel(LxmertBase):
+class LxmertModel(ModelBase):
     """The LXMERT encoder without task heads."""
+
+    ROLE = "encoder"
 
     def __init__(self, config: LxmertConfig, init: bool = True) -> None:
         super().__init__(config)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LxmertBase, model_output
+from .base import ModelBase, model_output
 from .config import LxmertConfig
 from .encoder import EncoderAttentions
 from .model import LxmertModel
@@ -55,9 +55,10 @@ class PairHead(nn.Module):
         return self.classifier(self.layer_norm(F.gelu(self.dense(pooled))))
 
 
-class LxmertForNLVR2(LxmertBase):
+class LxmertForNLVR2(ModelBase):
     """Encoder + pair head; cross-entropy over {False, True} (label 1 = True), not rescaled."""
 
+    ROLE = "nlvr2"
     images_per_example = 2
 
     def __init__(self, config: LxmertConfig) -> None:

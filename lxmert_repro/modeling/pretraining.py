@@ -1,6 +1,7 @@
 """LxmertForPreTraining: encoder + MLM, ITM, masked-object and QA heads, and the pretraining loss
 (docs/faithful.md §4).
 
+Which terms, their weights and denominators: ``PretrainObjectives`` (every LXMERT objective on by default).
 Total = mlm_w * MLM + itm_w * ITM + qa_w * QA + normalizer * (obj + attr + feat), normalizer = 1/0.15.
 """
 from __future__ import annotations
@@ -11,10 +12,12 @@ import torch
 from torch import nn
 
 from . import losses as L
-from .base import LxmertBase, model_output
+from .base import model_output
 from .config import LxmertConfig
+from .objectives import PretrainObjectives
 from .encoder import EncoderAttentions
 from .heads import AnswerHead, MaskedLMHead, VisualObjectHead
+from .pretraining_base import PretrainingModel
 from .model import LxmertModel
 
 
@@ -44,14 +47,17 @@ class LxmertPreTrainingOutput:
     attentions: EncoderAttentions | None = None
 
 
-class LxmertForPreTraining(LxmertBase):
-    def __init__(self, config: LxmertConfig) -> None:
-        super().__init__(config)
+class LxmertForPreTraining(PretrainingModel):
+    SUPPORTED_OBJECTIVES = frozenset({"mlm", "itm", "obj", "attr", "feat", "qa"})
+
+    def __init__(self, config: LxmertConfig, objectives: PretrainObjectives | None = None) -> None:
+        super().__init__(config, objectives)
+        objectives = self.objectives
         self.lxmert = LxmertModel(config, init=False)
         self.mlm_head = MaskedLMHead(config)
         self.itm_head = nn.Linear(config.hidden_size, 2)
-        self.obj_head = VisualObjectHead(config) if config.task_obj_predict else None
-        self.answer_head = AnswerHead(config, config.num_qa_labels) if config.task_qa else None
+        self.obj_head = VisualObjectHead(config, objectives) if objectives.task_obj_predict else None
+        self.answer_head = AnswerHead(config, config.num_qa_labels) if objectives.task_qa else None
         self.init_weights()
 
     def forward(
@@ -73,7 +79,7 @@ class LxmertForPreTraining(LxmertBase):
         qa_labels: torch.Tensor | None = None,  # (B,) -100 = none
         output_attentions: bool = False,
     ) -> LxmertPreTrainingOutput:
-        cfg = self.config
+        obj = self.objectives
         enc = self.lxmert(
             input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
         )
@@ -87,20 +93,8 @@ class LxmertForPreTraining(LxmertBase):
         losses: dict[str, torch.Tensor] = {}
         word_emb = self.lxmert.embeddings.word_embeddings.weight  # tied decoder (V, H)
 
-        # Masked LM: logits only where a label exists (the 30522-way decoder is the costliest head).
-        if mlm_labels is not None and cfg.sparse_predictions:
-            out.mlm_positions = mlm_labels != L.IGNORE_INDEX  # (B, T)
-            out.mlm_logits = self.mlm_head(enc.language_output[out.mlm_positions], word_emb)  # (M, V)
-            mlm_targets = mlm_labels[out.mlm_positions]
-        else:
-            out.mlm_logits = self.mlm_head(enc.language_output, word_emb)  # (B, T, V)
-            mlm_targets = mlm_labels
-        if mlm_labels is not None and cfg.task_mask_lm:
-            losses["mlm"] = cfg.mlm_loss_weight * L.masked_lm_loss(out.mlm_logits, mlm_targets)
-
-        out.itm_logits = self.itm_head(enc.pooled_output)  # (B, 2)
-        if itm_labels is not None and cfg.task_matched:
-            losses["itm"] = cfg.itm_loss_weight * L.matching_loss(out.itm_logits, itm_labels)
+        self.mlm_term(out, losses, enc.language_output, word_emb, mlm_labels)
+        self.itm_term(out, losses, self.itm_head(enc.pooled_output), itm_labels)  # LXMERT: column 1 = match
 
         if self.obj_head is not None:
             self._object_losses(out, losses, visual_mask, obj_labels, obj_conf, attr_labels, attr_conf,
@@ -109,12 +103,9 @@ class LxmertForPreTraining(LxmertBase):
         if self.answer_head is not None:
             out.qa_logits = self.answer_head(enc.pooled_output)  # (B, A)
             if qa_labels is not None:
-                losses["qa"] = cfg.qa_loss_weight * L.qa_loss(out.qa_logits, qa_labels, itm_labels)
+                losses["qa"] = obj.qa_loss_weight * L.qa_loss(out.qa_logits, qa_labels, itm_labels)
 
-        out.losses = losses
-        if losses:
-            out.loss = torch.stack(list(losses.values())).sum()
-        return out
+        return self.finish(out, losses)
 
     def _object_losses(
         self,
@@ -129,11 +120,11 @@ class LxmertForPreTraining(LxmertBase):
         masked_boxes: torch.Tensor | None,
     ) -> None:
         """Masked-object heads and their three losses, each multiplied by the visual loss normalizer."""
-        cfg = self.config
+        cfg, obj = self.config, self.objectives
         head = self.obj_head
         assert head is not None
         hidden = head.transform(out.vision_output)  # (B, N, H)
-        w, denom = cfg.visual_loss_normalizer, cfg.visual_loss_denominator
+        w, denom = obj.visual_loss_normalizer, obj.visual_loss_denominator
         label_tasks = (("obj", obj_labels, obj_conf), ("attr", attr_labels, attr_conf))
         for name, labels, conf in label_tasks:
             if name not in head.decoders:
@@ -144,7 +135,7 @@ class LxmertForPreTraining(LxmertBase):
                 if conf is None:
                     raise ValueError(f"{name}_labels given without {name}_conf (the detector confidence weights)")
                 losses[name] = w * L.visual_label_loss(
-                    logits, labels, conf, visual_mask, masked_boxes, cfg.obj_attr_masked_only, denom
+                    logits, labels, conf, visual_mask, masked_boxes, obj.obj_attr_masked_only, denom
                 )
         if "feat" in head.decoders:
             if feat_targets is not None and masked_boxes is not None:

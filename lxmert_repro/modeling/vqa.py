@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 import torch
 
 from . import losses as L
-from .base import LxmertBase, model_output
+from .base import ModelBase, model_output
 from .config import LxmertConfig
 from .encoder import EncoderAttentions
 from .heads import AnswerHead
@@ -29,7 +29,9 @@ class LxmertVQAOutput:
         return None if self.attentions is None else self.attentions.cross_lang_to_visn
 
 
-class LxmertForVQA(LxmertBase):
+class LxmertForVQA(ModelBase):
+    ROLE = "vqa"
+
     def __init__(self, config: LxmertConfig, num_answers: int) -> None:
         super().__init__(config)
         if num_answers < 1:

@@ -78,25 +78,28 @@ class NLVR2Task(Task):
                             tokenizer, tok_dir, store)
 
     def build_model(self, cfg: DictConfig, data: Any) -> torch.nn.Module:
-        from lxmert_repro.modeling import LxmertForNLVR2
+        """The architecture's ``nlvr2`` model (LXMERT's so far; another architecture's config says it has none)."""
+        from lxmert_repro.modeling import build_model
         from lxmert_repro.training.models import _data_overrides, load_init_model, model_config
 
         init = load_init_model(cfg, data)
         if init is None:
-            return LxmertForNLVR2(model_config(cfg, **_data_overrides(data)))
+            return build_model(model_config(cfg, **_data_overrides(data)), "nlvr2")
         src, path = init
-        if isinstance(src, LxmertForNLVR2):
+        if src.ROLE == "nlvr2":
             return src
-        if not hasattr(src, "lxmert"):
-            raise TypeError(f"finetune.init_from={path}: expected an LXMERT with an encoder, got {type(src).__name__}")
+        if src.ROLE not in ("pretraining", "vqa"):
+            raise TypeError(f"finetune.init_from={path}: expected a pretraining, VQA or NLVR2 model, got "
+                            f"{type(src).__name__}")
+        nlvr2_class = src.config.model_class("nlvr2")
         log.info("NLVR2 model: encoder from %s, pair head initialised randomly (as the original)", path)
-        return LxmertForNLVR2.from_pretraining(src)
+        return nlvr2_class.from_pretraining(src)
 
     def load_model(self, path: str | os.PathLike) -> torch.nn.Module:
-        from lxmert_repro.modeling import LxmertForNLVR2, load_model
+        from lxmert_repro.modeling import load_model
 
         model = load_model(str(path))
-        if not isinstance(model, LxmertForNLVR2):
+        if getattr(model, "ROLE", None) != "nlvr2":
             raise TypeError(f"{path}: expected a fine-tuned NLVR2 model, got {type(model).__name__}")
         return model
 

@@ -184,6 +184,7 @@ def build_pretrain_data(cfg: DictConfig, accelerator: Any = None) -> PretrainDat
             mlm_prob=float(pcfg.get("mlm_prob", 0.15)), obj_mask_prob=float(pcfg.get("obj_mask_prob", 0.15)),
             itm_prob=float(pcfg.get("itm_prob", 0.5)), qa=bool(pcfg.get("qa", True)),
             qa_start_epoch=int(pcfg.get("qa_start_epoch", 0)), max_boxes=max_boxes, seed=int(cfg.trainer.seed),
+            obj_mask_split=tuple(pcfg.get("obj_mask_split", (0.8, 0.1, 0.1))),
         )
 
     train = dataset(_path(cfg, "pretrain.train"))

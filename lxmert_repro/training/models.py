@@ -8,6 +8,7 @@ resume is ``trainer.resume`` (checkpointing.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -18,6 +19,8 @@ from typing import Any, Callable
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from lxmert_repro.modeling.objectives import PretrainObjectives
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +40,30 @@ def _data_overrides(data: Any) -> dict[str, Any]:
 
 
 def model_config(cfg: DictConfig, **overrides: Any) -> Any:
-    """``cfg.model`` instantiated (an LxmertConfig) with the data-decided fields replaced."""
+    """``cfg.model`` instantiated (the architecture's config) with the data-decided fields it has replaced."""
     mcfg = instantiate(cfg.model, _convert_="all")
+    names = {f.name for f in dataclasses.fields(mcfg)}
+    overrides = {k: v for k, v in overrides.items() if k in names}
     return mcfg.replace(**overrides) if overrides else mcfg
 
 
+def objectives_config(cfg: DictConfig, **overrides: Any) -> PretrainObjectives:
+    """``cfg.objectives`` (default: every objective on, each model keeps those it has)."""
+    node = cfg.get("objectives")
+    objectives = instantiate(node, _convert_="all") if node is not None else PretrainObjectives()
+    return objectives.replace(**overrides) if overrides else objectives
+
+
 def build_pretrain_model(cfg: DictConfig, data: Any) -> torch.nn.Module:
-    from lxmert_repro.modeling import LxmertForPreTraining
+    from lxmert_repro.modeling import build_model
 
     overrides = _data_overrides(data)
+    objective_changes: dict[str, Any] = {}
     if data.answers is not None:
         overrides["num_qa_labels"] = len(data.answers)
     else:
-        overrides["task_qa"] = False
-    model = LxmertForPreTraining(model_config(cfg, **overrides))
+        objective_changes["task_qa"] = False
+    model = build_model(model_config(cfg, **overrides), "pretraining", objectives_config(cfg, **objective_changes))
     init_from = (cfg.get("pretrain") or {}).get("init_from")
     if init_from:
         load_weights_into(model, init_from)
@@ -69,8 +82,8 @@ def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 
 def load_init_model(cfg: DictConfig, data: Any) -> tuple[torch.nn.Module, Path] | None:
-    """The model at ``finetune.init_from``, checked against the data (feature size, vocabulary, tokenizer);
-    None (with a warning) when it is not set: the task's model starts from random weights."""
+    """The model at ``finetune.init_from`` (any architecture), checked against the data (feature size,
+    vocabulary, tokenizer); None (with a warning) when it is not set: the task's model starts from random weights."""
     from lxmert_repro.modeling import load_model
 
     init_from = (cfg.get("finetune") or {}).get("init_from")
@@ -92,24 +105,25 @@ def load_init_model(cfg: DictConfig, data: Any) -> tuple[torch.nn.Module, Path] 
 
 
 def build_vqa_model(cfg: DictConfig, data: Any, match: Callable[[str], str] | None = None) -> torch.nn.Module:
-    """From ``finetune.init_from`` (a pretraining or VQA model dir) or from scratch (no init_from).
-    ``match``: how a task answer is spelled in the pretraining answer table (GQA: LXMERT's conversion, as
-    airsplay/lxmert src/pretrain/qa_answer_table.py does); None = the same string (VQA)."""
+    """From ``finetune.init_from`` (a pretraining or VQA model dir, any architecture) or from scratch (no
+    init_from). ``match``: how a task answer is spelled in the pretraining answer table (GQA: LXMERT's
+    conversion, as airsplay/lxmert src/pretrain/qa_answer_table.py does); None = the same string (VQA)."""
     from lxmert_repro.data.answers import AnswerVocab
-    from lxmert_repro.modeling import LxmertForPreTraining, LxmertForVQA
+    from lxmert_repro.modeling import build_model
 
     task_answers = list(data.answers.answers)
     init = load_init_model(cfg, data)
     if init is None:
-        return LxmertForVQA(model_config(cfg, **_data_overrides(data)), len(task_answers))
+        return build_model(model_config(cfg, **_data_overrides(data)), "vqa", num_answers=len(task_answers))
     src, path = init
-    if isinstance(src, LxmertForVQA):
+    if src.ROLE == "vqa":
         if src.num_answers != len(task_answers):
             raise ValueError(f"finetune.init_from={path}: a VQA model with {src.num_answers} answers, the task has "
                              f"{len(task_answers)}")
         return src
-    if not isinstance(src, LxmertForPreTraining):
-        raise TypeError(f"finetune.init_from={path}: expected a pretraining or VQA LXMERT, got {type(src).__name__}")
+    if src.ROLE != "pretraining":
+        raise TypeError(f"finetune.init_from={path}: expected a pretraining or VQA model, got {type(src).__name__}")
+    vqa_class = src.config.model_class("vqa")
     answers_file = path / ANSWERS_FILE
     explicit = (cfg.get("finetune") or {}).get("pretrain_answers")
     if explicit:  # e.g. LXMERT's all_ans.json for an imported original checkpoint
@@ -119,12 +133,12 @@ def build_vqa_model(cfg: DictConfig, data: Any, match: Callable[[str], str] | No
     if getattr(src, "answer_head", None) is not None and answers_file.is_file():
         pre_answers = AnswerVocab.load(answers_file).answers
         lookup = task_answers if match is None else [match(a) for a in task_answers]
-        model = LxmertForVQA.from_pretraining(src, len(task_answers), pre_answers, lookup)
+        model = vqa_class.from_pretraining(src, len(task_answers), pre_answers, lookup)
         pre_set = set(pre_answers)
         matched = sum(1 for a in lookup if a in pre_set)
         log.info("answer head initialised from the pretraining QA head: %d/%d answers matched", matched, len(task_answers))
     else:
-        model = LxmertForVQA.from_pretraining(src, len(task_answers))
+        model = vqa_class.from_pretraining(src, len(task_answers))
         log.info("pretrained model has no QA head / answers.json: answer head initialised randomly")
     return model
 
@@ -147,10 +161,10 @@ def _check_same_tokenizer(model_dir: Path, data_tokenizer_dir: Path) -> None:
 
 
 def load_vqa_model(path: str | os.PathLike) -> torch.nn.Module:
-    from lxmert_repro.modeling import LxmertForVQA, load_model
+    from lxmert_repro.modeling import load_model
 
     model = load_model(str(path))
-    if not isinstance(model, LxmertForVQA):
+    if getattr(model, "ROLE", None) != "vqa":
         raise TypeError(f"{path}: expected a fine-tuned VQA model, got {type(model).__name__}")
     return model
 

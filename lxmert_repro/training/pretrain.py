@@ -1,13 +1,14 @@
 """LXMERT pretraining (MLM + ITM + masked objects + image QA) on the shared Accelerate loop.
 
-Per-task switches and weights are model-config values (``model.task_*``, ``model.*_loss_weight``);
+Per-task switches and weights are the objective config (``objectives.task_*``, ``objectives.*_loss_weight``;
+lxmert_repro/configs/objectives), apart from the architecture (``model``);
 the QA schedule (``pretrain.qa_start_epoch``: 0 = public code, 10 = the paper's 10 + 10) is applied by
 the dataset, which only samples QA targets from that epoch on. Returns the run's metrics.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
@@ -31,12 +32,16 @@ class PretrainTaskConfig:
 
     mlm_prob: float = 0.15
     obj_mask_prob: float = 0.15
+    obj_mask_split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # zeroed / swapped / unchanged
     itm_prob: float = 0.5
     qa: bool = True
     qa_start_epoch: int = 0
     init_from: Optional[str] = None
 
     def __post_init__(self) -> None:
+        split = list(self.obj_mask_split)
+        check(len(split) == 3 and all(0 <= p <= 1 for p in split) and abs(sum(split) - 1) < 1e-6,
+              "pretrain.obj_mask_split", split, "3 probabilities (zeroed, swapped, unchanged) summing to 1")
         for key in ("mlm_prob", "obj_mask_prob", "itm_prob"):
             check(0 <= getattr(self, key) <= 1, f"pretrain.{key}", getattr(self, key), "a probability in [0, 1]")
         check(self.qa_start_epoch >= 0, "pretrain.qa_start_epoch", self.qa_start_epoch, "an integer >= 0")
@@ -50,9 +55,13 @@ def pretrain_loss(model: torch.nn.Module, batch: LxmertBatch, state: TrainerStat
     return out.loss, {k: v.detach() for k, v in out.losses.items()}
 
 
-def pretrain_flops_fn(config: LxmertConfig) -> Callable[[LxmertBatch], torch.Tensor]:
+def pretrain_flops_fn(model: torch.nn.Module) -> Callable[[LxmertBatch], torch.Tensor] | None:
     """Forward FLOPs of a pretraining batch (``modeling.flops``), counted on the device: the sparse heads' rows
-    are sums of the batch's masks, read back with the logged losses."""
+    are sums of the batch's masks, read back with the logged losses. None (no model FLOPs / MFU in the logs)
+    for an architecture ``modeling.flops`` has no formula for (LXMERT only)."""
+    config, objectives = model.config, getattr(model, "objectives", None)
+    if not isinstance(config, LxmertConfig):
+        return None
 
     def flops(batch: LxmertBatch) -> torch.Tensor:
         b, t = batch.input_ids.shape
@@ -61,7 +70,8 @@ def pretrain_flops_fn(config: LxmertConfig) -> Callable[[LxmertBatch], torch.Ten
         feat = None
         if batch.masked_boxes is not None:
             feat = (batch.masked_boxes.bool() & batch.visual_mask.bool()).sum()
-        return torch.as_tensor(pretraining_forward_flops(config, b, t, n, mlm_rows=mlm, feat_rows=feat))
+        return torch.as_tensor(pretraining_forward_flops(config, b, t, n, mlm_rows=mlm, feat_rows=feat,
+                                                         objectives=objectives))
 
     return flops
 
@@ -116,7 +126,7 @@ def train_pretrain(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, 
         result = trainer.fit(
             model, data.train, data.collator, pretrain_loss, eval_fn,
             select_metric="val/loss" if eval_fn is not None else None, select_mode="min", save_model_fn=save,
-            flops_fn=pretrain_flops_fn(model.config),
+            flops_fn=pretrain_flops_fn(model),
         )
         return result.metrics
     finally:

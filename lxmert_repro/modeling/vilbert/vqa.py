@@ -1,0 +1,79 @@
+"""VilbertForVQA: vilbert-multi-task's VQA head (``vil_prediction``, a SimpleClassifier: Linear(Hb -> 2 Hb),
+GELU, LN, Linear(2 Hb -> answers)) on dropout(fused pooled vector); soft-target BCE x answers, as that
+repository's VQA loss (the same formula as LXMERT's)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .. import losses as L
+from ..base import ModelBase, model_output
+from ..heads import AnswerHead
+from .config import VilbertConfig
+from .model import VilbertModel
+
+
+@model_output
+class VilbertVQAOutput:
+    logits: torch.Tensor  # (B, A)
+    loss: torch.Tensor | None = None
+    language_output: torch.Tensor | None = None
+    vision_output: torch.Tensor | None = None
+    pooled_output: torch.Tensor | None = None
+    attentions: dict[str, tuple[torch.Tensor, ...]] | None = None
+
+    @property
+    def cross_attentions(self) -> tuple[torch.Tensor, ...] | None:
+        """Text -> region co-attention per co-attention layer, each (B, heads, T, N) (global token left out)."""
+        if self.attentions is None:
+            return None
+        return tuple(a[..., 1:] for a in self.attentions["text_to_vision"])
+
+
+class VilbertForVQA(ModelBase):
+    ROLE = "vqa"
+
+    def __init__(self, config: VilbertConfig, num_answers: int) -> None:
+        super().__init__(config)
+        if num_answers < 1:
+            raise ValueError(f"VilbertForVQA: num_answers must be >= 1, got {num_answers}")
+        self.vilbert = VilbertModel(config, init=False)
+        self.dropout = nn.Dropout(0.1)  # VILBertForVLTasks dropout_prob
+        self.answer_head = AnswerHead(config, num_answers, in_size=config.bi_hidden_size)
+        self.init_weights()
+
+    @property
+    def num_answers(self) -> int:
+        return self.answer_head.num_answers
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        visual_feats: torch.Tensor,
+        visual_boxes: torch.Tensor,
+        visual_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
+        output_attentions: bool = False,
+    ) -> VilbertVQAOutput:
+        enc = self.vilbert(input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids,
+                           output_attentions)
+        logits = self.answer_head(self.dropout(enc.pooled_output))  # (B, A)
+        loss = None
+        if vqa_targets is not None:
+            if vqa_targets.shape != logits.shape:
+                raise ValueError(f"vqa_targets has shape {tuple(vqa_targets.shape)}, logits {tuple(logits.shape)}")
+            loss = L.vqa_loss(logits, vqa_targets)
+        return VilbertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output,
+                                enc.attentions)
+
+    @classmethod
+    def from_pretraining(cls, pretrained: nn.Module, num_answers: int, pretrain_answers: Sequence[str] | None = None,
+                         task_answers: Sequence[str] | None = None) -> "VilbertForVQA":
+        """The encoder of ``pretrained``; the answer head at its init (ViLBERT pretrains no QA head)."""
+        model = cls(pretrained.config, num_answers)
+        model.vilbert.load_state_dict(pretrained.vilbert.state_dict())
+        return model

@@ -1,0 +1,202 @@
+"""VisualBERT against transformers' VisualBert classes (random weights, fp32, eval, padding in both streams),
+checkpoint import/export both ways, the matching-class convention, and the box ablation."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from lxmert_repro.modeling import PretrainObjectives, build_model, export_transformers, load_model, save_model
+from lxmert_repro.modeling.visual_bert import VisualBertConfig, VisualBertForPreTraining, VisualBertForVQA, VisualBertModel
+from lxmert_repro.modeling.visual_bert.io import config_to_transformers
+
+from model_helpers import inputs_of, make_batch, model_config
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def cfg() -> VisualBertConfig:
+    return model_config("visualbert_tiny")
+
+
+@pytest.fixture(scope="module")
+def batch(cfg):
+    return make_batch(cfg, pad_boxes=True)  # text and boxes padded
+
+
+def close(a, b):
+    torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+def hf_model(cls, cfg, seed=0, num_labels=None):
+    torch.manual_seed(seed)
+    tcfg = config_to_transformers(cfg, num_labels)
+    tcfg.return_dict = True
+    model = cls(tcfg).eval()
+    with torch.no_grad():  # no zero rows / biases left from init: every tensor must be copied right
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def via_transformers_dir(hf, tmp_path):
+    hf.save_pretrained(tmp_path / "hf")
+    return load_model(tmp_path / "hf").eval()
+
+
+def hf_inputs(batch):
+    return dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"], visual_embeds=batch["visual_feats"],
+                visual_attention_mask=batch["visual_mask"])
+
+
+def test_encoder_matches_transformers(cfg, batch, tmp_path):
+    hf = hf_model(transformers.VisualBertModel, cfg)
+    ours = via_transformers_dir(hf, tmp_path)
+    assert type(ours) is VisualBertModel and ours.load_report.ok
+    t = batch["input_ids"].shape[1]
+    with torch.no_grad():
+        ref = hf(**hf_inputs(batch), output_attentions=True)
+        out = ours(**inputs_of(batch), output_attentions=True)
+    close(out.language_output, ref.last_hidden_state[:, :t])
+    close(out.vision_output, ref.last_hidden_state[:, t:])
+    close(out.pooled_output, ref.pooler_output)
+    for a, b in zip(out.attentions, ref.attentions, strict=True):
+        close(a, b)
+
+
+def test_pretraining_matches_transformers_outputs_and_losses(cfg, batch, tmp_path):
+    hf = hf_model(transformers.VisualBertForPreTraining, cfg, seed=1)
+    ours = via_transformers_dir(hf, tmp_path)
+    assert type(ours) is VisualBertForPreTraining and ours.load_report.ok
+    dense = VisualBertForPreTraining(cfg.replace(sparse_predictions=False)).eval()
+    dense.load_state_dict(ours.state_dict())
+    b, t = batch["input_ids"].shape
+    n = batch["visual_feats"].shape[1]
+    # transformers takes MLM labels over the whole sequence and 0 = match; ours: text only and 1 = match.
+    labels = torch.cat([batch["mlm_labels"], torch.full((b, n), -100)], dim=1)
+    with torch.no_grad():
+        ref = hf(**hf_inputs(batch), labels=labels, sentence_image_labels=1 - batch["itm_labels"])
+        out = dense(**batch)
+        sparse = ours(**batch)
+    close(out.mlm_logits, ref.prediction_logits[:, :t])
+    close(out.itm_logits, ref.seq_relationship_logits.flip(-1))
+    close(out.loss, ref.loss)
+    close(sparse.loss, ref.loss)
+    close(sparse.mlm_logits, ref.prediction_logits[:, :t][batch["mlm_labels"] != -100])
+    assert set(out.losses) == {"mlm", "itm"}
+
+
+def test_matching_convention_class_0_is_match_in_the_reference(cfg, batch):
+    """A head that favours reference class 0 must give matched pairs (our label 1) the lower loss."""
+    torch.manual_seed(0)
+    model = VisualBertForPreTraining(cfg).eval()
+    with torch.no_grad():
+        model.itm_head.weight.zero_()
+        model.itm_head.bias.copy_(torch.tensor([5.0, -5.0]))
+        matched = model(**inputs_of(batch), itm_labels=torch.ones(batch["input_ids"].shape[0], dtype=torch.long))
+        swapped = model(**inputs_of(batch), itm_labels=torch.zeros(batch["input_ids"].shape[0], dtype=torch.long))
+    assert matched.losses["itm"] < 1e-3 < 9 < swapped.losses["itm"]
+    assert (matched.itm_logits.argmax(-1) == 1).all()
+
+
+@pytest.mark.parametrize("vqa_loss", ["kl", "bce"])
+def test_vqa_matches_transformers_question_answering(cfg, batch, tmp_path, vqa_loss):
+    hf = hf_model(transformers.VisualBertForQuestionAnswering, cfg, seed=2, num_labels=5)
+    ours = via_transformers_dir(hf, tmp_path)
+    assert type(ours) is VisualBertForVQA and ours.num_answers == 5
+    ours.config = ours.config.replace(vqa_loss=vqa_loss)
+    targets = torch.rand(batch["input_ids"].shape[0], 5, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = hf(**hf_inputs(batch))
+        ref_loss = hf(**hf_inputs(batch), labels=targets)  # (its logits come back log-softmaxed with labels)
+        out = ours(**inputs_of(batch), vqa_targets=targets)
+    close(out.logits, ref.logits)
+    close(out.logits.log_softmax(-1), ref_loss.logits)
+    if vqa_loss == "kl":
+        close(out.loss, ref_loss.loss)
+    else:
+        close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(ref.logits, targets) * 5)
+
+
+@pytest.mark.parametrize("role", ["encoder", "pretraining", "vqa"])
+def test_export_and_our_format_round_trip(cfg, batch, tmp_path, role):
+    torch.manual_seed(4)
+    model = build_model(cfg, role, PretrainObjectives(), num_answers=3).eval()
+    save_model(model, tmp_path / "ours")
+    meta = json.loads((tmp_path / "ours" / "model_config.json").read_text())
+    assert meta["config_class"] == "lxmert_repro.modeling.visual_bert.config.VisualBertConfig"
+    mine = load_model(tmp_path / "ours").eval()
+    export_transformers(model, tmp_path / "hf")
+    name = {"encoder": "VisualBertModel", "pretraining": "VisualBertForPreTraining",
+            "vqa": "VisualBertForQuestionAnswering"}[role]
+    hf = getattr(transformers, name).from_pretrained(tmp_path / "hf").eval()
+    back = load_model(tmp_path / "hf").eval()
+    for loaded in (mine, back):
+        assert type(loaded) is type(model) and loaded.config == model.config
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, loaded.state_dict()[k]), k
+    with torch.no_grad():
+        out, ref = model(**inputs_of(batch)), hf(**hf_inputs(batch))
+    if role == "vqa":
+        close(out.logits, ref.logits)
+    elif role == "pretraining":
+        close(out.itm_logits, ref.seq_relationship_logits.flip(-1))
+    else:
+        close(out.pooled_output, ref.pooler_output)
+
+
+def test_boxes_are_ignored_unless_the_ablation_is_on(cfg, batch):
+    torch.manual_seed(5)
+    faithful = VisualBertModel(cfg).eval()
+    ablation = VisualBertModel(cfg.replace(use_boxes=True)).eval()
+    moved = dict(inputs_of(batch), visual_boxes=torch.rand_like(batch["visual_boxes"]))
+    with torch.no_grad():
+        close(faithful(**inputs_of(batch)).pooled_output, faithful(**moved).pooled_output)
+        diff = (ablation(**inputs_of(batch)).pooled_output - ablation(**moved).pooled_output).abs().max()
+    assert diff > 1e-4
+    assert "embeddings.box_projection.weight" in ablation.state_dict()
+    assert "embeddings.box_projection.weight" not in faithful.state_dict()
+
+
+def test_padded_boxes_do_not_change_real_outputs(cfg, batch):
+    torch.manual_seed(6)
+    model = VisualBertModel(cfg).eval()
+    row = {k: v[3:4] for k, v in inputs_of(batch).items()}  # the row with 3 padded boxes
+    real = int(row["visual_mask"].sum())
+    trimmed = dict(row, visual_feats=row["visual_feats"][:, :real], visual_boxes=row["visual_boxes"][:, :real],
+                   visual_mask=row["visual_mask"][:, :real])
+    with torch.no_grad():
+        a, b = model(**row), model(**trimmed)
+    close(a.pooled_output, b.pooled_output)
+    close(a.vision_output[:, :real], b.vision_output)
+
+
+def test_uclanlp_checkpoint_imports_with_its_matching_convention(cfg, batch, tmp_path):
+    """uclanlp/visualbert .th names (the inverse of transformers' converter, written out here); its head keeps
+    1 = match (transformers' converter copies it unchanged), recorded as itm_match_class=1."""
+    hf = hf_model(transformers.VisualBertForPreTraining, cfg, seed=8)
+    original = {}
+    for k, v in hf.state_dict().items():
+        if k in ("cls.predictions.decoder.bias", "visual_bert.embeddings.position_ids"):
+            continue  # the original BERT code has no decoder bias of its own
+        k = k.replace("visual_bert.", "bert.bert.").replace("cls.", "bert.cls.")
+        k = k.replace("visual_token_type_embeddings", "token_type_embeddings_visual")
+        k = k.replace("visual_position_embeddings", "position_embeddings_visual").replace("visual_projection", "projection")
+        original[k] = v
+    original["detector.backbone.weight"] = torch.zeros(3)
+    torch.save(original, tmp_path / "vqa_pre_trained.th")
+    ours = load_model(tmp_path / "vqa_pre_trained.th", config=cfg).eval()
+    assert type(ours) is VisualBertForPreTraining and ours.load_report.ok
+    assert ours.config.itm_match_class == 1 and ours.load_report.dropped == ["detector.backbone.weight"]
+    t = batch["input_ids"].shape[1]
+    with torch.no_grad():
+        ref = hf(**hf_inputs(batch))
+        out = VisualBertForPreTraining(ours.config.replace(sparse_predictions=False)).eval()
+        out.load_state_dict(ours.state_dict())
+        out = out(**inputs_of(batch))
+    close(out.itm_logits, ref.seq_relationship_logits)  # row 1 = match there = our column 1
+    close(out.mlm_logits, ref.prediction_logits[:, :t])

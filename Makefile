@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test demo bench ablation lock clean
+.PHONY: install lint test demo bench ablation lock clean
 
 # Every dependency at the exact version in constraints.txt (the versions make test was run with).
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
@@ -14,6 +14,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	touch $@
 
 install: $(VENV)/.installed
+
+# Style and static checks (config in pyproject.toml); `make format` applies the fixes ruff can make.
+lint: install
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 test: install
 	$(PY) -m pytest -q tests

@@ -16,6 +16,7 @@ USED_THROUGH_CONFIGS = {
     "hydra-optuna-sweeper": "hparams_search/*_optuna.yaml (hydra/sweeper: optuna)",
     "wandb": "logger/wandb.yaml (an Accelerate tracker)",
     "tensorboard": "logger/tensorboard.yaml (an Accelerate tracker)",
+    "ruff": "make lint (a command-line tool, run by .ci/run)",
 }
 
 

@@ -10,11 +10,11 @@
    256 random images stacked into (256, 36, 2048) as a collator would; samples/s and the reader process's peak RSS
    (a fresh process per store). Targets: >= 5,000 samples/s; RSS equal within 100 MB for both sizes.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -53,9 +53,16 @@ def bench_extraction(name: str, n_images: int, batch: int, device: str = "cpu") 
         boxes += sum(int(d.num_boxes) for d in model.extract(imgs[i : i + batch]))  # int(): waits for the GPU
     dt = time.perf_counter() - t
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
-    return {"detector": name, "images": n_images, "batch": batch, "seconds": round(dt, 2),
-            "images_per_s": round(n_images / dt, 2), "boxes_per_image": boxes / n_images, "feat_dim": model.feat_dim,
-            "peak_gib": peak}
+    return {
+        "detector": name,
+        "images": n_images,
+        "batch": batch,
+        "seconds": round(dt, 2),
+        "images_per_s": round(n_images / dt, 2),
+        "boxes_per_image": boxes / n_images,
+        "feat_dim": model.feat_dim,
+        "peak_gib": peak,
+    }
 
 
 def write_store(path: Path, n_images: int, boxes: int = 36, dim: int = 2048) -> float:
@@ -96,7 +103,11 @@ def read_worker(path: str, batches: int, batch: int, access: str) -> None:
             store.read_features(ids[k], out=out[j])  # (36, 2048) straight into the batch buffer
     dt = time.perf_counter() - t
     rss = vm_hwm_mb()
-    print(json.dumps({"samples_per_s": round(batches * batch / dt), "peak_rss_mb": round(rss), "rss_before_open_mb": round(rss0)}))
+    print(
+        json.dumps(
+            {"samples_per_s": round(batches * batch / dt), "peak_rss_mb": round(rss), "rss_before_open_mb": round(rss0)}
+        )
+    )
 
 
 def bench_store(tmp: Path, sizes: list[int], batches: int, accesses: list[str]) -> list[dict]:
@@ -106,8 +117,12 @@ def bench_store(tmp: Path, sizes: list[int], batches: int, accesses: list[str]) 
         write_s = write_store(path, n)
         disk = sum(f.stat().st_size for f in path.iterdir()) / 2**30
         for access in accesses:
-            res = subprocess.run([sys.executable, __file__, "--read-worker", str(path), str(batches), access],
-                                 capture_output=True, text=True, check=True)
+            res = subprocess.run(
+                [sys.executable, __file__, "--read-worker", str(path), str(batches), access],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             r = json.loads(res.stdout.strip().splitlines()[-1])
             rows.append({"images": n, "access": access, "disk_gb": round(disk, 2), "write_s": round(write_s, 1), **r})
         shutil.rmtree(path)
@@ -140,17 +155,29 @@ def extraction_table(quick: bool, device: str = "cpu") -> None:
 
     where = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
     print(f"== extraction ({where}, random weights, 600x800 images)")
-    print(f"{'detector':<18} {'images':>6} {'batch':>5} {'s':>8} {'images/s':>9} {'boxes/img':>9} {'feat':>5} {'peak GiB':>8}")
-    runs = [("easy_vqa_small", 16 if quick else 64, 16), ("vg_r101_c4", 1 if quick else 2, 1),
-            ("vg_r101_c4_port", 1 if quick else 2, 1)]
+    print(
+        f"{'detector':<18} {'images':>6} {'batch':>5} {'s':>8} {'images/s':>9} {'boxes/img':>9} {'feat':>5} {'peak GiB':>8}"
+    )
+    runs = [
+        ("easy_vqa_small", 16 if quick else 64, 16),
+        ("vg_r101_c4", 1 if quick else 2, 1),
+        ("vg_r101_c4_port", 1 if quick else 2, 1),
+    ]
     if device.startswith("cuda"):
-        runs = [("easy_vqa_small", 256, 64), ("vg_r101_c4", 64, 1), ("vg_r101_c4", 64, 8),
-                ("vg_r101_c4_port", 64, 1), ("vg_r101_c4_port", 64, 8)]
+        runs = [
+            ("easy_vqa_small", 256, 64),
+            ("vg_r101_c4", 64, 1),
+            ("vg_r101_c4", 64, 8),
+            ("vg_r101_c4_port", 64, 1),
+            ("vg_r101_c4_port", 64, 8),
+        ]
     for name, n, b in runs:
         r = bench_extraction(name, n, b, device)
         peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
-        print(f"{r['detector']:<18} {r['images']:>6} {r['batch']:>5} {r['seconds']:>8} {r['images_per_s']:>9} "
-              f"{r['boxes_per_image']:>9.1f} {r['feat_dim']:>5} {peak:>8}")
+        print(
+            f"{r['detector']:<18} {r['images']:>6} {r['batch']:>5} {r['seconds']:>8} {r['images_per_s']:>9} "
+            f"{r['boxes_per_image']:>9.1f} {r['feat_dim']:>5} {peak:>8}"
+        )
 
 
 def store_table(tmp: Path, quick: bool) -> None:
@@ -159,7 +186,9 @@ def store_table(tmp: Path, quick: bool) -> None:
     rows = bench_store(tmp, sizes, batches=8 if quick else 30, accesses=["pread"] if quick else ["pread", "mmap"])
     print(f"{'images':>7} {'access':>6} {'disk GB':>7} {'write s':>7} {'samples/s':>9} {'peak RSS MB':>11}")
     for r in rows:
-        print(f"{r['images']:>7} {r['access']:>6} {r['disk_gb']:>7} {r['write_s']:>7} {r['samples_per_s']:>9} {r['peak_rss_mb']:>11}")
+        print(
+            f"{r['images']:>7} {r['access']:>6} {r['disk_gb']:>7} {r['write_s']:>7} {r['samples_per_s']:>9} {r['peak_rss_mb']:>11}"
+        )
     pread = {r["images"]: r for r in rows if r["access"] == "pread"}
     drss = abs(pread[20000]["peak_rss_mb"] - pread[1000]["peak_rss_mb"])
     worst = min(r["samples_per_s"] for r in pread.values())

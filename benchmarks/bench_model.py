@@ -14,6 +14,7 @@ way (graph breaks allowed), to tell what compiling gives from what our implement
                                      [--compile {default,reduce-overhead,max-autotune}] [--compile-reference] [--compile-bf16]
                                      [--plan lxmert_base:8,lxmert_base:256] [--layers 9,5,5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,9 @@ import dataclasses
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
 
 import torch
 import transformers
@@ -102,9 +103,14 @@ def ours_step_fn(model, batch, autocast_dtype=None):
 
 def reference_step_fn(model, batch):
     kwargs = dict(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"],
-        visual_feats=batch["visual_feats"], visual_pos=batch["visual_boxes"],
-        visual_attention_mask=batch["visual_mask"], labels=batch["mlm_labels"], matched_label=batch["itm_labels"],
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+        visual_feats=batch["visual_feats"],
+        visual_pos=batch["visual_boxes"],
+        visual_attention_mask=batch["visual_mask"],
+        labels=batch["mlm_labels"],
+        matched_label=batch["itm_labels"],
         ans=batch["qa_labels"],
         obj_labels={
             "obj": (batch["obj_labels"], batch["obj_conf"]),
@@ -134,9 +140,17 @@ def step_work(step) -> tuple[float, int]:
     return flops.get_total_flops() / 1e9, ops.calls
 
 
-def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: torch.device,
-                 compile_mode: str | None = None, layers: tuple[int, int, int] | None = None,
-                 compile_reference: bool = False, compile_bf16: bool = False) -> list[tuple]:
+def bench_config(
+    name: str,
+    batch_size: int,
+    rounds: int,
+    steps: int,
+    device: torch.device,
+    compile_mode: str | None = None,
+    layers: tuple[int, int, int] | None = None,
+    compile_reference: bool = False,
+    compile_bf16: bool = False,
+) -> list[tuple]:
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
     if layers:  # e.g. the tiny widths at the base depth: a step bound by per-operator overhead, as batch 8 on a GPU
         cfg = dataclasses.replace(cfg, l_layers=layers[0], r_layers=layers[1], x_layers=layers[2])
@@ -166,9 +180,11 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
         fn()
     compiled_steps = {}
     if compile_mode:
-        compiled_steps[compiled] = lambda: ours_step_fn(
-            torch.compile(models[compiled], mode=compile_mode, fullgraph=True), batch,
-            torch.bfloat16 if compile_bf16 else None)
+        compiled_steps[compiled] = lambda model=models[compiled]: ours_step_fn(
+            torch.compile(model, mode=compile_mode, fullgraph=True),
+            batch,
+            torch.bfloat16 if compile_bf16 else None,
+        )
     if compile_mode and compile_reference:  # the fair question: does the reference gain as much from compiling?
         ref_c = transformers.LxmertForPreTraining(tcfg).train().to(device)
         ref_c.load_state_dict(ref.state_dict())
@@ -180,11 +196,13 @@ def bench_config(name: str, batch_size: int, rounds: int, steps: int, device: to
             fn()
             fn()
             impls[k] = fn
-            print(f"[{name} b{batch_size}] {k}: compiled and warmed up in {time.perf_counter() - t0:.0f} s",
-                  flush=True)
+            print(f"[{name} b{batch_size}] {k}: compiled and warmed up in {time.perf_counter() - t0:.0f} s", flush=True)
         except Exception as e:
-            print(f"[{name} b{batch_size}] {k} failed, row dropped: {type(e).__name__}: "
-                  f"{str(e).strip().splitlines()[0][:300]}", flush=True)
+            print(
+                f"[{name} b{batch_size}] {k} failed, row dropped: {type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0][:300]}",
+                flush=True,
+            )
     times: dict[str, list[float]] = {k: [] for k in impls}
     for _ in range(rounds):
         for k, fn in impls.items():
@@ -220,14 +238,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny config only, few rounds (seconds)")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--threads", type=int, default=1,
-                   help="intra-op threads (default 1: on a shared machine, preempted OpenMP threads make "
-                        "multi-threaded timings erratic)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads (default 1: on a shared machine, preempted OpenMP threads make "
+        "multi-threaded timings erratic)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
-                   help="also time ours under torch.compile with this mode (fullgraph, dense predictions)")
-    p.add_argument("--compile-reference", action="store_true",
-                   help="with --compile, also time the reference under torch.compile (same mode, graph breaks allowed)")
+    p.add_argument(
+        "--compile",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="also time ours under torch.compile with this mode (fullgraph, dense predictions)",
+    )
+    p.add_argument(
+        "--compile-reference",
+        action="store_true",
+        help="with --compile, also time the reference under torch.compile (same mode, graph breaks allowed)",
+    )
     p.add_argument("--compile-bf16", action="store_true", help="with --compile, compile ours in bf16 autocast")
     p.add_argument("--layers", default=None, help="override the layer counts, e.g. 9,5,5 (language,object,cross)")
     p.add_argument("--plan", default=None, help="comma-separated config:batch pairs, e.g. lxmert_base:8,lxmert_base:64")
@@ -241,18 +270,26 @@ def main(argv: list[str] | None = None) -> None:
     elif args.quick:
         plan = [("lxmert_tiny", 32, args.rounds or 5, args.steps or 5)]
     else:
-        plan = [("lxmert_tiny", 32, args.rounds or 7, args.steps or (20 if gpu else 5)),
-                ("lxmert_base", 8, args.rounds or (10 if gpu else 4), args.steps or (10 if gpu else 1))]
+        plan = [
+            ("lxmert_tiny", 32, args.rounds or 7, args.steps or (20 if gpu else 5)),
+            ("lxmert_base", 8, args.rounds or (10 if gpu else 4), args.steps or (10 if gpu else 1)),
+        ]
     where = torch.cuda.get_device_name(device) if gpu else f"cpu, threads {torch.get_num_threads()}"
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, device {where}")
-    print(f"{'config':<18} {'batch':>5}  {'implementation':<44} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}"
-          f" {'GFLOP/step':>10} {'ATen ops':>8}" + (f" {'peak GiB':>9}" if gpu else ""))
+    print(
+        f"{'config':<18} {'batch':>5}  {'implementation':<44} {'ms/step':>9} {'samples/s':>10} {'vs ref':>7}"
+        f" {'GFLOP/step':>10} {'ATen ops':>8}" + (f" {'peak GiB':>9}" if gpu else "")
+    )
     layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
     for name, b, rounds, steps in plan:
-        for row in bench_config(name, b, rounds, steps, device, args.compile, layers,
-                                args.compile_reference, args.compile_bf16):
-            print(f"{row[0]:<18} {row[1]:>5}  {row[2]:<44} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
-                  f" {row[6]:>10.2f} {row[7] or '':>8}" + (f" {row[8]:>9.2f}" if gpu else ""), flush=True)
+        for row in bench_config(
+            name, b, rounds, steps, device, args.compile, layers, args.compile_reference, args.compile_bf16
+        ):
+            print(
+                f"{row[0]:<18} {row[1]:>5}  {row[2]:<44} {row[3]:>9.1f} {row[4]:>10.2f} {row[5]:>6.2f}x"
+                f" {row[6]:>10.2f} {row[7] or '':>8}" + (f" {row[8]:>9.2f}" if gpu else ""),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

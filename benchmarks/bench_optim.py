@@ -7,6 +7,7 @@ make the same update as its loop (tests/test_optim.py).
 
     python benchmarks/bench_optim.py [--quick] [--config lxmert_base] [--rounds R] [--threads 1,2] [--device cpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     for q in params:
         q.grad = torch.randn_like(q) * 1e-3
     n = sum(q.numel() for q in params)
-    print(f"torch {torch.__version__}, {name}: {len(params)} parameter tensors, {n / 1e6:.1f}M values, "
-          f"device {args.device}, {rounds} rounds")
+    print(
+        f"torch {torch.__version__}, {name}: {len(params)} parameter tensors, {n / 1e6:.1f}M values, "
+        f"device {args.device}, {rounds} rounds"
+    )
     print(f"{'threads':>7}  {'optimizer':<16} {'ms/step':>9} {'vs AdamW fused':>15}")
     for t in threads:
         torch.set_num_threads(t)

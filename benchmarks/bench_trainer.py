@@ -11,6 +11,7 @@ after the trainer in the same process (median over both). The ratio says what th
 
 The default (``make bench``) is the tiny config only, about a minute; the table in benchmarks/README.md adds base.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,17 @@ def build_data(root: Path, cfg: LxmertConfig, images: int, per_image: int, boxes
     with FeatureStoreWriter(root / "store", feat_dim=dim, feat_dtype="float16") as w:
         for i in range(images):
             xy = np.sort(rng.uniform(0, 600, (boxes, 2, 2)).astype(np.float32), axis=1).reshape(boxes, 4)
-            w.add(f"img{i}", 480, 640, xy[:, [0, 2, 1, 3]], rng.standard_normal((boxes, dim), np.float32),
-                  rng.integers(0, cfg.num_object_labels, boxes), rng.uniform(size=boxes),
-                  rng.integers(0, cfg.num_attr_labels, boxes), rng.uniform(size=boxes))
+            w.add(
+                f"img{i}",
+                480,
+                640,
+                xy[:, [0, 2, 1, 3]],
+                rng.standard_normal((boxes, dim), np.float32),
+                rng.integers(0, cfg.num_object_labels, boxes),
+                rng.uniform(size=boxes),
+                rng.integers(0, cfg.num_attr_labels, boxes),
+                rng.uniform(size=boxes),
+            )
     (root / "tokenizer").mkdir()
     words = [f"w{i}" for i in range(cfg.vocab_size - len(SPECIAL))]
     (root / "tokenizer" / "vocab.txt").write_text("\n".join(SPECIAL + words) + "\n")
@@ -62,12 +71,17 @@ def build_data(root: Path, cfg: LxmertConfig, images: int, per_image: int, boxes
             exs.append(Example(f"img{i}", "s", "vqa" if labels else "mscoco", -1, labels, ""))
             ids.append([2] + rng.integers(len(SPECIAL), cfg.vocab_size, 18).tolist() + [3])  # 20 tokens
     save_split(exs, ids, root / "train")
-    return {"store": str(root / "store"), "tokenizer": str(root / "tokenizer"), "answers": str(root / "answers.json"),
-            "train": str(root / "train")}
+    return {
+        "store": str(root / "store"),
+        "tokenizer": str(root / "tokenizer"),
+        "answers": str(root / "answers.json"),
+        "train": str(root / "train"),
+    }
 
 
-def trainer_samples_per_s(name: str, batch: int, steps: int, log_every: int, workers: int, root: Path,
-                          paths: dict[str, str]) -> tuple[float, dict]:
+def trainer_samples_per_s(
+    name: str, batch: int, steps: int, log_every: int, workers: int, root: Path, paths: dict[str, str]
+) -> tuple[float, dict]:
     """Run train_pretrain; the median samples/s of its logged windows after the first, and the last record."""
     from hydra import compose, initialize_config_dir
 
@@ -76,11 +90,21 @@ def trainer_samples_per_s(name: str, batch: int, steps: int, log_every: int, wor
 
     out = root / "run"
     overrides = [
-        f"model={name}", "trainer=cpu", "trainer.progress_bar=false", "logger=jsonl",
-        f"trainer.batch_size={batch}", f"trainer.max_steps={steps}", f"trainer.log_every_n_steps={log_every}",
-        f"trainer.num_workers={workers}", "trainer.grad_clip=1.0", "data.pad_to_max_length=true",
-        f"data.features={paths['store']}", f"data.tokenizer_dir={paths['tokenizer']}",
-        f"data.pretrain.train={paths['train']}", "data.pretrain.val=null", f"data.pretrain.answers={paths['answers']}",
+        f"model={name}",
+        "trainer=cpu",
+        "trainer.progress_bar=false",
+        "logger=jsonl",
+        f"trainer.batch_size={batch}",
+        f"trainer.max_steps={steps}",
+        f"trainer.log_every_n_steps={log_every}",
+        f"trainer.num_workers={workers}",
+        "trainer.grad_clip=1.0",
+        "data.pad_to_max_length=true",
+        f"data.features={paths['store']}",
+        f"data.tokenizer_dir={paths['tokenizer']}",
+        f"data.pretrain.train={paths['train']}",
+        "data.pretrain.val=null",
+        f"data.pretrain.answers={paths['answers']}",
         f"paths.output_dir={out}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -119,8 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     print(f"torch {torch.__version__}, cpu, threads {torch.get_num_threads()}, loader workers {args.workers}")
-    print(f"{'config':<12} {'batch':>5}  {'model-only samples/s':>20} {'trainer samples/s':>18} {'ratio':>6} "
-          f"{'tokens/s':>9} {'GFLOP/s':>8}")
+    print(
+        f"{'config':<12} {'batch':>5}  {'model-only samples/s':>20} {'trainer samples/s':>18} {'ratio':>6} "
+        f"{'tokens/s':>9} {'GFLOP/s':>8}"
+    )
     for item in args.plan.split(","):
         name, batch = item.split(":")[0], int(item.split(":")[1])
         cfg = load_config(ROOT / "configs" / "model" / f"{name}.yaml")
@@ -137,11 +163,17 @@ def main(argv: list[str] | None = None) -> None:
             trainer, last = trainer_samples_per_s(name, batch, steps, log_every, args.workers, root, paths)
             model_only += model_only_samples_per_s(cfg, batch, rounds, per_round)
         mo = statistics.median(model_only)
-        print(f"{name:<12} {batch:>5}  {mo:>20.2f} {trainer:>18.2f} {trainer / mo:>5.2f}x "
-              f"{last.get('tokens_per_s', float('nan')):>9.0f} {last.get('model_flops_per_s', float('nan')) / 1e9:>8.1f}",
-              flush=True)
-        print("  last trainer record: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                                      for k, v in last.items() if not k.startswith("train/")}))
+        print(
+            f"{name:<12} {batch:>5}  {mo:>20.2f} {trainer:>18.2f} {trainer / mo:>5.2f}x "
+            f"{last.get('tokens_per_s', float('nan')):>9.0f} {last.get('model_flops_per_s', float('nan')) / 1e9:>8.1f}",
+            flush=True,
+        )
+        print(
+            "  last trainer record: "
+            + json.dumps(
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in last.items() if not k.startswith("train/")}
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -1,2 +1,3 @@
 """lxmert-repro: faithful LXMERT reproduction."""
+
 __version__ = "0.1.0"

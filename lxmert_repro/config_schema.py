@@ -8,18 +8,24 @@ reader, optimizer, data readers, detector builders) are checked against their ta
 the class or function they build is their schema. Errors name the key, the value and what was expected,
 e.g. ``optim.lr: 'abc' is not a float``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import (
-    ConfigAttributeError, ConfigKeyError, ConfigTypeError, MissingMandatoryValue, OmegaConfBaseException,
+    ConfigAttributeError,
+    ConfigKeyError,
+    ConfigTypeError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
     ValidationError,
 )
 
@@ -120,7 +126,8 @@ def _omegaconf_type(annotation: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         annotation = rest[0] if len(rest) == 1 else Any
-    return Optional[annotation] if annotation in (int, float, bool, str) else Any
+    # typing.Optional, not ``X | None``: OmegaConf's structured configs read typing's form
+    return Optional[annotation] if annotation in (int, float, bool, str) else Any  # noqa: UP045
 
 
 def target_schema(target: Any) -> tuple[type, bool]:
@@ -133,8 +140,11 @@ def target_schema(target: Any) -> tuple[type, bool]:
         hints = {}
     params = list(inspect.signature(target).parameters.values())
     var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
-    fields = [(p.name, _omegaconf_type(hints.get(p.name, Any)), dataclasses.field(default=MISSING))
-              for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    fields = [
+        (p.name, _omegaconf_type(hints.get(p.name, Any)), dataclasses.field(default=MISSING))
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
     name = getattr(target, "__name__", "target")
     return dataclasses.make_dataclass(name, fields), var_kw
 
@@ -165,11 +175,13 @@ def _check_targets(node: Any, path: str) -> None:
     given = {k: v for k, v in node.items() if k not in _HYDRA_KEYS}
     unknown = sorted(set(given) - known)
     if unknown and not var_kw:
-        raise ConfigError(f"{path}.{unknown[0]}: unknown key; {node['_target_']} takes "
-                          f"{', '.join(sorted(known)) or 'no arguments'}")
+        raise ConfigError(
+            f"{path}.{unknown[0]}: unknown key; {node['_target_']} takes {', '.join(sorted(known)) or 'no arguments'}"
+        )
     # nested values are checked as their own nodes; keep only the scalars and lists here
-    _validate_against(schema, {k: v for k, v in given.items() if k in known and not isinstance(v, dict)}, path,
-                      build=False)
+    _validate_against(
+        schema, {k: v for k, v in given.items() if k in known and not isinstance(v, dict)}, path, build=False
+    )
 
 
 def validate_config(cfg: DictConfig, schema: type) -> None:

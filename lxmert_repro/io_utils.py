@@ -1,13 +1,15 @@
 """Atomic writes of files and directories: a reader (or a resumed run) never sees a half-written one."""
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextmanager

@@ -1,4 +1,5 @@
 """How every entry point asks Accelerate for its device, so multi-process launches work on any machine."""
+
 from __future__ import annotations
 
 import torch
@@ -13,5 +14,6 @@ def use_cpu(requested: bool | None = False) -> bool:
     changes nothing for single-process runs.
     """
     has_accelerator = torch.cuda.is_available() or (
-        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    )
     return bool(requested) or not has_accelerator

@@ -9,6 +9,7 @@ Each stage is one of the project's commands; a stage whose outputs are complete 
 skipped and says so, unless --force. Interrupted stages resume on their own (extraction and training resume).
 The report lands in runs/demo/: report.md, loss curves and attention pictures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from lxmert_repro.data.formats.easy_vqa import easy_vqa_image_dir, easy_vqa_root
 
@@ -34,8 +35,12 @@ TASKS = ("vqa", "gqa", "nlvr2")
 
 def stages(root: Path, task: str = "vqa") -> list[Stage]:
     """Every stage of the demo: the pretraining pipeline, then the task's data, fine-tuning and test."""
-    return pretraining_stages(root) + {"vqa": lambda: [vqa_stage(root)], "gqa": lambda: gqa_stages(root),
-                                       "nlvr2": lambda: nlvr2_stages(root)}[task]()
+    return (
+        pretraining_stages(root)
+        + {"vqa": lambda: [vqa_stage(root)], "gqa": lambda: gqa_stages(root), "nlvr2": lambda: nlvr2_stages(root)}[
+            task
+        ]()
+    )
 
 
 def pretraining_stages(root: Path) -> list[Stage]:
@@ -47,30 +52,81 @@ def pretraining_stages(root: Path) -> list[Stage]:
     det, feats = data / "easy_vqa" / "detector", data / "easy_vqa" / "features"
     py = [sys.executable]
     return [
-        ("coco annotations", [py + ["scripts/easy_vqa_to_coco.py", "--out-dir", str(data / "easy_vqa_coco")]],
-         data / "easy_vqa_coco" / ".done", [data / "easy_vqa_coco"]),
-        ("detector training", [[str(BIN / "lxmert-train-detector"), f"output_dir={det}",
-                                f"data.train_json={data / 'easy_vqa_coco' / 'train.json'}",
-                                f"data.val_json={data / 'easy_vqa_coco' / 'test.json'}"]], det / ".done", [det]),
-        ("feature extraction", [[str(BIN / "lxmert-extract"), f"input={easy_vqa_image_dir(split)}", f"output={feats}",
-                                 f"checkpoint={det / 'detector'}", f"image_id_prefix={split}_"] for split in ("train", "test")],
-         feats / ".done", [feats]),
+        (
+            "coco annotations",
+            [py + ["scripts/easy_vqa_to_coco.py", "--out-dir", str(data / "easy_vqa_coco")]],
+            data / "easy_vqa_coco" / ".done",
+            [data / "easy_vqa_coco"],
+        ),
+        (
+            "detector training",
+            [
+                [
+                    str(BIN / "lxmert-train-detector"),
+                    f"output_dir={det}",
+                    f"data.train_json={data / 'easy_vqa_coco' / 'train.json'}",
+                    f"data.val_json={data / 'easy_vqa_coco' / 'test.json'}",
+                ]
+            ],
+            det / ".done",
+            [det],
+        ),
+        (
+            "feature extraction",
+            [
+                [
+                    str(BIN / "lxmert-extract"),
+                    f"input={easy_vqa_image_dir(split)}",
+                    f"output={feats}",
+                    f"checkpoint={det / 'detector'}",
+                    f"image_id_prefix={split}_",
+                ]
+                for split in ("train", "test")
+            ],
+            feats / ".done",
+            [feats],
+        ),
         # The VQA split reuses the pretraining tokenizer: fine-tuning must see the pretrained model's vocabulary.
-        ("prepare (tokenizer, answers, Arrow)", [
-            [str(BIN / "lxmert-prepare"), "data=easy_vqa_pretrain", f"features={feats}", f"paths.root_dir={root}"],
-            [str(BIN / "lxmert-prepare"), "data=easy_vqa", f"features={feats}", f"paths.root_dir={root}",
-             "tokenizer=bert_base_uncased", f"tokenizer.path={data / 'prepared' / 'easy_vqa_pretrain' / 'tokenizer'}"]],
-         data / "prepared" / ".done", [data / "prepared" / "easy_vqa_pretrain", data / "prepared" / "easy_vqa"]),
-        ("pretraining", [[str(BIN / "lxmert-pretrain"), "experiment=easy_vqa_pretrain", f"paths.root_dir={root}",
-                          "trainer.resume=auto"]], runs / "pretrain" / "easy_vqa_pretrain" / ".done",
-         [runs / "pretrain" / "easy_vqa_pretrain"]),
+        (
+            "prepare (tokenizer, answers, Arrow)",
+            [
+                [str(BIN / "lxmert-prepare"), "data=easy_vqa_pretrain", f"features={feats}", f"paths.root_dir={root}"],
+                [
+                    str(BIN / "lxmert-prepare"),
+                    "data=easy_vqa",
+                    f"features={feats}",
+                    f"paths.root_dir={root}",
+                    "tokenizer=bert_base_uncased",
+                    f"tokenizer.path={data / 'prepared' / 'easy_vqa_pretrain' / 'tokenizer'}",
+                ],
+            ],
+            data / "prepared" / ".done",
+            [data / "prepared" / "easy_vqa_pretrain", data / "prepared" / "easy_vqa"],
+        ),
+        (
+            "pretraining",
+            [
+                [
+                    str(BIN / "lxmert-pretrain"),
+                    "experiment=easy_vqa_pretrain",
+                    f"paths.root_dir={root}",
+                    "trainer.resume=auto",
+                ]
+            ],
+            runs / "pretrain" / "easy_vqa_pretrain" / ".done",
+            [runs / "pretrain" / "easy_vqa_pretrain"],
+        ),
     ]
 
 
 def vqa_stage(root: Path) -> Stage:
     run = root / "runs" / "finetune_vqa" / "easy_vqa_vqa"
-    return ("VQA fine-tuning + test", [[str(BIN / "lxmert-finetune"), "experiment=easy_vqa_vqa", f"paths.root_dir={root}",
-                                        "trainer.resume=auto"]], run / ".done", [run])
+    return (
+        "VQA fine-tuning + test",
+        [[str(BIN / "lxmert-finetune"), "experiment=easy_vqa_vqa", f"paths.root_dir={root}", "trainer.resume=auto"]],
+        run / ".done",
+        [run],
+    )
 
 
 def _task_stages(root: Path, task: str, script: str, finetunes: list[tuple[str, str, list[str]]]) -> list[Stage]:
@@ -80,16 +136,41 @@ def _task_stages(root: Path, task: str, script: str, finetunes: list[tuple[str, 
     files, prepared = data / f"easy_vqa_{task}", data / "prepared" / f"easy_vqa_{task}"
     out = [
         (f"{task.upper()}-format files", [py + [script, "--out-dir", str(files)]], files / ".done", [files]),
-        (f"prepare {task.upper()}", [[str(BIN / "lxmert-prepare"), f"data=easy_vqa_{task}",
-                                      f"features={data / 'easy_vqa' / 'features'}", f"paths.root_dir={root}",
-                                      "tokenizer=bert_base_uncased",
-                                      f"tokenizer.path={data / 'prepared' / 'easy_vqa_pretrain' / 'tokenizer'}"]],
-         prepared / ".done", [prepared]),
+        (
+            f"prepare {task.upper()}",
+            [
+                [
+                    str(BIN / "lxmert-prepare"),
+                    f"data=easy_vqa_{task}",
+                    f"features={data / 'easy_vqa' / 'features'}",
+                    f"paths.root_dir={root}",
+                    "tokenizer=bert_base_uncased",
+                    f"tokenizer.path={data / 'prepared' / 'easy_vqa_pretrain' / 'tokenizer'}",
+                ]
+            ],
+            prepared / ".done",
+            [prepared],
+        ),
     ]
     for name, run_name, extra in finetunes:
         run = runs / f"finetune_{task}" / run_name
-        out.append((name, [[str(BIN / "lxmert-finetune"), f"experiment=easy_vqa_{task}", f"paths.root_dir={root}",
-                            f"run_name={run_name}", "trainer.resume=auto", *extra]], run / ".done", [run]))
+        out.append(
+            (
+                name,
+                [
+                    [
+                        str(BIN / "lxmert-finetune"),
+                        f"experiment=easy_vqa_{task}",
+                        f"paths.root_dir={root}",
+                        f"run_name={run_name}",
+                        "trainer.resume=auto",
+                        *extra,
+                    ]
+                ],
+                run / ".done",
+                [run],
+            )
+        )
     return out
 
 
@@ -98,9 +179,15 @@ def gqa_stages(root: Path) -> list[Stage]:
 
 
 def nlvr2_stages(root: Path) -> list[Stage]:
-    return _task_stages(root, "nlvr2", "scripts/easy_vqa_to_nlvr2.py", [
-        ("NLVR2 fine-tuning + test", "easy_vqa_nlvr2", []),
-        ("NLVR2 text-only baseline", "easy_vqa_nlvr2_text_only", ["task.blind=true"])])
+    return _task_stages(
+        root,
+        "nlvr2",
+        "scripts/easy_vqa_to_nlvr2.py",
+        [
+            ("NLVR2 fine-tuning + test", "easy_vqa_nlvr2", []),
+            ("NLVR2 text-only baseline", "easy_vqa_nlvr2_text_only", ["task.blind=true"]),
+        ],
+    )
 
 
 def run_stage(name: str, commands: list[list[str]], marker: Path, force: bool, outputs: Sequence[Path] = ()) -> dict:
@@ -134,8 +221,13 @@ def _metrics(run: Path) -> dict | None:
 
 def report(root: Path, done: list[dict]) -> Path:
     """runs/demo/report.md with every task whose demo run is complete (VQA; GQA, NLVR2 after --task)."""
-    from lxmert_repro.evaluation.report import (attention_examples, gqa_section, nlvr2_section, plot_curves,
-                                                write_summary)
+    from lxmert_repro.evaluation.report import (
+        attention_examples,
+        gqa_section,
+        nlvr2_section,
+        plot_curves,
+        write_summary,
+    )
 
     t0 = time.time()
     out = root / "runs" / "demo"
@@ -143,18 +235,35 @@ def report(root: Path, done: list[dict]) -> Path:
     runs = root / "runs"
     pre, ft = runs / "pretrain" / "easy_vqa_pretrain", runs / "finetune_vqa" / "easy_vqa_vqa"
     gqa, nlvr2 = runs / "finetune_gqa" / "easy_vqa_gqa", runs / "finetune_nlvr2" / "easy_vqa_nlvr2"
-    curves = [c for c in (plot_curves(pre, out / "pretrain_losses.png", "pretraining losses"),
-                          plot_curves(ft, out / "finetune_losses.png", "VQA fine-tuning loss"),
-                          plot_curves(gqa, out / "gqa_losses.png", "GQA fine-tuning loss"),
-                          plot_curves(nlvr2, out / "nlvr2_losses.png", "NLVR2 fine-tuning loss")) if c]
+    curves = [
+        c
+        for c in (
+            plot_curves(pre, out / "pretrain_losses.png", "pretraining losses"),
+            plot_curves(ft, out / "finetune_losses.png", "VQA fine-tuning loss"),
+            plot_curves(gqa, out / "gqa_losses.png", "GQA fine-tuning loss"),
+            plot_curves(nlvr2, out / "nlvr2_losses.png", "NLVR2 fine-tuning loss"),
+        )
+        if c
+    ]
     metrics = _metrics(ft) or {}
     examples = []
     if metrics:
         questions = json.loads((easy_vqa_root() / "test" / "questions.json").read_text())
         picks = [questions[i] for i in (0, 7, 21, 42)]
-        examples = attention_examples(ft / "model_best", root / "data" / "easy_vqa" / "features", [
-            {"image_id": f"test_{q[2]}", "image_path": str(easy_vqa_image_dir("test") / f"{q[2]}.png"),
-             "question": q[0], "answer": q[1]} for q in picks], out)
+        examples = attention_examples(
+            ft / "model_best",
+            root / "data" / "easy_vqa" / "features",
+            [
+                {
+                    "image_id": f"test_{q[2]}",
+                    "image_path": str(easy_vqa_image_dir("test") / f"{q[2]}.png"),
+                    "question": q[0],
+                    "answer": q[1],
+                }
+                for q in picks
+            ],
+            out,
+        )
     sections: list[str] = []
     tasks = {"vqa": metrics}
     if (m := _metrics(gqa)) is not None:
@@ -191,8 +300,9 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.root).resolve()
     offline_env()
-    done = [run_stage(name, cmds, marker, args.force, outputs)
-            for name, cmds, marker, outputs in stages(root, args.task)]
+    done = [
+        run_stage(name, cmds, marker, args.force, outputs) for name, cmds, marker, outputs in stages(root, args.task)
+    ]
     report(root, done)
 
 

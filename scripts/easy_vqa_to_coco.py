@@ -12,6 +12,7 @@ circle ~pi/4, triangle ~1/2). The agreement of the pixel rule with the question 
 writes ``train.json`` and ``test.json``; ``file_name`` is relative to easy_vqa's ``data/{split}/images``
 (``--print-image-dirs`` shows them). Each annotation has ``attribute_id``; the json has an ``attributes`` list.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,11 +92,17 @@ def build_json(records, palette: dict[str, np.ndarray], stats: Counter) -> dict:
                 stats[f"{name}_agree"] += int(q == px)
         shp, col = q_shape or px_shape, q_color or px_color
         images.append({"id": img_id, "file_name": f"{img_id}.png", "height": int(shape[0]), "width": int(shape[1])})
-        anns.append({
-            "id": len(anns) + 1, "image_id": img_id, "category_id": SHAPES.index(shp) + 1,
-            "attribute_id": COLORS.index(col) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
-        })
+        anns.append(
+            {
+                "id": len(anns) + 1,
+                "image_id": img_id,
+                "category_id": SHAPES.index(shp) + 1,
+                "attribute_id": COLORS.index(col) + 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": 0,
+            }
+        )
     return {
         "images": images,
         "annotations": anns,

@@ -6,6 +6,7 @@ how types, semantic programs, groups and entailed questions follow from easy-VQA
 writes ``{train,test}_balanced_questions.json`` and ``{train,test}_choices.json``; image ids "{split}_{n}" are the
 demo feature store's. Then: lxmert-prepare data=easy_vqa_gqa features=data/easy_vqa/features.
 """
+
 from __future__ import annotations
 
 import argparse

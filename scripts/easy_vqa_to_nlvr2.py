@@ -8,6 +8,7 @@ false. Image colour and shape come from the images' own easy-VQA questions.
 writes ``train.json`` and ``test.json`` in LXMERT's NLVR2 format. Then:
 lxmert-prepare data=easy_vqa_nlvr2 features=data/easy_vqa/features.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Suite-wide settings: nothing reaches a hub, nothing phones home, results are deterministic."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

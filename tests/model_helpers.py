@@ -1,4 +1,5 @@
 """Shared helpers for the model tests: the tiny config (from configs/model/lxmert_tiny.yaml), batches, transformers twins."""
+
 from __future__ import annotations
 
 import torch
@@ -31,19 +32,20 @@ def hf_twin(cfg: LxmertConfig, cls=transformers.LxmertForPreTraining, seed: int 
     return cls(tcfg).eval()
 
 
-def make_batch(cfg: LxmertConfig, b: int = 4, t: int = 7, n: int = 6, seed: int = 1, pad_text: bool = True,
-               pad_boxes: bool = False) -> dict[str, torch.Tensor]:
+def make_batch(
+    cfg: LxmertConfig, b: int = 4, t: int = 7, n: int = 6, seed: int = 1, pad_text: bool = True, pad_boxes: bool = False
+) -> dict[str, torch.Tensor]:
     """A pretraining batch with every target field of LxmertBatch; >= 1 masked token and box per example."""
     g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1, cfg.vocab_size, (b, t), generator=g)
     attention_mask = torch.ones(b, t, dtype=torch.long)
     if pad_text:
         for i in range(b):
-            attention_mask[i, t - i:] = 0  # row i has i padded tokens
+            attention_mask[i, t - i :] = 0  # row i has i padded tokens
     visual_mask = torch.ones(b, n, dtype=torch.long)
     if pad_boxes:
         for i in range(b):
-            visual_mask[i, n - i:] = 0
+            visual_mask[i, n - i :] = 0
     mlm_labels = torch.full((b, t), -100)
     mlm_labels[:, 1] = torch.randint(0, cfg.vocab_size, (b,), generator=g)
     mlm_labels[0, 3] = 5
@@ -83,7 +85,10 @@ def inputs_of(batch: dict) -> dict:
 
 def hf_inputs(batch: dict) -> dict:
     return dict(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], visual_feats=batch["visual_feats"],
-        visual_pos=batch["visual_boxes"], visual_attention_mask=batch["visual_mask"],
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        visual_feats=batch["visual_feats"],
+        visual_pos=batch["visual_boxes"],
+        visual_attention_mask=batch["visual_mask"],
         token_type_ids=batch["token_type_ids"],
     )

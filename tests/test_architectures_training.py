@@ -2,13 +2,13 @@
 
 Only the ``model=`` override differs; the trainer, data pipeline and objective config are the same.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
-
 from training_helpers import TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
 
 torch.set_num_threads(1)
@@ -39,18 +39,37 @@ def test_pretrain_finetune_reload(easy, tmp_path, model):
 
     objectives, prefix = ARCHITECTURES[model]
     pre = tmp_path / "pre"
-    train_pretrain(_cfg(easy, "pretrain", pre, model, "trainer.batch_size=16", "trainer.max_steps=3",
-                        "data.pretrain.val=null", "trainer.peak_flops=1e12"))
+    train_pretrain(
+        _cfg(
+            easy,
+            "pretrain",
+            pre,
+            model,
+            "trainer.batch_size=16",
+            "trainer.max_steps=3",
+            "data.pretrain.val=null",
+            "trainer.peak_flops=1e12",
+        )
+    )
     rows = [r for r in read_metrics(pre) if "train/loss" in r]
-    assert len(rows) == 3 and {k[len("train/"):] for k in rows[-1] if k.startswith("train/")} >= objectives
+    assert len(rows) == 3 and {k[len("train/") :] for k in rows[-1] if k.startswith("train/")} >= objectives
     # model FLOPs are counted for LXMERT only: throughput is logged, model FLOP/s and MFU are left out
     assert all(r["samples_per_s"] > 0 and "model_flops_per_s" not in r and "mfu" not in r for r in rows)
     pretrained = load_model(pre / "model_last")
     assert pretrained.ROLE == "pretraining" and set(pretrained.objectives.requested()) == objectives
 
     ft = tmp_path / "ft"
-    metrics = train_vqa(_cfg(easy, "vqa", ft, model, "trainer.batch_size=16", "trainer.max_steps=3",
-                             f"finetune.init_from={pre / 'model_last'}"))
+    metrics = train_vqa(
+        _cfg(
+            easy,
+            "vqa",
+            ft,
+            model,
+            "trainer.batch_size=16",
+            "trainer.max_steps=3",
+            f"finetune.init_from={pre / 'model_last'}",
+        )
+    )
     assert "test/accuracy" in metrics
     vqa = load_model(ft / "model_last")
     assert vqa.ROLE == "vqa" and type(vqa.config) is type(pretrained.config)
@@ -64,6 +83,7 @@ def test_pretrain_finetune_reload(easy, tmp_path, model):
 def test_vqa_outputs_give_text_to_region_attention(model):
     """What lxmert-predict draws: [CLS] -> boxes attention of the last cross-modal layer, (B, heads, T, N)."""
     from model_helpers import inputs_of, make_batch, model_config
+
     from lxmert_repro.modeling import build_model
 
     cfg = model_config(model)
@@ -80,6 +100,7 @@ def test_vqa_outputs_give_text_to_region_attention(model):
 def test_small_configs_have_matched_parameter_counts():
     """The comparison's sizes (VQA model: 1,000 words, 256-d features, 13 answers) within 6% of lxmert_small."""
     from model_helpers import model_config
+
     from lxmert_repro.modeling import build_model
 
     def count(name: str) -> int:

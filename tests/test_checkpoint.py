@@ -1,4 +1,5 @@
 """Checkpoints: our format round trips, original LXMERT .pth imports, transformers dirs both ways, error cases."""
+
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import json
 import pytest
 import torch
 import transformers
+from model_helpers import hf_inputs, hf_twin, inputs_of, make_batch, tiny_config
 from safetensors.torch import load_file, save_file
 
 from lxmert_repro.cli.convert import main as convert_main
@@ -19,8 +21,6 @@ from lxmert_repro.modeling import (
     load_model,
     save_model,
 )
-
-from model_helpers import hf_inputs, hf_twin, inputs_of, make_batch, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,11 @@ def assert_same(a, b, atol=1e-5):
 @pytest.mark.parametrize("arch", ["LxmertModel", "LxmertForPreTraining", "LxmertForVQA"])
 def test_our_format_round_trip(tmp_path, cfg, batch, arch):
     torch.manual_seed(3)
-    model = LxmertForVQA(cfg, 5) if arch == "LxmertForVQA" else {"LxmertModel": LxmertModel,
-                                                               "LxmertForPreTraining": LxmertForPreTraining}[arch](cfg)
+    model = (
+        LxmertForVQA(cfg, 5)
+        if arch == "LxmertForVQA"
+        else {"LxmertModel": LxmertModel, "LxmertForPreTraining": LxmertForPreTraining}[arch](cfg)
+    )
     save_model(model, tmp_path / "ck", metadata={"answers": ["a", "b"]})
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["model.safetensors", "model_config.json"]
     loaded = load_model(tmp_path / "ck")
@@ -73,7 +76,9 @@ def test_nlvr2_model_round_trips_through_the_model_interface(tmp_path, cfg, batc
     loaded = load_model(tmp_path / "ck")
     assert type(loaded) is LxmertForNLVR2 and loaded.load_report.ok
     two = {k: v for k, v in inputs_of(batch).items() if k not in ("visual_feats", "visual_boxes", "visual_mask")}
-    two.update({k: torch.stack([batch[k], batch[k].flip(0)], 1) for k in ("visual_feats", "visual_boxes", "visual_mask")})
+    two.update(
+        {k: torch.stack([batch[k], batch[k].flip(0)], 1) for k in ("visual_feats", "visual_boxes", "visual_mask")}
+    )
     with torch.no_grad():
         assert_same(loaded.eval()(**two).logits, model.eval()(**two).logits)
     assert type(load_model(tmp_path / "ck", "encoder", strict=False)) is LxmertModel
@@ -89,7 +94,9 @@ def test_our_format_errors_name_the_tensor(tmp_path, cfg):
     # wrong shape
     bad = dict(state, **{"itm_head.weight": torch.zeros(3, cfg.hidden_size)})
     save_file(bad, str(weights))
-    with pytest.raises(CheckpointError, match=r"wrong shape: itm_head\.weight: checkpoint \(3, 32\) vs model \(2, 32\)"):
+    with pytest.raises(
+        CheckpointError, match=r"wrong shape: itm_head\.weight: checkpoint \(3, 32\) vs model \(2, 32\)"
+    ):
         load_model(tmp_path / "ck")
     # missing + unexpected
     bad = {k: v for k, v in state.items() if k != "mlm_head.bias"}
@@ -123,7 +130,7 @@ def _original_pretraining_state(hf, wrap_heads: bool):
     out = {}
     for k, v in hf.state_dict().items():
         if k.startswith("lxmert."):
-            out["module.bert." + k[len("lxmert."):]] = v
+            out["module.bert." + k[len("lxmert.") :]] = v
         else:
             out[("module." if wrap_heads else "") + k] = v
     return out
@@ -148,9 +155,12 @@ def test_import_original_pretraining_pth(tmp_path, cfg, batch, wrap_heads):
 def test_random_file_is_not_a_supported_checkpoint(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(bytes(range(256)) * 40)
-    with pytest.raises(CheckpointError, match=rf"{path}: not a checkpoint of a supported format \(tried: a model "
-                                              r"directory of ours.*transformers.*original LXMERT \.pth.*"
-                                              r"uclanlp/visualbert.*vilbert-multi-task"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"{path}: not a checkpoint of a supported format \(tried: a model "
+        r"directory of ours.*transformers.*original LXMERT \.pth.*"
+        r"uclanlp/visualbert.*vilbert-multi-task",
+    ):
         load_model(path)
 
 
@@ -159,8 +169,11 @@ def test_original_pth_errors(tmp_path, cfg):
     state = _original_pretraining_state(hf, True)
     del state["module.bert.encoder.layer.1.attention.self.key.weight"]
     torch.save(state, tmp_path / "a.pth")
-    with pytest.raises(CheckpointError, match=r"missing: lxmert\.encoder\.language_layers\.1\.attention\.attn\.key"
-                                              r"\.weight \(source name lxmert\.encoder\.layer\.1\.attention\.self\.key"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing: lxmert\.encoder\.language_layers\.1\.attention\.attn\.key"
+        r"\.weight \(source name lxmert\.encoder\.layer\.1\.attention\.self\.key",
+    ):
         load_model(tmp_path / "a.pth", config=cfg)
     state = _original_pretraining_state(hf, True)
     state["module.cls.predictions.decoder.weight"] = torch.randn_like(state["module.cls.predictions.decoder.weight"])
@@ -173,7 +186,8 @@ def test_original_pth_errors(tmp_path, cfg):
     with pytest.raises(CheckpointError, match=r"unexpected: lxmert\.encoder\.some_new_block\.weight"):
         load_model(tmp_path / "c.pth", config=cfg)
     assert load_model(tmp_path / "c.pth", config=cfg, strict=False).load_report.unexpected == [
-        "lxmert.encoder.some_new_block.weight"]
+        "lxmert.encoder.some_new_block.weight"
+    ]
 
 
 def test_import_original_vqa_pth(tmp_path, cfg, batch):
@@ -190,11 +204,14 @@ def test_import_original_vqa_pth(tmp_path, cfg, batch):
     assert_same(run(model, batch).logits, ref)
 
 
-@pytest.mark.parametrize("hf_cls,ours_cls", [
-    (transformers.LxmertModel, LxmertModel),
-    (transformers.LxmertForPreTraining, LxmertForPreTraining),
-    (transformers.LxmertForQuestionAnswering, LxmertForVQA),
-])
+@pytest.mark.parametrize(
+    "hf_cls,ours_cls",
+    [
+        (transformers.LxmertModel, LxmertModel),
+        (transformers.LxmertForPreTraining, LxmertForPreTraining),
+        (transformers.LxmertForQuestionAnswering, LxmertForVQA),
+    ],
+)
 def test_import_transformers_dirs(tmp_path, cfg, batch, hf_cls, ours_cls):
     hf = hf_twin(cfg, hf_cls, seed=2)
     hf.save_pretrained(tmp_path / "hf")
@@ -233,17 +250,35 @@ def test_cli_convert(tmp_path, cfg, batch, capsys):
     torch.save(_original_pretraining_state(hf, True), tmp_path / "orig.pth")
     cfg_json = tmp_path / "tiny.json"
     cfg_json.write_text(json.dumps(cfg.to_dict()))
-    assert convert_main([str(tmp_path / "orig.pth"), str(tmp_path / "ours"), "--from", "lxmert",
-                         "--config", str(cfg_json)]) == 0
+    assert (
+        convert_main(
+            [str(tmp_path / "orig.pth"), str(tmp_path / "ours"), "--from", "lxmert", "--config", str(cfg_json)]
+        )
+        == 0
+    )
     assert convert_main([str(tmp_path / "ours"), str(tmp_path / "hf"), "--to", "transformers"]) == 0
     hf2 = transformers.LxmertForPreTraining.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
         assert_same(hf2(**hf_inputs(batch)).prediction_logits, hf(**hf_inputs(batch)).prediction_logits)
-    assert convert_main([str(tmp_path / "ours"), str(tmp_path / "vqa"), "--model", "LxmertForVQA",
-                         "--num-answers", "4"]) == 2
+    assert (
+        convert_main([str(tmp_path / "ours"), str(tmp_path / "vqa"), "--model", "LxmertForVQA", "--num-answers", "4"])
+        == 2
+    )
     assert "pass strict=False" in capsys.readouterr().err
-    assert convert_main([str(tmp_path / "ours"), str(tmp_path / "vqa"), "--model", "LxmertForVQA",
-                         "--num-answers", "4", "--partial"]) == 0
+    assert (
+        convert_main(
+            [
+                str(tmp_path / "ours"),
+                str(tmp_path / "vqa"),
+                "--model",
+                "LxmertForVQA",
+                "--num-answers",
+                "4",
+                "--partial",
+            ]
+        )
+        == 0
+    )
     assert isinstance(load_model(tmp_path / "vqa"), LxmertForVQA)
 
 
@@ -254,8 +289,14 @@ def test_version_1_checkpoints_still_load(tmp_path, cfg, batch):
     save_model(model, tmp_path / "ck")
     path = tmp_path / "ck" / "model_config.json"
     meta = json.loads(path.read_text())
-    v1 = {"format": "lxmert-repro", "format_version": 1, "architecture": "LxmertForPreTraining",
-          "num_answers": None, "config": {**meta["config"], **meta["objectives"]}, "metadata": {}}
+    v1 = {
+        "format": "lxmert-repro",
+        "format_version": 1,
+        "architecture": "LxmertForPreTraining",
+        "num_answers": None,
+        "config": {**meta["config"], **meta["objectives"]},
+        "metadata": {},
+    }
     path.write_text(json.dumps(v1))
     loaded = load_model(tmp_path / "ck")
     assert type(loaded) is LxmertForPreTraining and loaded.config == cfg

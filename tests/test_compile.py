@@ -5,12 +5,13 @@ queue full in eager mode. Dynamo's tracing is checked with ``fullgraph=True`` (a
 the ``aot_eager`` backend also traces the backward, without code generation, so these tests run in
 seconds on a CPU. Compiled and eager results must agree.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from model_helpers import make_batch, tiny_config
+
 from lxmert_repro.modeling import LxmertForPreTraining, LxmertForVQA
 
 
@@ -32,8 +33,11 @@ def test_pretraining_dense_predictions_is_one_graph_with_padding_in_both_streams
     batch = make_batch(cfg, b=4, pad_text=True, pad_boxes=True)
     assert _graphs(model, **batch) == (1, 0)
     # a batch without masked tokens or QA answers: the losses stay defined without reading the labels back
-    empty = dict(batch, mlm_labels=torch.full_like(batch["mlm_labels"], -100),
-                 qa_labels=torch.full_like(batch["qa_labels"], -100))
+    empty = dict(
+        batch,
+        mlm_labels=torch.full_like(batch["mlm_labels"], -100),
+        qa_labels=torch.full_like(batch["qa_labels"], -100),
+    )
     out = torch.compile(model, fullgraph=True, backend="eager")(**empty)
     assert out.losses["mlm"].item() == 0.0 and out.losses["qa"].item() == 0.0
 
@@ -75,6 +79,12 @@ def test_vqa_model_is_one_graph():
     model = LxmertForVQA(cfg, num_answers=5).eval()
     b = make_batch(cfg, b=4, pad_text=True, pad_boxes=True)
     targets = torch.rand(4, 5)
-    assert _graphs(model, input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                   visual_feats=b["visual_feats"], visual_boxes=b["visual_boxes"], visual_mask=b["visual_mask"],
-                   vqa_targets=targets) == (1, 0)
+    assert _graphs(
+        model,
+        input_ids=b["input_ids"],
+        attention_mask=b["attention_mask"],
+        visual_feats=b["visual_feats"],
+        visual_boxes=b["visual_boxes"],
+        visual_mask=b["visual_mask"],
+        vqa_targets=targets,
+    ) == (1, 0)

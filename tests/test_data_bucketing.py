@@ -1,6 +1,7 @@
 """Length bucketing: every index once, reproducible per epoch, tighter lengths than random batches."""
-import numpy as np
+
 import datasets
+import numpy as np
 import pytest
 
 from lxmert_repro.data.bucketing import LengthBucketBatchSampler
@@ -14,7 +15,9 @@ def test_bucketing_covers_everything_and_groups_lengths():
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(1000)) and len(batches) == len(s) == 32
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
-    random_spread = np.mean([np.ptp(lengths[b]) for b in np.array_split(np.random.default_rng(2).permutation(1000), 32)])
+    random_spread = np.mean(
+        [np.ptp(lengths[b]) for b in np.array_split(np.random.default_rng(2).permutation(1000), 32)]
+    )
     assert spread < 0.25 * random_spread
     assert [list(b) for b in s] == [list(b) for b in batches]  # same epoch -> same batches
     s.set_epoch(1)

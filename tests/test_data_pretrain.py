@@ -1,16 +1,17 @@
 """PretrainDataset + PretrainCollator on a real (small) feature store."""
+
 import pickle
 
 import numpy as np
 import pytest
 import torch
+from data_helpers import CLS, MASK, PAD, SEP, VOCAB, make_records, make_store
 from torch.utils.data import DataLoader
 
 from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.batch import LxmertBatch
 from lxmert_repro.data.masking import BOX_RANDOM, BOX_UNCHANGED, BOX_ZERO, IGNORE_INDEX
 from lxmert_repro.data.pretrain_dataset import PretrainCollator, PretrainDataset
-from data_helpers import CLS, MASK, PAD, SEP, VOCAB, make_records, make_store
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,17 @@ def setup(tmp_path_factory):
     written = make_store(path)
     records = make_records()
     answers = AnswerVocab(["no", "maybe", "yes"])
-    ds = PretrainDataset(records, path, pad_token_id=PAD, cls_token_id=CLS, sep_token_id=SEP, mask_token_id=MASK,
-                         vocab_size=VOCAB, answers=answers, seed=1)
+    ds = PretrainDataset(
+        records,
+        path,
+        pad_token_id=PAD,
+        cls_token_id=CLS,
+        sep_token_id=SEP,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        answers=answers,
+        seed=1,
+    )
     return ds, written, records
 
 
@@ -92,7 +102,9 @@ def test_collated_batch(setup, feat_dtype):
     B, N, F = len(items), 10, 16
     assert batch.visual_feats.shape == (B, N, F) and batch.feat_targets.shape == (B, N, F)
     # default: the store's dtype (float16 here), losslessly; float32 on request
-    assert batch.visual_feats.dtype == batch.feat_targets.dtype == (torch.float16 if feat_dtype is None else torch.float32)
+    assert (
+        batch.visual_feats.dtype == batch.feat_targets.dtype == (torch.float16 if feat_dtype is None else torch.float32)
+    )
     T = max(len(it.input_ids) for it in items)
     assert batch.input_ids.shape == (B, T) == batch.attention_mask.shape == batch.mlm_labels.shape
     for b, it in enumerate(items):
@@ -101,13 +113,19 @@ def test_collated_batch(setup, feat_dtype):
         assert batch.attention_mask[b].sum() == t and (batch.input_ids[b, t:] == PAD).all()
         assert (batch.mlm_labels[b, t:] == IGNORE_INDEX).all()
         assert batch.visual_mask[b].sum() == n and (batch.visual_mask[b, :n] == 1).all()
-        np.testing.assert_array_equal(batch.feat_targets[b, :n].float().numpy(), w["features"].astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(
+            batch.feat_targets[b, :n].float().numpy(), w["features"].astype(np.float16).astype(np.float32)
+        )
         assert (batch.feat_targets[b, n:] == 0).all() and (batch.visual_feats[b, n:] == 0).all()
         scale = np.array([w["img_w"], w["img_h"], w["img_w"], w["img_h"]], np.float32)
         np.testing.assert_allclose(batch.visual_boxes[b, :n].numpy(), w["boxes"] / scale, rtol=1e-6)
         assert batch.visual_boxes.min() >= 0 and batch.visual_boxes.max() <= 1
-        assert (batch.obj_labels[b, :n].numpy() == w["obj_ids"]).all() and (batch.obj_labels[b, n:] == IGNORE_INDEX).all()
-        assert (batch.attr_labels[b, :n].numpy() == w["attr_ids"]).all() and (batch.attr_labels[b, n:] == IGNORE_INDEX).all()
+        assert (batch.obj_labels[b, :n].numpy() == w["obj_ids"]).all() and (
+            batch.obj_labels[b, n:] == IGNORE_INDEX
+        ).all()
+        assert (batch.attr_labels[b, :n].numpy() == w["attr_ids"]).all() and (
+            batch.attr_labels[b, n:] == IGNORE_INDEX
+        ).all()
         np.testing.assert_allclose(batch.obj_conf[b, :n].numpy(), w["obj_conf"])
         ops = it.box_ops
         assert (batch.masked_boxes[b, :n].numpy() == (ops > 0)).all() and not batch.masked_boxes[b, n:].any()
@@ -117,7 +135,9 @@ def test_collated_batch(setup, feat_dtype):
         assert torch.equal(vf[keep], ft[keep])
         img = int(it.image_id[3:])
         for row in vf[torch.from_numpy(ops == BOX_RANDOM)]:
-            assert abs(float(row.float().mean()) - 10 * img) > 4  # another image's feature (image i's rows sit near 10*i)
+            assert (
+                abs(float(row.float().mean()) - 10 * img) > 4
+            )  # another image's feature (image i's rows sit near 10*i)
     assert batch.itm_labels.tolist() == [it.itm_label for it in items]
     assert batch.qa_labels.tolist() == [it.qa_label for it in items]
     assert batch.image_ids == [it.image_id for it in items]
@@ -153,7 +173,14 @@ def test_dataloader_workers_match_in_process(setup):
 
 def test_missing_image_is_named(tmp_path, setup):
     ds, _, records = setup
-    bad = PretrainDataset(records[:3] + [dict(records[0], image_id="nope")], ds.regions, pad_token_id=PAD,
-                          cls_token_id=CLS, sep_token_id=SEP, mask_token_id=MASK, vocab_size=VOCAB)
+    bad = PretrainDataset(
+        records[:3] + [dict(records[0], image_id="nope")],
+        ds.regions,
+        pad_token_id=PAD,
+        cls_token_id=CLS,
+        sep_token_id=SEP,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+    )
     with pytest.raises(KeyError, match="nope"):
         bad[3]

@@ -1,12 +1,13 @@
 """VQADataset + VQACollator: soft target vectors, question ids, padding, workers."""
+
 import numpy as np
 import pytest
 import torch
+from data_helpers import PAD, make_records, make_store
 from torch.utils.data import DataLoader
 
 from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.vqa_dataset import VQACollator, VQADataset
-from data_helpers import PAD, make_records, make_store
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,15 @@ def test_workers_and_fixed_padding(setup):
     b = list(DataLoader(ds, batch_size=7, collate_fn=coll, num_workers=2))
     for x, y in zip(a, b):
         assert x.input_ids.shape[1] == 20 and x.visual_feats.shape[1] == 36
-        for f in ("input_ids", "attention_mask", "visual_feats", "visual_boxes", "visual_mask", "vqa_targets", "question_ids"):
+        for f in (
+            "input_ids",
+            "attention_mask",
+            "visual_feats",
+            "visual_boxes",
+            "visual_mask",
+            "vqa_targets",
+            "question_ids",
+        ):
             assert torch.equal(getattr(x, f), getattr(y, f)), f
 
 

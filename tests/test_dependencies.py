@@ -1,5 +1,6 @@
 """The declared dependencies: each is used, and constraints.txt pins each to a version inside setup.cfg's range
 (the lock ``make install`` installs is the one the ranges allow)."""
+
 from __future__ import annotations
 
 import ast

@@ -1,4 +1,5 @@
 """Detectors: tiny forward/backward, box-selection rules, weight round trips for every family."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,17 @@ CONFIG_DIR = str(PACKAGE_CONFIG_DIR / "detector")
 def tiny_c4(seed: int = 0):
     torch.manual_seed(seed)
     return build_resnet_c4_detector(
-        list("abcde"), list("xyz"), blocks=(1, 1, 1), res5_blocks=2, stem_channels=8, res2_channels=16,
-        cls_embed_dim=8, attr_hidden_dim=16, min_size=96, max_size=160, rpn={"hidden": 16, "post_nms_top_n_test": 40},
+        list("abcde"),
+        list("xyz"),
+        blocks=(1, 1, 1),
+        res5_blocks=2,
+        stem_channels=8,
+        res2_channels=16,
+        cls_embed_dim=8,
+        attr_hidden_dim=16,
+        min_size=96,
+        max_size=160,
+        rpn={"hidden": 16, "post_nms_top_n_test": 40},
         selection=BottomUpSelection(min_boxes=3, max_boxes=8),
     )
 
@@ -32,8 +42,14 @@ def images(n=2, h=70, w=90, seed=0):
 
 
 def targets(n=2):
-    return [{"boxes": torch.tensor([[10.0, 12.0, 40.0, 50.0]]), "labels": torch.tensor([i % 3]),
-             "attributes": torch.tensor([1])} for i in range(n)]
+    return [
+        {
+            "boxes": torch.tensor([[10.0, 12.0, 40.0, 50.0]]),
+            "labels": torch.tensor([i % 3]),
+            "attributes": torch.tensor([1]),
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("builder", ["small", "c4"])
@@ -82,7 +98,9 @@ def test_bottom_up_selection_rule():
 
 
 def test_nms_loop_selection_rule():
-    regressed = torch.tensor([[[0, 0, 10, 10]], [[1, 1, 10, 10]], [[2, 2, 11, 11]], [[50, 50, 60, 60]]], dtype=torch.float)
+    regressed = torch.tensor(
+        [[[0, 0, 10, 10]], [[1, 1, 10, 10]], [[2, 2, 11, 11]], [[50, 50, 60, 60]]], dtype=torch.float
+    )
     probs = torch.tensor([[0.9], [0.8], [0.7], [0.6]])
     sel = NmsLoopSelection(nms_thresholds=[0.3, 0.9], min_boxes=3, max_boxes=10)(None, regressed, probs)
     assert sel.keep.tolist() == [0, 1, 2, 3]  # 0.3 keeps only 2, so 0.9 is tried
@@ -118,7 +136,9 @@ def test_vg_r101_c4_detectron2_weights_round_trip(tmp_path):
     torch.save(broken, tmp_path / "broken.bin")
     with pytest.raises(ValueError, match=r"missing from the file:\n  roi_heads.box_head.res5.1.conv2.weight"):
         load_weights(dst, tmp_path / "broken.bin", "detectron2")
-    sd["proposal_generator.anchor_generator.cell_anchors.0"] = sd["proposal_generator.anchor_generator.cell_anchors.0"][:9]
+    sd["proposal_generator.anchor_generator.cell_anchors.0"] = sd["proposal_generator.anchor_generator.cell_anchors.0"][
+        :9
+    ]
     torch.save(sd, tmp_path / "anchors.bin")
     with pytest.raises(ValueError, match="cell_anchors.0"):
         load_weights(dst, tmp_path / "anchors.bin", "detectron2")
@@ -231,10 +251,18 @@ def test_bottom_up_confidences_equal_per_class_nms(seed):
 # processing_image.py / ResizeShortestEdge: scale the short side to 600 unless the long side passes 1000, sides
 # rounded half up. (h, w) -> (h', w'), the 12 most common COCO / VG image sizes:
 PORT_RESIZED = {
-    (480, 640): (600, 800), (640, 480): (800, 600), (427, 640): (600, 899), (640, 427): (899, 600),
-    (375, 500): (600, 800), (500, 375): (800, 600), (426, 640): (600, 901), (333, 500): (600, 901),  # 900.9 -> 901
-    (500, 333): (901, 600), (424, 640): (600, 906),  # 905.66 -> 906 (torchvision: 905)
-    (768, 1024): (600, 800), (500, 500): (600, 600),
+    (480, 640): (600, 800),
+    (640, 480): (800, 600),
+    (427, 640): (600, 899),
+    (640, 427): (899, 600),
+    (375, 500): (600, 800),
+    (500, 375): (800, 600),
+    (426, 640): (600, 901),
+    (333, 500): (600, 901),  # 900.9 -> 901
+    (500, 333): (901, 600),
+    (424, 640): (600, 906),  # 905.66 -> 906 (torchvision: 905)
+    (768, 1024): (600, 800),
+    (500, 500): (600, 600),
 }
 
 
@@ -259,7 +287,10 @@ def test_resize_follows_the_port_rounding_for_common_sizes():
 
 def test_attribute_confidence_softmax_rules():
     logits = torch.tensor([[2.0, 1.0, 0.0, 3.0], [0.0, 0.0, 0.0, 0.0]])  # 3 attributes + "no attribute" last
-    heads = {rule: RegionRoIHeads(None, None, AttributePredictor(4, 2, 3), attr_softmax=rule) for rule in ("all", "attributes")}
+    heads = {
+        rule: RegionRoIHeads(None, None, AttributePredictor(4, 2, 3), attr_softmax=rule)
+        for rule in ("all", "attributes")
+    }
     # the port: softmax over the 3 real attributes: e^2 / (e^2 + e + 1) = 0.665241, row 2: 1/3
     conf, ids = heads["attributes"].attribute_probs(logits).max(dim=1)
     torch.testing.assert_close(conf, torch.tensor([0.665241, 1 / 3]))
@@ -275,8 +306,15 @@ def test_anchor_grid_is_the_stride_16_grid_of_the_feature_map():
     """333x500 -> 600x901 -> res4 38x57 (stride 16, rounded up); anchors centred at (x, y) * 16, 12 per cell."""
     torch.manual_seed(0)
     model = build_resnet_c4_detector(
-        list("ab"), [], blocks=(1, 1, 1), res5_blocks=1, stem_channels=8, res2_channels=16, min_size=600,
-        max_size=1000, rpn={"hidden": 8, "anchor_sizes": [64, 128, 256, 512]},
+        list("ab"),
+        [],
+        blocks=(1, 1, 1),
+        res5_blocks=1,
+        stem_channels=8,
+        res2_channels=16,
+        min_size=600,
+        max_size=1000,
+        rpn={"hidden": 8, "anchor_sizes": [64, 128, 256, 512]},
     ).eval()
     il, _ = model._prepare([torch.rand(3, 333, 500) * 255])
     with torch.no_grad():
@@ -287,7 +325,7 @@ def test_anchor_grid_is_the_stride_16_grid_of_the_feature_map():
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2
     torch.testing.assert_close(centres[-1], torch.tensor([56 * 16.0, 37 * 16.0]))  # torchvision's 901 // 57 = 15
     torch.testing.assert_close(centres[12 * 57], torch.tensor([0.0, 16.0]))
-    w = 64 * 2 ** 0.5  # size 64, ratio h/w 0.5: w = sqrt(64^2 / 0.5), h = w / 2
+    w = 64 * 2**0.5  # size 64, ratio h/w 0.5: w = sqrt(64^2 / 0.5), h = w / 2
     torch.testing.assert_close(anchors[0], torch.tensor([-w / 2, -w / 4, w / 2, w / 4]))
 
 

@@ -1,4 +1,5 @@
 """easy-VQA -> COCO conversion and lxmert-train-detector: train, checkpoint, resume, COCOeval mAP, saved detector."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,12 @@ def easy_vqa_images(split: str) -> str:
 @pytest.fixture(scope="module")
 def coco_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("coco")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "easy_vqa_to_coco.py"), "--out-dir", str(out), "--limit", "120"],
-                   check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "easy_vqa_to_coco.py"), "--out-dir", str(out), "--limit", "120"],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     return out
 
 
@@ -53,12 +58,22 @@ def test_easy_vqa_to_coco(coco_dir):
 def test_train_checkpoint_resume_and_evaluate(tmp_path, coco_dir):
     def cfg(epochs: int):
         with initialize_config_dir(str(CONFIG_DIR), version_base=None):
-            return compose("train_detector", overrides=[
-                f"data.train_json={coco_dir / 'train.json'}", f"data.train_images={easy_vqa_images('train')}",
-                f"data.val_json={coco_dir / 'test.json'}", f"data.val_images={easy_vqa_images('test')}",
-                "data.limit=32", "data.val_limit=16", "batch_size=8", f"epochs={epochs}", "log_every=1",
-                f"output_dir={tmp_path / 'run'}", "keep_last_k=5",
-            ])
+            return compose(
+                "train_detector",
+                overrides=[
+                    f"data.train_json={coco_dir / 'train.json'}",
+                    f"data.train_images={easy_vqa_images('train')}",
+                    f"data.val_json={coco_dir / 'test.json'}",
+                    f"data.val_images={easy_vqa_images('test')}",
+                    "data.limit=32",
+                    "data.val_limit=16",
+                    "batch_size=8",
+                    f"epochs={epochs}",
+                    "log_every=1",
+                    f"output_dir={tmp_path / 'run'}",
+                    "keep_last_k=5",
+                ],
+            )
 
     first = train_detector(cfg(1))
     assert first["steps"] == 4 and 0.0 <= first["mAP"] <= 1.0

@@ -1,4 +1,5 @@
 """lxmert-extract: real easy-VQA images end to end into a store, corrupt images, resume after a kill."""
+
 from __future__ import annotations
 
 import json
@@ -57,10 +58,20 @@ def test_extract_real_images_end_to_end_with_corrupt_ones(tmp_path, detector_ckp
     folder = image_folder(tmp_path, 10)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
     (folder / "empty.jpg").write_bytes(b"")
-    cfg = extract_cfg(checkpoint=detector_ckpt, input=folder, output=tmp_path / "store", batch_size=4, progress=False,
-                      image_id_prefix="train_", feat_dtype="float32")
-    with pytest.raises(UnreadableImagesError, match=r"2 of 12 images could not be read and were skipped \(10 images "
-                                                    r"are in .*store; fix or remove these .*fail_on_skipped=false"):
+    cfg = extract_cfg(
+        checkpoint=detector_ckpt,
+        input=folder,
+        output=tmp_path / "store",
+        batch_size=4,
+        progress=False,
+        image_id_prefix="train_",
+        feat_dtype="float32",
+    )
+    with pytest.raises(
+        UnreadableImagesError,
+        match=r"2 of 12 images could not be read and were skipped \(10 images "
+        r"are in .*store; fix or remove these .*fail_on_skipped=false",
+    ):
         run(cfg)  # fail_on_skipped=true, the default: the readable images are stored, the exit is an error
     summary = json.loads((tmp_path / "store" / "extract_summary.json").read_text())
     assert summary["written"] == 10 and summary["skipped"] == 2
@@ -91,10 +102,18 @@ def test_extract_real_images_end_to_end_with_corrupt_ones(tmp_path, detector_ckp
 def test_extract_fails_when_nothing_is_readable_and_on_an_empty_input(tmp_path, detector_ckpt):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "a.png").write_bytes(b"not an image")
-    cfg = extract_cfg(checkpoint=detector_ckpt, input=tmp_path / "bad", output=tmp_path / "store", progress=False,
-                      fail_on_skipped=False)
-    with pytest.raises(UnreadableImagesError, match=r"1 of 1 images could not be read .*not one image of the input "
-                                                    r"could be read\): .*a.png: UnidentifiedImageError"):
+    cfg = extract_cfg(
+        checkpoint=detector_ckpt,
+        input=tmp_path / "bad",
+        output=tmp_path / "store",
+        progress=False,
+        fail_on_skipped=False,
+    )
+    with pytest.raises(
+        UnreadableImagesError,
+        match=r"1 of 1 images could not be read .*not one image of the input "
+        r"could be read\): .*a.png: UnidentifiedImageError",
+    ):
         run(cfg)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"input=.*empty: no images \(expected image files .png"):
@@ -117,8 +136,11 @@ def test_extract_reads_upright_16_bit_and_tiny_images(tmp_path, detector_ckpt, c
     Image.fromarray(stored).save(folder / "rot.jpg", quality=95, exif=exif.tobytes())
     Image.new("RGB", (1, 1), (200, 10, 10)).save(folder / "dot.png")
     with caplog.at_level("WARNING"):
-        summary = run(extract_cfg(checkpoint=detector_ckpt, input=folder, output=tmp_path / "store", progress=False,
-                                  feat_dtype="float32"))
+        summary = run(
+            extract_cfg(
+                checkpoint=detector_ckpt, input=folder, output=tmp_path / "store", progress=False, feat_dtype="float32"
+            )
+        )
     store = FeatureStore(tmp_path / "store")
     np.testing.assert_allclose(store["g16"].features, store["g8"].features, rtol=1e-5, atol=1e-5)
     rot = store["rot"]
@@ -132,8 +154,10 @@ def test_extract_reads_upright_16_bit_and_tiny_images(tmp_path, detector_ckpt, c
     np.testing.assert_allclose(rot.features, ref.features.numpy(), rtol=1e-4, atol=1e-5)
     assert (store["dot"].img_h, store["dot"].img_w) == (1, 1)
     assert summary["degenerate_boxes"] == ["dot"]
-    assert any("image dot (1x1 px)" in r.getMessage() and "boxes are under 1 pixel wide or high" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "image dot (1x1 px)" in r.getMessage() and "boxes are under 1 pixel wide or high" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_given_boxes_mode(tmp_path, detector_ckpt):
@@ -142,8 +166,16 @@ def test_given_boxes_mode(tmp_path, detector_ckpt):
     import json
 
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
-    run(extract_cfg(checkpoint=detector_ckpt, input=folder, output=tmp_path / "store", progress=False,
-                    given_boxes=tmp_path / "boxes.json", feat_dtype="float32"))
+    run(
+        extract_cfg(
+            checkpoint=detector_ckpt,
+            input=folder,
+            output=tmp_path / "store",
+            progress=False,
+            given_boxes=tmp_path / "boxes.json",
+            feat_dtype="float32",
+        )
+    )
     store = FeatureStore(tmp_path / "store")
     for k, v in boxes.items():
         np.testing.assert_allclose(store[k].boxes, np.asarray(v, np.float32).reshape(-1, 4), atol=1e-3)
@@ -157,8 +189,17 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, detector_ckpt):
     assert list_images(listing)[5] == ("img5", str(folder / "5.png"))
 
     def cmd(out: Path, batch_size: int = 1):
-        return [sys.executable, "-m", "lxmert_repro.cli.extract", f"checkpoint={detector_ckpt}", f"input={listing}",
-                f"output={out}", f"batch_size={batch_size}", "progress=false", "feat_dtype=float32"]
+        return [
+            sys.executable,
+            "-m",
+            "lxmert_repro.cli.extract",
+            f"checkpoint={detector_ckpt}",
+            f"input={listing}",
+            f"output={out}",
+            f"batch_size={batch_size}",
+            "progress=false",
+            "feat_dtype=float32",
+        ]
 
     subprocess.run(cmd(tmp_path / "full", batch_size=8), check=True, capture_output=True, cwd=ROOT)
     killed = tmp_path / "killed"
@@ -187,8 +228,22 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, detector_ckpt):
 def test_two_processes_shard_and_merge(tmp_path, detector_ckpt):
     folder = image_folder(tmp_path, 10)
     args = [f"checkpoint={detector_ckpt}", f"input={folder}", "batch_size=3", "progress=false", "feat_dtype=float32"]
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lxmert_repro.cli.extract",
-                    *args, f"output={tmp_path / 'multi'}"], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "lxmert_repro.cli.extract",
+            *args,
+            f"output={tmp_path / 'multi'}",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     assert not (tmp_path / "multi.shards").exists()  # shards merged and removed
     run(extract_cfg(**dict(a.split("=", 1) for a in args), output=tmp_path / "single"))
     a, b = FeatureStore(tmp_path / "single"), FeatureStore(tmp_path / "multi")

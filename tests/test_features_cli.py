@@ -1,4 +1,5 @@
 """lxmert-features: inspect, show (PNG with boxes), TSV import/export commands."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,25 @@ from lxmert_repro.features.store import FeatureStore, FeatureStoreWriter
 
 
 def make_store(path: Path) -> None:
-    with FeatureStoreWriter(path, feat_dim=8, feat_dtype="float32",
-                            metadata={"object_classes": ["circle", "square"], "attribute_classes": ["red", "blue"]}) as w:
+    with FeatureStoreWriter(
+        path,
+        feat_dim=8,
+        feat_dtype="float32",
+        metadata={"object_classes": ["circle", "square"], "attribute_classes": ["red", "blue"]},
+    ) as w:
         for i, n in enumerate([2, 5, 3]):
             rng = np.random.default_rng(i)
-            w.add(str(i), 64, 64, np.array([[4, 4, 30, 30]] * n, np.float32), rng.normal(size=(n, 8)),
-                  np.arange(n) % 2, np.full(n, 0.9), np.ones(n), np.full(n, 0.5))
+            w.add(
+                str(i),
+                64,
+                64,
+                np.array([[4, 4, 30, 30]] * n, np.float32),
+                rng.normal(size=(n, 8)),
+                np.arange(n) % 2,
+                np.full(n, 0.9),
+                np.ones(n),
+                np.full(n, 0.5),
+            )
 
 
 def test_inspect_show_and_tsv_commands(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """GQA: both readers on files in the real formats, the official evaluation on a hand-computed case, easy-VQA in
 GQA's format, and a tiny fine-tune (task=gqa) whose loss falls and whose accuracy beats the majority answer."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from task_helpers import partial, prepare_task
 from training_helpers import TINY_TRAINER, compose
 
@@ -16,23 +16,52 @@ torch.set_num_threads(1)
 
 
 def _q(question, answer, structural, semantic, program, group=None, entailed=(), balanced=True, detailed="x"):
-    return {"imageId": "n1", "question": question, "answer": answer, "fullAnswer": "", "isBalanced": balanced,
-            "types": {"structural": structural, "semantic": semantic, "detailed": detailed},
-            "semantic": [{"operation": o, "argument": a, "dependencies": []} for o, a in program],
-            "groups": {"global": group, "local": ""}, "entailed": list(entailed), "equivalent": [], "annotations": {}}
+    return {
+        "imageId": "n1",
+        "question": question,
+        "answer": answer,
+        "fullAnswer": "",
+        "isBalanced": balanced,
+        "types": {"structural": structural, "semantic": semantic, "detailed": detailed},
+        "semantic": [{"operation": o, "argument": a, "dependencies": []} for o, a in program],
+        "groups": {"global": group, "local": ""},
+        "entailed": list(entailed),
+        "equivalent": [],
+        "annotations": {},
+    }
 
 
 QUESTIONS = {  # ids with leading zeros, as GQA's
-    "01": _q("what color is the ball?", "red", "query", "attr", [("select", "ball"), ("query", "color")], "color",
-             entailed=["02"]),
+    "01": _q(
+        "what color is the ball?",
+        "red",
+        "query",
+        "attr",
+        [("select", "ball"), ("query", "color")],
+        "color",
+        entailed=["02"],
+    ),
     "02": _q("is the ball red?", "yes", "verify", "attr", [("select", "ball"), ("verify color", "red")], None, ["01"]),
     "03": _q("what is the object?", "ball", "query", "cat", [("select", "object"), ("query", "name")], "obj"),
     "04": _q("what color is the cube?", "blue", "query", "attr", [("select", "cube"), ("query", "color")], "color"),
-    "05": _q("is there a ball or a cube?", "yes", "logical", "obj",
-             [("select", "ball"), ("exist", "?"), ("select", "cube"), ("exist", "?"), ("or", "")], None, ["01"]),
+    "05": _q(
+        "is there a ball or a cube?",
+        "yes",
+        "logical",
+        "obj",
+        [("select", "ball"), ("exist", "?"), ("select", "cube"), ("exist", "?"), ("or", "")],
+        None,
+        ["01"],
+    ),
     "06": _q("is it?", "no", "verify", "obj", [("exist", "?")], balanced=False),
-    "07": _q("what do the ball and the cube have in common?", "color", "compare", "attr",
-             [("select", "ball"), ("select", "cube"), ("common", "")], detailed="twoCommon"),
+    "07": _q(
+        "what do the ball and the cube have in common?",
+        "color",
+        "compare",
+        "attr",
+        [("select", "ball"), ("select", "cube"), ("common", "")],
+        detailed="twoCommon",
+    ),
 }
 CHOICES = {
     "01": {"valid": ["red", "blue", "green"], "plausible": ["red"]},
@@ -72,16 +101,14 @@ def test_official_gqa_evaluation_hand_computed():
     assert r["distribution"] == pytest.approx(5 / 3 / 100)
     per = r["accuracyPerStructuralType"]
     assert _table(per) == _rounded(
-        {"query": (100 / 3, 3), "verify": (0.0, 1), "logical": (100.0, 1), "compare": (100.0, 1)})
+        {"query": (100 / 3, 3), "verify": (0.0, 1), "logical": (100.0, 1), "compare": (100.0, 1)}
+    )
     sem = r["accuracyPerSemanticType"]
-    assert _table(sem) == _rounded(
-        {"attr": (50.0, 4), "cat": (0.0, 1), "obj": (100.0, 1)})
+    assert _table(sem) == _rounded({"attr": (50.0, 4), "cat": (0.0, 1), "obj": (100.0, 1)})
     words = r["accuracyPerLength"]  # 5 words: 01 right, 04 wrong; 4: 02, 03 wrong; 7: 05; 10: 07
-    assert _table(words) == _rounded(
-        {"4": (0.0, 2), "5": (50.0, 2), "7": (100.0, 1), "10": (100.0, 1)})
+    assert _table(words) == _rounded({"4": (0.0, 2), "5": (50.0, 2), "7": (100.0, 1), "10": (100.0, 1)})
     steps = r["accuracyPerSteps"]  # "exist" and "query: name" are no steps: 01 02 04 -> 2, 03 -> 1, 05 07 -> 3
-    assert _table(steps) == _rounded(
-        {"1": (0.0, 1), "2": (100 / 3, 3), "3": (100.0, 2)})
+    assert _table(steps) == _rounded({"1": (0.0, 1), "2": (100 / 3, 3), "3": (100.0, 2)})
 
 
 def test_gqa_evaluation_needs_every_prediction():
@@ -105,8 +132,17 @@ def test_evaluate_cli_scores_a_gqa_submission(tmp_path):
     c.write_text(json.dumps(CHOICES))
     write_gqa_predictions(p, PREDICTIONS)
     assert json.loads(p.read_text())[0] == {"questionId": "01", "prediction": "red"}
-    cfg = compose("evaluate", ["task=gqa", f"predictions={p}", f"questions={q}", f"choices={c}", "consistency=true",
-                               f"paths.output_dir={tmp_path}"])
+    cfg = compose(
+        "evaluate",
+        [
+            "task=gqa",
+            f"predictions={p}",
+            f"questions={q}",
+            f"choices={c}",
+            "consistency=true",
+            f"paths.output_dir={tmp_path}",
+        ],
+    )
     assert run_evaluate(cfg) == GQAEvaluator(QUESTIONS, CHOICES).evaluate(PREDICTIONS, consistency=True)
     p.write_text(json.dumps([{"question_id": 1, "answer": "red"}]))  # VQA's format given to task=gqa
     with pytest.raises(ValueError, match=r"p.json', entry 0: expected \{'questionId'"):
@@ -123,14 +159,33 @@ def test_readers_official_and_lxmert_formats(tmp_path):
     assert len(read_gqa_questions(off, balanced_only=False)) == 7
     e = exs[0]
     assert (e.image_id, e.sentence, e.labels, e.main_answer, e.question_type, e.answer_type, e.question_id) == (
-        "n1", "what color is the ball?", {"red": 1.0}, "red", "query", "open", 1)
+        "n1",
+        "what color is the ball?",
+        {"red": 1.0},
+        "red",
+        "query",
+        "open",
+        1,
+    )
     assert exs[1].answer_type == "binary"
     lx = tmp_path / "testdev.json"
-    lx.write_text(json.dumps([{"img_id": "n1", "sent": "is it red?", "question_id": "0201", "label": {"yes": 1.0}},
-                              {"img_id": "n2", "sent": "what is it?", "question_id": "q7"}]))  # a submit entry
+    lx.write_text(
+        json.dumps(
+            [
+                {"img_id": "n1", "sent": "is it red?", "question_id": "0201", "label": {"yes": 1.0}},
+                {"img_id": "n2", "sent": "what is it?", "question_id": "q7"},
+            ]
+        )
+    )  # a submit entry
     a, b = read_lxmert_gqa(lx)
-    assert (a.uid, a.question_id, a.labels, a.main_answer, b.uid, b.labels) == ("0201", 201, {"yes": 1.0}, "yes",
-                                                                                  "q7", {})
+    assert (a.uid, a.question_id, a.labels, a.main_answer, b.uid, b.labels) == (
+        "0201",
+        201,
+        {"yes": 1.0},
+        "yes",
+        "q7",
+        {},
+    )
     lx.write_text(json.dumps([{"img_id": "n1", "question_id": "1"}]))
     with pytest.raises(ValueError, match="testdev.json', entry 0: missing field 'sent'"):
         read_lxmert_gqa(lx)
@@ -140,12 +195,22 @@ def test_easy_vqa_in_gqa_format():
     from lxmert_repro.data.easy_vqa_tasks import classify, to_gqa
 
     t = classify("is there not a red shape in the image?")
-    assert (t.structural, t.semantic, t.detailed, t.aspect, t.global_group) == ("verify", "obj", "existAttrNot", "color", None)
+    assert (t.structural, t.semantic, t.detailed, t.aspect, t.global_group) == (
+        "verify",
+        "obj",
+        "existAttrNot",
+        "color",
+        None,
+    )
     assert t.program == (("select", "shape"), ("filter color", "red"), ("exist", "?"), ("not", "?"))
     assert classify("what is the color of the circle?").program == (("select", "circle"), ("query", "color"))
     assert classify("what shape does the image contain?").detailed == "categoryQuery"
-    rows = [["what color is the shape?", "red", 3], ["is there a red shape?", "yes", 3],
-            ["is there a circle?", "no", 3], ["what color is the shape?", "blue", 4]]
+    rows = [
+        ["what color is the shape?", "red", 3],
+        ["is there a red shape?", "yes", 3],
+        ["is there a circle?", "no", 3],
+        ["what color is the shape?", "blue", 4],
+    ]
     questions, choices = to_gqa(rows, "test")
     assert list(questions) == ["00000000", "00000001", "00000002", "00000003"]
     assert questions["00000000"]["entailed"] == ["00000001"]  # same image, same property (colour)
@@ -180,13 +245,27 @@ def test_gqa_finetune_loss_falls_beats_majority_writes_submission(gqa_data, tmp_
     from lxmert_repro.training.tracking import read_metrics
 
     d, out = gqa_data, tmp_path / "ft"
-    cfg = compose("finetune", TINY_TRAINER + [
-        "task=gqa", f"data.features={d['features']}", f"data.tokenizer_dir={d['tokenizer_dir']}",
-        f"data.gqa.train={d['train']}", f"data.gqa.val={d['test']}", f"data.gqa.test={d['test']}",
-        f"data.gqa.answers={d['answers']}", f"data.gqa.val_questions={d['questions']}",
-        f"data.gqa.val_choices={d['choices']}", f"data.gqa.test_questions={d['questions']}",
-        f"data.gqa.test_choices={d['choices']}", "trainer.batch_size=16", "trainer.max_epochs=6", "optim.lr=1e-3",
-        f"paths.output_dir={out}"])
+    cfg = compose(
+        "finetune",
+        TINY_TRAINER
+        + [
+            "task=gqa",
+            f"data.features={d['features']}",
+            f"data.tokenizer_dir={d['tokenizer_dir']}",
+            f"data.gqa.train={d['train']}",
+            f"data.gqa.val={d['test']}",
+            f"data.gqa.test={d['test']}",
+            f"data.gqa.answers={d['answers']}",
+            f"data.gqa.val_questions={d['questions']}",
+            f"data.gqa.val_choices={d['choices']}",
+            f"data.gqa.test_questions={d['questions']}",
+            f"data.gqa.test_choices={d['choices']}",
+            "trainer.batch_size=16",
+            "trainer.max_epochs=6",
+            "optim.lr=1e-3",
+            f"paths.output_dir={out}",
+        ],
+    )
     assert cfg.task_name == "finetune_gqa"
     metrics = train_task(cfg)
     rows = [r["train/loss"] for r in read_metrics(out) if "train/loss" in r]
@@ -220,8 +299,9 @@ def test_gqa_init_from_pretraining_matches_answers_after_lxmert_conversion(gqa_d
     pre = LxmertForPreTraining(model_config(cfg, vocab_size=len(tok), visual_feat_dim=store.feat_dim, num_qa_labels=3))
     save_run_model(pre, pre_dir, answers=AnswerVocab(["dog", "gray", "2"], "lxmert"), tokenizer_dir=d["tokenizer_dir"])
     task_answers = ["grey", "two", "the dog", "cat"]  # LXMERT's conversion: gray, 2, dog; "cat" has no row
-    data = SimpleNamespace(answers=AnswerVocab(task_answers, "none"), store=store, tokenizer=tok,
-                           tokenizer_dir=Path(d["tokenizer_dir"]))
+    data = SimpleNamespace(
+        answers=AnswerVocab(task_answers, "none"), store=store, tokenizer=tok, tokenizer_dir=Path(d["tokenizer_dir"])
+    )
     with caplog.at_level("INFO"):
         model = GQATask().build_model(cfg, data)
     w, src = model.answer_head.classifier.weight, pre.answer_head.classifier.weight

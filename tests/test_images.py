@@ -1,5 +1,6 @@
 """The one image reader: 16-bit, palette/alpha/CMYK modes and EXIF orientation give the pixels a viewer shows,
 the same in extraction, detector training and prediction."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,18 @@ def easy_vqa_image(i: int) -> np.ndarray:
 
 
 def coco_json(path: Path, file_name: str, width: int, height: int, boxes: list[list[float]]) -> Path:
-    path.write_text(json.dumps({
-        "images": [{"id": 1, "file_name": file_name, "width": width, "height": height}],
-        "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
-                        for i, b in enumerate(boxes)],
-        "categories": [{"id": 1, "name": "thing"}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": file_name, "width": width, "height": height}],
+                "annotations": [
+                    {"id": i + 1, "image_id": 1, "category_id": 1, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+                    for i, b in enumerate(boxes)
+                ],
+                "categories": [{"id": 1, "name": "thing"}],
+            }
+        )
+    )
     return path
 
 
@@ -72,13 +79,18 @@ def test_16_bit_png_reads_like_its_8_bit_version(tmp_path):
 def png16(arr: np.ndarray, color_type: int) -> bytes:
     """A 16-bit-per-sample PNG (colour type 0 grey, 2 RGB, 4 grey+alpha, 6 RGBA), written by hand: Pillow
     cannot write 16-bit colour PNGs."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     h, w = arr.shape[:2]
     raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_16_bit_colour_pngs_read_like_their_8_bit_versions(tmp_path):
@@ -177,10 +189,16 @@ def test_coco_size_must_be_the_upright_images(tmp_path):
     img, tgt, _ = CocoDetection(str(good), str(tmp_path))[0]
     assert tuple(img.shape) == (3, 96, 64) and tgt["boxes"].tolist() == [[5.0, 50.0, 25.0, 90.0]]
     rotated = coco_json(tmp_path / "rotated.json", "rot.jpg", 96, 64, [[50, 5, 40, 20]])
-    with pytest.raises(ValueError, match=r"rotated.json: image id 1 \(rot.jpg\): fields 'width', 'height' are 96x64, "
-                                         r"but the upright image \(EXIF orientation applied\) is 64x96"):
+    with pytest.raises(
+        ValueError,
+        match=r"rotated.json: image id 1 \(rot.jpg\): fields 'width', 'height' are 96x64, "
+        r"but the upright image \(EXIF orientation applied\) is 64x96",
+    ):
         CocoDetection(str(rotated), str(tmp_path))[0]
     wrong = coco_json(tmp_path / "wrong.json", "rot.jpg", 100, 100, [])
-    with pytest.raises(ValueError, match=r"wrong.json: image id 1 \(rot.jpg\): fields 'width', 'height' are 100x100, "
-                                         r"expected the image's size 64x96"):
+    with pytest.raises(
+        ValueError,
+        match=r"wrong.json: image id 1 \(rot.jpg\): fields 'width', 'height' are 100x100, "
+        r"expected the image's size 64x96",
+    ):
         CocoDetection(str(wrong), str(tmp_path))[0]

@@ -1,16 +1,16 @@
 """The pretraining / VQA loss formulas computed independently (plain loops) on a fixed small batch
 (docs/faithful.md §4, §6)."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from model_helpers import make_batch, tiny_config
 
 from lxmert_repro.modeling import LxmertForPreTraining, PretrainObjectives
 from lxmert_repro.modeling import losses as L
-
-from model_helpers import make_batch, tiny_config
 
 
 def log_softmax_at(row: torch.Tensor, idx: int) -> float:
@@ -35,8 +35,12 @@ def run():
 
 def test_mlm_is_mean_ce_over_masked_tokens(run):
     cfg, batch, out = run
-    terms = [-log_softmax_at(out.mlm_logits[i, j], int(batch["mlm_labels"][i, j]))
-             for i in range(4) for j in range(7) if batch["mlm_labels"][i, j] != -100]
+    terms = [
+        -log_softmax_at(out.mlm_logits[i, j], int(batch["mlm_labels"][i, j]))
+        for i in range(4)
+        for j in range(7)
+        if batch["mlm_labels"][i, j] != -100
+    ]
     assert len(terms) == 5
     assert out.losses["mlm"].item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
 
@@ -49,8 +53,9 @@ def test_itm_is_mean_ce(run):
 
 def test_qa_ignores_mismatched_pairs(run):
     cfg, batch, out = run
-    terms = [-log_softmax_at(out.qa_logits[i], int(batch["qa_labels"][i]))
-             for i in range(4) if batch["itm_labels"][i] == 1]
+    terms = [
+        -log_softmax_at(out.qa_logits[i], int(batch["qa_labels"][i])) for i in range(4) if batch["itm_labels"][i] == 1
+    ]
     assert len(terms) == 3
     assert out.losses["qa"].item() == pytest.approx(sum(terms) / 3, rel=1e-5)
     # The model also drops QA for itm_labels == 0 even if the data side left a label there.
@@ -64,8 +69,12 @@ def test_object_and_attribute_ce_weighted_by_confidence_over_all_real_boxes(run,
     cfg, batch, out = run
     logits, labels, conf = getattr(out, f"{name}_logits"), batch[f"{name}_labels"], batch[f"{name}_conf"]
     real = batch["visual_mask"].bool()
-    total = sum(-log_softmax_at(logits[i, j], int(labels[i, j])) * float(conf[i, j])
-                for i in range(4) for j in range(6) if real[i, j])
+    total = sum(
+        -log_softmax_at(logits[i, j], int(labels[i, j])) * float(conf[i, j])
+        for i in range(4)
+        for j in range(6)
+        if real[i, j]
+    )
     n_real = int(real.sum())  # 6+5+4+3 = 18 real boxes; masked or not, all count
     assert n_real == 18
     expect = total / n_real / 0.15
@@ -96,10 +105,15 @@ def test_alternatives_masked_only_and_masked_denominator(run):
     real, masked = batch["visual_mask"].bool(), batch["masked_boxes"]
     sel = real & masked
     logits, labels, conf = out.obj_logits, batch["obj_labels"], batch["obj_conf"]
-    total = sum(-log_softmax_at(logits[i, j], int(labels[i, j])) * float(conf[i, j])
-                for i in range(4) for j in range(6) if sel[i, j])
-    got = L.visual_label_loss(logits, labels, conf, batch["visual_mask"], masked, masked_only=True,
-                              denominator="masked_boxes")
+    total = sum(
+        -log_softmax_at(logits[i, j], int(labels[i, j])) * float(conf[i, j])
+        for i in range(4)
+        for j in range(6)
+        if sel[i, j]
+    )
+    got = L.visual_label_loss(
+        logits, labels, conf, batch["visual_mask"], masked, masked_only=True, denominator="masked_boxes"
+    )
     assert got.item() == pytest.approx(total / int(sel.sum()), rel=1e-5)
     got_all = L.visual_label_loss(logits, labels, conf, batch["visual_mask"], masked, masked_only=True)
     assert got_all.item() == pytest.approx(total / int(real.sum()), rel=1e-5)

@@ -1,9 +1,16 @@
 """Masking statistics over many draws, special tokens never masked, seeds reproduce."""
+
 import numpy as np
 import pytest
 
 from lxmert_repro.data.masking import (
-    BOX_RANDOM, BOX_UNCHANGED, BOX_ZERO, IGNORE_INDEX, mask_tokens, object_mask_ops, sample_answer,
+    BOX_RANDOM,
+    BOX_UNCHANGED,
+    BOX_ZERO,
+    IGNORE_INDEX,
+    mask_tokens,
+    object_mask_ops,
+    sample_answer,
 )
 
 CLS, SEP, PAD, MASK, V = 101, 102, 0, 103, 30522

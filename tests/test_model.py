@@ -1,13 +1,13 @@
 """Model behaviour: masks for both streams, shapes, answer-head init, config validation, attention paths."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import inputs_of, make_batch, tiny_config
 
 from lxmert_repro.data.batch import LxmertBatch
 from lxmert_repro.modeling import LxmertConfig, LxmertForPreTraining, LxmertForVQA, LxmertModel, PretrainObjectives
-
-from model_helpers import inputs_of, make_batch, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,9 @@ def test_task_switches_and_weights(cfg):
     full = LxmertForPreTraining(cfg).eval()
     c2 = PretrainObjectives(task_qa=False, visual_attr_loss=False, mlm_loss_weight=2.0, visual_loss_normalizer=1.0)
     part = LxmertForPreTraining(cfg, c2).eval()
-    part.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith(("answer_head", "obj_head.decoders.attr"))})
+    part.load_state_dict(
+        {k: v for k, v in full.state_dict().items() if not k.startswith(("answer_head", "obj_head.decoders.attr"))}
+    )
     with torch.no_grad():
         a, b = full(**batch), part(**batch)
     assert set(b.losses) == {"mlm", "itm", "obj", "feat"}

@@ -1,14 +1,19 @@
 """Parity with transformers' Lxmert (an implementation nobody here wrote): tiny size, random weights, fp32, eval."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import transformers
+from model_helpers import hf_inputs, hf_twin, inputs_of, make_batch, tiny_config
 
 from lxmert_repro.modeling import LxmertForPreTraining, LxmertForVQA, LxmertModel
-from lxmert_repro.modeling.convert import load_state, normalize_reference_keys, ours_to_reference_state, reference_to_ours
-
-from model_helpers import hf_inputs, hf_twin, inputs_of, make_batch, tiny_config
+from lxmert_repro.modeling.convert import (
+    load_state,
+    normalize_reference_keys,
+    ours_to_reference_state,
+    reference_to_ours,
+)
 
 ATOL = 1e-5
 
@@ -51,8 +56,12 @@ def test_pretraining_outputs_match(cfg, direction, pad_boxes):
         ref = hf(**hf_inputs(batch))
         ref_enc = hf.lxmert(**hf_inputs(batch))
         out = ours(**inputs_of(batch))  # no targets: every head dense
-        sparse = ours(**inputs_of(batch), mlm_labels=batch["mlm_labels"], feat_targets=batch["feat_targets"],
-                      masked_boxes=batch["masked_boxes"])
+        sparse = ours(
+            **inputs_of(batch),
+            mlm_labels=batch["mlm_labels"],
+            feat_targets=batch["feat_targets"],
+            masked_boxes=batch["masked_boxes"],
+        )
         ref_obj = hf.obj_predict_head(ref_enc.vision_output)
     close(out.language_output, ref_enc.language_output)
     close(out.vision_output, ref_enc.vision_output)
@@ -80,7 +89,10 @@ def test_losses_match_transformers(cfg):
     with torch.no_grad():
         out = ours(**batch)
         ref = hf(
-            **hf_inputs(batch), labels=batch["mlm_labels"], matched_label=batch["itm_labels"], ans=batch["qa_labels"],
+            **hf_inputs(batch),
+            labels=batch["mlm_labels"],
+            matched_label=batch["itm_labels"],
+            ans=batch["qa_labels"],
             obj_labels={
                 "obj": (batch["obj_labels"], batch["obj_conf"]),
                 "attr": (batch["attr_labels"], batch["attr_conf"]),

@@ -1,4 +1,5 @@
 """BertAdam against a hand computation; param groups; the warmup-linear schedule."""
+
 from __future__ import annotations
 
 import math
@@ -162,6 +163,7 @@ def test_bert_adam_implementation_is_checked():
 def test_fused_bert_adam_resumes_from_its_state_dict():
     """The fused path keeps small tensors' moments in flat buffers: a state_dict round trip (a resume) and a
     parameter losing its gradient rebuild them, and the run continues as if uninterrupted."""
+
     def run(split: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)
         ps = [nn.Parameter(torch.randn(s) * 0.02) for s in [(70, 70), (31,), (5, 4), (9,)]]

@@ -1,4 +1,5 @@
 """Checkpoint discovery for resume: only complete checkpoints count, newest by step, clear errors."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Feature store: read-back equality, fp16, variable box counts, resume, crash recovery, workers."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -84,8 +85,17 @@ def test_read_back_equals_written(tmp_path, feat_dtype, access):
 def test_torch_inputs_and_validation(tmp_path):
     r = make_region(0, 4)
     with FeatureStoreWriter(tmp_path / "s", feat_dim=F, feat_dtype="float32") as w:
-        w.add("t", 5, 6, torch.from_numpy(r.boxes), torch.from_numpy(r.features), torch.from_numpy(r.obj_ids),
-              torch.from_numpy(r.obj_conf), torch.from_numpy(r.attr_ids), torch.from_numpy(r.attr_conf))
+        w.add(
+            "t",
+            5,
+            6,
+            torch.from_numpy(r.boxes),
+            torch.from_numpy(r.features),
+            torch.from_numpy(r.obj_ids),
+            torch.from_numpy(r.obj_conf),
+            torch.from_numpy(r.attr_ids),
+            torch.from_numpy(r.attr_conf),
+        )
         with pytest.raises(ValueError, match="already in the store"):
             w.add_region(RegionFeatures(**{**r.__dict__, "img_id": "t"}))
         with pytest.raises(ValueError, match="'features' has shape"):

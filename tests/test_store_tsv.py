@@ -1,4 +1,5 @@
 """LXMERT TSV import/export: a TSV written here, field by field, in the original format."""
+
 from __future__ import annotations
 
 import base64
@@ -7,8 +8,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from lxmert_repro.features.store import FeatureStore, FeatureStoreWriter
 from lxmert_repro.cli.features import main as features_main
+from lxmert_repro.features.store import FeatureStore, FeatureStoreWriter
 from lxmert_repro.features.tsv import export_tsv, import_tsv, iter_tsv
 
 
@@ -41,11 +42,23 @@ def write_lxmert_tsv(path, n_images: int, feat_dim: int, seed: int = 0) -> list[
                 "boxes": boxes_xyxy(rng, n),
                 "features": rng.exponential(size=(n, feat_dim)).astype(np.float32),
             }
-            f.write("\t".join([
-                row["img_id"], str(row["img_h"]), str(row["img_w"]),
-                b64(row["objects_id"]), b64(row["objects_conf"]), b64(row["attrs_id"]), b64(row["attrs_conf"]),
-                str(n), b64(row["boxes"]), b64(row["features"]),
-            ]) + "\n")
+            f.write(
+                "\t".join(
+                    [
+                        row["img_id"],
+                        str(row["img_h"]),
+                        str(row["img_w"]),
+                        b64(row["objects_id"]),
+                        b64(row["objects_conf"]),
+                        b64(row["attrs_id"]),
+                        b64(row["attrs_conf"]),
+                        str(n),
+                        b64(row["boxes"]),
+                        b64(row["features"]),
+                    ]
+                )
+                + "\n"
+            )
             rows.append(row)
     return rows
 
@@ -119,20 +132,29 @@ def test_truncated_first_line_is_refused_not_imported_with_a_smaller_dim(tmp_pat
     # cut inside the features field at a point where the rest still decodes: as to 120 values per box
     cut = text[: text.rindex("\t") + 1] + b64(rows[0]["features"].reshape(-1)[: n * 120])
     tsv.write_text(cut)  # the file ends there, without a line end, as a copy cut short does
-    with pytest.raises(ValueError, match=r"feats.tsv:1: the only record with boxes ends without a line end \(the "
-                                         r"file looks truncated\); its features would give feature dim 120"):
+    with pytest.raises(
+        ValueError,
+        match=r"feats.tsv:1: the only record with boxes ends without a line end \(the "
+        r"file looks truncated\); its features would give feature dim 120",
+    ):
         import_tsv([tsv], tmp_path / "store")
     assert not (tmp_path / "store").exists()
-    with pytest.raises(ValueError, match=r"feats.tsv:1: field 'features' has \d+ bytes = \d+ boxes x 120 float32 "
-                                         r"values, expected \d+ x 256 .*from feat_dim / --feat-dim\) \(the file "
-                                         r"ends inside this line: truncated\?\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"feats.tsv:1: field 'features' has \d+ bytes = \d+ boxes x 120 float32 "
+        r"values, expected \d+ x 256 .*from feat_dim / --feat-dim\) \(the file "
+        r"ends inside this line: truncated\?\)",
+    ):
         import_tsv([tsv], tmp_path / "store", feat_dim=256)
     # the same shortened record followed by good ones: the good ones give the dim, the shortened one is named
     write_lxmert_tsv(tsv, 3, feat_dim=256)
     lines = tsv.read_text().splitlines(keepends=True)
     tsv.write_text(cut + "\n" + "".join(lines[1:]))
-    with pytest.raises(ValueError, match=r"feats.tsv:1: field 'features' .* x 120 float32 values, expected .* x 256 "
-                                         r".*from records .*feats.tsv:2, .*feats.tsv:3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"feats.tsv:1: field 'features' .* x 120 float32 values, expected .* x 256 "
+        r".*from records .*feats.tsv:2, .*feats.tsv:3\)",
+    ):
         import_tsv([tsv], tmp_path / "store")
     assert not (tmp_path / "store").exists()  # nothing written
 
@@ -144,33 +166,50 @@ def test_every_record_is_checked_and_named_by_file_and_line(tmp_path):
     rng = np.random.default_rng(5)
 
     def with_line(i: int, line: str) -> None:
-        tsv.write_text("".join(lines[:i] + [line] + lines[i + 1:]))
+        tsv.write_text("".join(lines[:i] + [line] + lines[i + 1 :]))
 
     n = int(lines[2].split("\t")[7])
     with_line(2, set_field(lines[2], 9, b64(rng.normal(size=(n, 32)).astype(np.float32))))  # a later-line shape error
-    with pytest.raises(ValueError, match=r"bad.tsv:3: field 'features' has \d+ bytes = \d+ boxes x 32 float32 values, "
-                                         r"expected \d+ x 64"):
+    with pytest.raises(
+        ValueError,
+        match=r"bad.tsv:3: field 'features' has \d+ bytes = \d+ boxes x 32 float32 values, "
+        r"expected \d+ x 64",
+    ):
         import_tsv([tsv], tmp_path / "s1")
     assert len(FeatureStore(tmp_path / "s1")) == 2  # the records before it are stored; a rerun resumes
-    with pytest.raises(ValueError, match=r"bad.tsv:1: field 'features' .* x 64 float32 values, expected .* x 2048 "
-                                         r".*from feat_dim / --feat-dim"):
+    with pytest.raises(
+        ValueError,
+        match=r"bad.tsv:1: field 'features' .* x 64 float32 values, expected .* x 2048 "
+        r".*from feat_dim / --feat-dim",
+    ):
         import_tsv([tsv], tmp_path / "s2", feat_dim=2048)
-    with pytest.raises(ValueError, match=r"bad.tsv:1: field 'features' .* x 64 float32 values, expected .* x 32 "
-                                         r".*from the existing store"):
+    with pytest.raises(
+        ValueError,
+        match=r"bad.tsv:1: field 'features' .* x 64 float32 values, expected .* x 32 "
+        r".*from the existing store",
+    ):
         FeatureStoreWriter(tmp_path / "s3", feat_dim=32).close()  # an (empty) store of another dim
         import_tsv([tsv], tmp_path / "s3")
     for bad, match in [
-        (set_field(lines[2], 8, b64((np.full((n, 4), 10.0) * [1, 1, 0.5, 1]).astype(np.float32))),
-         r"bad.tsv:3: field 'boxes': box 0 is \[10.0, 10.0, 5.0, 10.0\], expected x1 <= x2"),
-        (set_field(lines[2], 8, b64(np.full((n, 4), 900, np.float32))),
-         r"bad.tsv:3: field 'boxes' spans x 900..900, y 900..900, outside the image of img_w=\d+ x img_h=\d+"),
-        (set_field(lines[2], 9, b64(np.full((n, 64), np.nan, np.float32))),
-         r"bad.tsv:3: field 'features' has non-finite values"),
+        (
+            set_field(lines[2], 8, b64((np.full((n, 4), 10.0) * [1, 1, 0.5, 1]).astype(np.float32))),
+            r"bad.tsv:3: field 'boxes': box 0 is \[10.0, 10.0, 5.0, 10.0\], expected x1 <= x2",
+        ),
+        (
+            set_field(lines[2], 8, b64(np.full((n, 4), 900, np.float32))),
+            r"bad.tsv:3: field 'boxes' spans x 900..900, y 900..900, outside the image of img_w=\d+ x img_h=\d+",
+        ),
+        (
+            set_field(lines[2], 9, b64(np.full((n, 64), np.nan, np.float32))),
+            r"bad.tsv:3: field 'features' has non-finite values",
+        ),
         (set_field(lines[2], 1, "tall"), r"bad.tsv:3: field 'img_h' is 'tall', expected an integer"),
         (set_field(lines[2], 7, "-1"), r"bad.tsv:3: field 'num_boxes' is -1, expected an integer >= 0"),
-        (set_field(lines[2], 4, b64(np.zeros(n + 1, np.float32))),
-         rf"bad.tsv:3: field 'objects_conf' has {4 * (n + 1)} bytes, expected {4 * n} \(float32 \({n},\), from "
-         rf"num_boxes={n}\)"),
+        (
+            set_field(lines[2], 4, b64(np.zeros(n + 1, np.float32))),
+            rf"bad.tsv:3: field 'objects_conf' has {4 * (n + 1)} bytes, expected {4 * n} \(float32 \({n},\), from "
+            rf"num_boxes={n}\)",
+        ),
         (lines[0], r"bad.tsv:3: field 'img_id' 'COCO_val2014_000000000000' repeats the image of .*bad.tsv:1"),
     ]:
         with_line(2, bad)
@@ -181,8 +220,11 @@ def test_every_record_is_checked_and_named_by_file_and_line(tmp_path):
     two = tsv.read_text().splitlines(keepends=True)
     m = int(two[1].split("\t")[7])
     tsv.write_text(two[0] + set_field(two[1], 9, b64(np.zeros((m, 48), np.float32))))
-    with pytest.raises(ValueError, match=r"records disagree on the feature dim \(.*bad.tsv:1 has 64, .*bad.tsv:2 has "
-                                         r"48 float32 values per box\); one is damaged, or pass feat_dim / --feat-dim"):
+    with pytest.raises(
+        ValueError,
+        match=r"records disagree on the feature dim \(.*bad.tsv:1 has 64, .*bad.tsv:2 has "
+        r"48 float32 values per box\); one is damaged, or pass feat_dim / --feat-dim",
+    ):
         import_tsv([tsv], tmp_path / "s5")
 
 

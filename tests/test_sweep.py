@@ -1,5 +1,6 @@
 """Sweeps through the real CLI: a basic ``-m`` multirun and the Optuna sweeper, each job in its own
 run dir with its metrics, the objective being the metric the run returns."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from training_helpers import build_easy_vqa_data, data_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,16 +23,28 @@ def easy(tmp_path_factory) -> dict[str, str]:
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false")
-    r = subprocess.run([sys.executable, "-m", "lxmert_repro.cli.finetune", *args], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=400)
+    r = subprocess.run(
+        [sys.executable, "-m", "lxmert_repro.cli.finetune", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     return r
 
 
 def _common(easy: dict[str, str]) -> list[str]:
     return data_overrides(easy, "vqa") + [
-        "model=lxmert_tiny", "trainer.cpu=true", "trainer.progress_bar=false", "trainer.max_steps=3",
-        "trainer.batch_size=16", "data.limit=64", "data.vqa.test=null", "logger=jsonl",
+        "model=lxmert_tiny",
+        "trainer.cpu=true",
+        "trainer.progress_bar=false",
+        "trainer.max_steps=3",
+        "trainer.batch_size=16",
+        "data.limit=64",
+        "data.vqa.test=null",
+        "logger=jsonl",
     ]
 
 
@@ -52,18 +64,41 @@ def test_basic_multirun_two_values_two_run_dirs(easy, tmp_path):
     # the same sweep again: refused before any job's directory is written into
     before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    r = subprocess.run([sys.executable, "-m", "lxmert_repro.cli.finetune", "-m", "optim.lr=1e-3,1e-4",
-                        f"hydra.sweep.dir={sweep}", *_common(easy)], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=400)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lxmert_repro.cli.finetune",
+            "-m",
+            "optim.lr=1e-3,1e-4",
+            f"hydra.sweep.dir={sweep}",
+            *_common(easy),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert f"lxmert-finetune: error: sweep {sweep}: job directory {sweep / '0'} already holds an earlier run" in r.stderr
+    assert (
+        f"lxmert-finetune: error: sweep {sweep}: job directory {sweep / '0'} already holds an earlier run" in r.stderr
+    )
     assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
 
 
 def test_optuna_sweeper_two_trials(easy, tmp_path):
     sweep = tmp_path / "optuna"
-    _run(["-m", "hparams_search=vqa_optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-          f"hydra.sweep.dir={sweep}", *_common(easy)])
+    _run(
+        [
+            "-m",
+            "hparams_search=vqa_optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            f"hydra.sweep.dir={sweep}",
+            *_common(easy),
+        ]
+    )
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert len(jobs) == 2
     values = [json.loads((j / "final_metrics.json").read_text())["best/val/accuracy"] for j in jobs]

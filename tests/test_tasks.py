@@ -1,5 +1,6 @@
 """The task interface: every task config instantiates its Task and its split paths, the old config name and the
 old data.vqa.* keys still compose, a _target_ that is no Task is refused, the report's task sections."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,6 +54,8 @@ def test_report_sections():
 
     g = gqa_section({"test/accuracy": 99.5, "test/binary": 99.0, "test/distribution": 0.0123})
     assert "| accuracy | 99.50 % |" in g and "| binary | 99.00 % |" in g and "| distribution | 0.01 |" in g
-    n = nlvr2_section({"test/accuracy": 96.0, "test/consistency": 90.0}, {"test/accuracy": 50.5, "test/consistency": 3.0})
+    n = nlvr2_section(
+        {"test/accuracy": 96.0, "test/consistency": 90.0}, {"test/accuracy": 50.5, "test/consistency": 3.0}
+    )
     assert "| LXMERT | 96.00 | 90.00 |" in n and "| text only | 50.50 | 3.00 |" in n
     assert "Gap to the text-only model: 45.50 points." in n

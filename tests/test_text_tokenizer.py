@@ -1,4 +1,5 @@
 """Tokenizer: BERT-style vocab.txt loading, WordPiece training on real easy-VQA questions, configs."""
+
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,12 @@ from lxmert_repro.cli import CONFIG_DIR
 from lxmert_repro.data.formats import read_easy_vqa
 from lxmert_repro.text import load_tokenizer, train_wordpiece
 
-BERT_LIKE = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + \
-    ["the", "cat", "sat", "on", "mat", "##s", "what", "color", "is", "?", "t", "-", "shirt"]
+BERT_LIKE = (
+    ["[PAD]"]
+    + [f"[unused{i}]" for i in range(99)]
+    + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + ["the", "cat", "sat", "on", "mat", "##s", "what", "color", "is", "?", "t", "-", "shirt"]
+)
 
 
 def _write_vocab(tmp_path: Path) -> Path:
@@ -38,7 +43,13 @@ def test_missing_tokenizer_names_path(tmp_path):
 def test_train_wordpiece_on_easy_vqa_and_reload(tmp_path):
     texts = [e.sentence for e in read_easy_vqa("train")]
     tok = train_wordpiece(texts, tmp_path / "tok", vocab_size=1000)
-    assert [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id] == [0, 1, 2, 3, 4]
+    assert [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
     assert 30 < len(tok) <= 1000  # easy-VQA has a tiny vocabulary
     q = "What color is the TRIANGLE?"
     ids = tok(q)["input_ids"]
@@ -75,12 +86,37 @@ def test_train_wordpiece_is_deterministic_across_processes(tmp_path):
     import sys
 
     rng = random.Random(0)
-    words = ["red", "blue", "green", "circle", "square", "triangle", "what", "color", "is", "the", "shape",
-             "there", "a", "yes", "no", "gray", "yellow", "teal", "brown", "rectangle", "image", "contain", "does"]
+    words = [
+        "red",
+        "blue",
+        "green",
+        "circle",
+        "square",
+        "triangle",
+        "what",
+        "color",
+        "is",
+        "the",
+        "shape",
+        "there",
+        "a",
+        "yes",
+        "no",
+        "gray",
+        "yellow",
+        "teal",
+        "brown",
+        "rectangle",
+        "image",
+        "contain",
+        "does",
+    ]
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) + "?" for _ in range(3000)))
-    code = ("import sys; from pathlib import Path; from lxmert_repro.text import train_wordpiece; "
-            "train_wordpiece(Path(sys.argv[1]).read_text().splitlines(), sys.argv[2], vocab_size=200)")
+    code = (
+        "import sys; from pathlib import Path; from lxmert_repro.text import train_wordpiece; "
+        "train_wordpiece(Path(sys.argv[1]).read_text().splitlines(), sys.argv[2], vocab_size=200)"
+    )
     vocabs = []
     for i in range(3):
         subprocess.run([sys.executable, "-c", code, str(corpus), str(tmp_path / f"tok{i}")], check=True)

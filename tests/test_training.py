@@ -3,6 +3,7 @@
 Pretraining loss falls; fine-tuning beats the majority answer; a run killed mid-epoch and resumed
 ends with exactly the weights of an uninterrupted run; bad input stops with clear errors.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from training_helpers import TINY_TRAINER, build_easy_vqa_data, compose, data_overrides
 
 torch.set_num_threads(1)  # tests share 2 cores with others; tiny models gain nothing from threads
@@ -37,8 +37,18 @@ def test_pretraining_loss_falls(easy, tmp_path):
     from lxmert_repro.training.tracking import read_metrics
 
     out = tmp_path / "pre"
-    metrics = train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=32", "trainer.max_steps=40",
-                                  "optim.lr=1e-3", "optim.warmup_ratio=0.1", "data.pretrain.val=null"))
+    metrics = train_pretrain(
+        _cfg(
+            easy,
+            "pretrain",
+            out,
+            "trainer.batch_size=32",
+            "trainer.max_steps=40",
+            "optim.lr=1e-3",
+            "optim.warmup_ratio=0.1",
+            "data.pretrain.val=null",
+        )
+    )
     rows = [r for r in read_metrics(out) if "train/loss" in r]
     assert len(rows) == 40
     first = sum(r["train/loss"] for r in rows[:5]) / 5
@@ -57,8 +67,17 @@ def test_pretrain_qa_schedule_and_val_losses(easy, tmp_path):
     from lxmert_repro.training.tracking import read_metrics
 
     out = tmp_path / "qa"
-    train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=64", "trainer.max_epochs=2",
-                        "pretrain.qa_start_epoch=1", "data.limit=192"))
+    train_pretrain(
+        _cfg(
+            easy,
+            "pretrain",
+            out,
+            "trainer.batch_size=64",
+            "trainer.max_epochs=2",
+            "pretrain.qa_start_epoch=1",
+            "data.limit=192",
+        )
+    )
     rows = read_metrics(out)
     train = [r for r in rows if "train/loss" in r]
     epoch1 = [r for r in train if r["epoch"] <= 1.0]
@@ -94,12 +113,14 @@ def test_finetune_beats_majority_and_writes_predictions(easy, tmp_path):
 
 
 def test_finetune_from_pretraining_maps_answer_head(easy, tmp_path):
-    from lxmert_repro.training.models import build_vqa_model
     from lxmert_repro.training.data_setup import build_vqa_data
+    from lxmert_repro.training.models import build_vqa_model
     from lxmert_repro.training.pretrain import train_pretrain
 
     pre = tmp_path / "pre"
-    train_pretrain(_cfg(easy, "pretrain", pre, "trainer.batch_size=64", "trainer.max_steps=2", "data.pretrain.val=null"))
+    train_pretrain(
+        _cfg(easy, "pretrain", pre, "trainer.batch_size=64", "trainer.max_steps=2", "data.pretrain.val=null")
+    )
     cfg = _cfg(easy, "vqa", tmp_path / "ft", f"finetune.init_from={pre / 'model_last'}")
     data = build_vqa_data(cfg)
     model = build_vqa_model(cfg, data)
@@ -121,12 +142,25 @@ def test_run_config_records_the_model_loaded_from_init_from(easy, tmp_path):
     from lxmert_repro.training.pretrain import train_pretrain
 
     pre = tmp_path / "pre"
-    train_pretrain(_cfg(easy, "pretrain", pre, "trainer.batch_size=64", "trainer.max_steps=1", "data.pretrain.val=null"))
+    train_pretrain(
+        _cfg(easy, "pretrain", pre, "trainer.batch_size=64", "trainer.max_steps=1", "data.pretrain.val=null")
+    )
     loaded = json.loads((pre / "model_last" / "model_config.json").read_text())["config"]
     out = tmp_path / "ft"
-    train_vqa(_cfg(easy, "vqa", out, f"finetune.init_from={pre / 'model_last'}", "model.hidden_size=64",
-                   "model.l_layers=3", "trainer.batch_size=64", "trainer.max_steps=1", "data.vqa.test=null",
-                   "data.vqa.val=null"))
+    train_vqa(
+        _cfg(
+            easy,
+            "vqa",
+            out,
+            f"finetune.init_from={pre / 'model_last'}",
+            "model.hidden_size=64",
+            "model.l_layers=3",
+            "trainer.batch_size=64",
+            "trainer.max_steps=1",
+            "data.vqa.test=null",
+            "data.vqa.val=null",
+        )
+    )
     recorded = yaml.safe_load((out / "config.yaml").read_text())["model"]
     assert (recorded["hidden_size"], recorded["l_layers"], recorded["vocab_size"]) == (32, 2, loaded["vocab_size"])
     assert {k: recorded[k] for k in loaded} == loaded
@@ -142,8 +176,14 @@ def test_resume_mid_epoch_is_exact(easy, tmp_path):
     the final weights equal those of an uninterrupted run, bit for bit (dropout on)."""
     from lxmert_repro.training.pretrain import train_pretrain
 
-    args = ("trainer.batch_size=32", "data.limit=160", "trainer.max_epochs=3", "trainer.checkpoint_every_n_steps=3",
-            "data.pretrain.val=null", "optim.lr=1e-3")
+    args = (
+        "trainer.batch_size=32",
+        "data.limit=160",
+        "trainer.max_epochs=3",
+        "trainer.checkpoint_every_n_steps=3",
+        "data.pretrain.val=null",
+        "optim.lr=1e-3",
+    )
     train_pretrain(_cfg(easy, "pretrain", tmp_path / "a", *args))
 
     def kill(trainer, state):
@@ -160,8 +200,11 @@ def test_resume_mid_epoch_is_exact(easy, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    resumed = [r for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl").read_text().splitlines())
-               if r.get("event") == "resume"]
+    resumed = [
+        r
+        for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl").read_text().splitlines())
+        if r.get("event") == "resume"
+    ]
     assert resumed and resumed[0]["checkpoint"].endswith("step_000000006")
 
 
@@ -176,8 +219,18 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(easy, tmp_path):
 
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError, match=r"non-finite training loss .* step 4.*step_000000003"):
-        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=32", "trainer.max_steps=10",
-                            "trainer.checkpoint_every_n_steps=3", "data.pretrain.val=null"), callbacks=[poison])
+        train_pretrain(
+            _cfg(
+                easy,
+                "pretrain",
+                out,
+                "trainer.batch_size=32",
+                "trainer.max_steps=10",
+                "trainer.checkpoint_every_n_steps=3",
+                "data.pretrain.val=null",
+            ),
+            callbacks=[poison],
+        )
     ckpt = out / "checkpoints" / "step_000000003"
     w = load_file(str(ckpt / "model.safetensors"))
     assert all(torch.isfinite(t).all() for t in w.values())
@@ -193,8 +246,13 @@ def test_nan_stop_names_a_checkpoint_that_resumes(easy, tmp_path):
     from lxmert_repro.training.loop import NonFiniteLossError
     from lxmert_repro.training.pretrain import train_pretrain
 
-    args = ("trainer.batch_size=32", "data.pretrain.val=null", "optim.lr=1e10", "trainer.checkpoint_every_n_steps=1",
-            "trainer.keep_last_k=1")
+    args = (
+        "trainer.batch_size=32",
+        "data.pretrain.val=null",
+        "optim.lr=1e10",
+        "trainer.checkpoint_every_n_steps=1",
+        "trainer.keep_last_k=1",
+    )
     out = tmp_path / "lr1e10"
     with pytest.raises(NonFiniteLossError) as info:
         train_pretrain(_cfg(easy, "pretrain", out, *args, "trainer.max_steps=30"))
@@ -204,8 +262,9 @@ def test_nan_stop_names_a_checkpoint_that_resumes(easy, tmp_path):
     step = int(good.name.split("_")[1])
     assert all(torch.isfinite(t).all() for t in _weights(good).values())
     assert [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("nonfinite-")]  # the bad one, aside
-    m = train_pretrain(_cfg(easy, "pretrain", tmp_path / "again", *args, f"trainer.max_steps={step + 1}",
-                            f"trainer.resume={good}"))
+    m = train_pretrain(
+        _cfg(easy, "pretrain", tmp_path / "again", *args, f"trainer.max_steps={step + 1}", f"trainer.resume={good}")
+    )
     assert m["global_step"] == step + 1 and m["train/loss"] == m["train/loss"]  # one more step, a finite loss
 
 
@@ -218,8 +277,17 @@ def test_nan_stop_says_when_no_good_checkpoint_exists(easy, tmp_path):
             trainer.accelerator.unwrap_model(trainer.model).lxmert.pooler.dense.weight.fill_(float("nan"))
 
     with pytest.raises(NonFiniteLossError, match=r"step 1, .*No good checkpoint exists"):
-        train_pretrain(_cfg(easy, "pretrain", tmp_path / "none", "trainer.batch_size=32", "trainer.max_steps=5",
-                            "data.pretrain.val=null"), callbacks=[poison])
+        train_pretrain(
+            _cfg(
+                easy,
+                "pretrain",
+                tmp_path / "none",
+                "trainer.batch_size=32",
+                "trainer.max_steps=5",
+                "data.pretrain.val=null",
+            ),
+            callbacks=[poison],
+        )
 
 
 def test_checkpoint_of_nonfinite_weights_is_not_written(easy, tmp_path):
@@ -232,10 +300,23 @@ def test_checkpoint_of_nonfinite_weights_is_not_written(easy, tmp_path):
                 trainer.accelerator.unwrap_model(trainer.model).lxmert.pooler.dense.weight[0, 0] = float("inf")
 
     out = tmp_path / "inf"
-    with pytest.raises(NonFiniteStateError, match=r"step 3 \(lxmert.pooler.dense.weight\).*Last good checkpoint: "
-                                                  r"\S+step_000000002 "):
-        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=32", "trainer.max_steps=10",
-                            "trainer.checkpoint_every_n_steps=1", "data.pretrain.val=null"), callbacks=[poison])
+    with pytest.raises(
+        NonFiniteStateError,
+        match=r"step 3 \(lxmert.pooler.dense.weight\).*Last good checkpoint: "
+        r"\S+step_000000002 ",
+    ):
+        train_pretrain(
+            _cfg(
+                easy,
+                "pretrain",
+                out,
+                "trainer.batch_size=32",
+                "trainer.max_steps=10",
+                "trainer.checkpoint_every_n_steps=1",
+                "data.pretrain.val=null",
+            ),
+            callbacks=[poison],
+        )
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000000001", "step_000000002"]
 
 
@@ -243,10 +324,22 @@ def test_resume_with_wrong_architecture_fails_clearly(easy, tmp_path):
     from lxmert_repro.training.pretrain import train_pretrain
 
     out = tmp_path / "arch"
-    train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=64", "trainer.max_steps=1", "data.pretrain.val=null"))
+    train_pretrain(
+        _cfg(easy, "pretrain", out, "trainer.batch_size=64", "trainer.max_steps=1", "data.pretrain.val=null")
+    )
     with pytest.raises(RuntimeError, match=r"step_000000001: cannot resume, the checkpoint does not match"):
-        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=64", "trainer.max_steps=2",
-                            "data.pretrain.val=null", "model.hidden_size=64", "trainer.resume=auto"))
+        train_pretrain(
+            _cfg(
+                easy,
+                "pretrain",
+                out,
+                "trainer.batch_size=64",
+                "trainer.max_steps=2",
+                "data.pretrain.val=null",
+                "model.hidden_size=64",
+                "trainer.resume=auto",
+            )
+        )
 
 
 def test_init_from_wrong_feature_size_fails_clearly(easy, tmp_path):
@@ -255,9 +348,21 @@ def test_init_from_wrong_feature_size_fails_clearly(easy, tmp_path):
     from lxmert_repro.training.models import build_vqa_model
 
     bad = tmp_path / "bad_model"
-    save_model(LxmertForPreTraining(LxmertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64,
-                                                 l_layers=1, r_layers=1, x_layers=1, visual_feat_dim=99,
-                                                 num_qa_labels=3)), bad)
+    save_model(
+        LxmertForPreTraining(
+            LxmertConfig(
+                hidden_size=32,
+                num_attention_heads=4,
+                intermediate_size=64,
+                l_layers=1,
+                r_layers=1,
+                x_layers=1,
+                visual_feat_dim=99,
+                num_qa_labels=3,
+            )
+        ),
+        bad,
+    )
     cfg = _cfg(easy, "vqa", tmp_path / "ft", f"finetune.init_from={bad}")
     with pytest.raises(ValueError, match=r"expects 99-d features.*48-d"):
         build_vqa_model(cfg, build_vqa_data(cfg))
@@ -295,8 +400,16 @@ def test_gradient_accumulation_matches_full_batch(easy, tmp_path):
     """Global batch 32 as 2 x 16 accumulated = one batch of 32 (dropout off), within float tolerance."""
     from lxmert_repro.training.finetune import train_vqa
 
-    args = ("trainer.batch_size=32", "trainer.max_steps=4", "data.limit=128", "data.vqa.test=null",
-            "data.vqa.val=null", "model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0", "optim.lr=1e-3")
+    args = (
+        "trainer.batch_size=32",
+        "trainer.max_steps=4",
+        "data.limit=128",
+        "data.vqa.test=null",
+        "data.vqa.val=null",
+        "model.hidden_dropout_prob=0",
+        "model.attention_probs_dropout_prob=0",
+        "optim.lr=1e-3",
+    )
     train_vqa(_cfg(easy, "vqa", tmp_path / "full", *args))
     train_vqa(_cfg(easy, "vqa", tmp_path / "accum", *args, "trainer.grad_accum_steps=2"))
     a, b = _weights(tmp_path / "full" / "model_last"), _weights(tmp_path / "accum" / "model_last")
@@ -308,8 +421,17 @@ def test_gradient_accumulation_matches_full_batch(easy, tmp_path):
 def test_bf16_mixed_precision_on_cpu(easy, tmp_path):
     from lxmert_repro.training.pretrain import train_pretrain
 
-    m = train_pretrain(_cfg(easy, "pretrain", tmp_path / "bf16", "trainer.mixed_precision=bf16", "trainer.batch_size=32",
-                            "trainer.max_steps=3", "data.pretrain.val=null"))
+    m = train_pretrain(
+        _cfg(
+            easy,
+            "pretrain",
+            tmp_path / "bf16",
+            "trainer.mixed_precision=bf16",
+            "trainer.batch_size=32",
+            "trainer.max_steps=3",
+            "data.pretrain.val=null",
+        )
+    )
     assert m["global_step"] == 3 and torch.isfinite(torch.tensor(m["train/loss"]))
 
 
@@ -318,8 +440,17 @@ def test_trackers_tensorboard_and_offline_wandb(easy, tmp_path, monkeypatch):
 
     monkeypatch.delenv("WANDB_MODE", raising=False)  # the default must be offline by itself
     out = tmp_path / "trk"
-    cfg = _cfg(easy, "vqa", out, "logger=wandb", "trainer.batch_size=64", "trainer.max_steps=2", "data.limit=128",
-               "data.vqa.test=null", "trainer.peak_flops=1e12")
+    cfg = _cfg(
+        easy,
+        "vqa",
+        out,
+        "logger=wandb",
+        "trainer.batch_size=64",
+        "trainer.max_steps=2",
+        "data.limit=128",
+        "data.vqa.test=null",
+        "trainer.peak_flops=1e12",
+    )
     train_vqa(cfg)
     assert list((out / "wandb").glob("offline-run-*")), "wandb must run offline unless configured"
     events = list(out.rglob("events.out.tfevents.*"))
@@ -342,12 +473,29 @@ def test_finetune_init_from_transformers_checkpoint_with_answer_table(easy, tmp_
     task = AnswerVocab.load(easy["answers"]).answers
     table = ["zebra"] + list(reversed(task[1:]))  # task[0] missing from the pretraining table
     (tmp_path / "all_ans.json").write_text(json.dumps([{"ans": a} for a in table]))  # LXMERT's format
-    src = LxmertForPreTraining(LxmertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64, l_layers=1,
-                                            r_layers=1, x_layers=1, vocab_size=300, visual_feat_dim=48,
-                                            num_object_labels=5, num_attr_labels=3, num_qa_labels=len(table)))
+    src = LxmertForPreTraining(
+        LxmertConfig(
+            hidden_size=32,
+            num_attention_heads=4,
+            intermediate_size=64,
+            l_layers=1,
+            r_layers=1,
+            x_layers=1,
+            vocab_size=300,
+            visual_feat_dim=48,
+            num_object_labels=5,
+            num_attr_labels=3,
+            num_qa_labels=len(table),
+        )
+    )
     export_transformers(src, tmp_path / "hf")
-    cfg = _cfg(easy, "vqa", tmp_path / "ft", f"finetune.init_from={tmp_path / 'hf'}",
-               f"finetune.pretrain_answers={tmp_path / 'all_ans.json'}")
+    cfg = _cfg(
+        easy,
+        "vqa",
+        tmp_path / "ft",
+        f"finetune.init_from={tmp_path / 'hf'}",
+        f"finetune.pretrain_answers={tmp_path / 'all_ans.json'}",
+    )
     model = build_vqa_model(cfg, build_vqa_data(cfg))
     w = model.answer_head.classifier.weight
     assert torch.count_nonzero(w[0]) == 0
@@ -378,8 +526,15 @@ def test_compiled_training_matches_eager(easy, tmp_path):
     """
     from lxmert_repro.training.pretrain import train_pretrain
 
-    args = ("trainer.batch_size=16", "trainer.max_steps=3", "data.pretrain.val=null", "model.sparse_predictions=false",
-            "model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0", "optim.lr=1e-3")
+    args = (
+        "trainer.batch_size=16",
+        "trainer.max_steps=3",
+        "data.pretrain.val=null",
+        "model.sparse_predictions=false",
+        "model.hidden_dropout_prob=0",
+        "model.attention_probs_dropout_prob=0",
+        "optim.lr=1e-3",
+    )
     compiled = ("trainer.compile.enabled=true", "trainer.compile.backend=aot_eager", "trainer.compile.fullgraph=true")
     from torch._dynamo.utils import counters
 
@@ -397,8 +552,17 @@ def test_compiled_training_matches_eager(easy, tmp_path):
     with pytest.raises(ValueError, match="sparse_predictions=false"):
         train_pretrain(_cfg(easy, "pretrain", tmp_path / "sparse", "trainer.max_steps=1", *compiled))
     with pytest.raises(ValueError, match="cannot be combined with trainer.grad_accum_steps=2"):
-        train_pretrain(_cfg(easy, "pretrain", tmp_path / "accum", *args, "trainer.compile.enabled=true",
-                            "trainer.compile.mode=reduce-overhead", "trainer.grad_accum_steps=2"))
+        train_pretrain(
+            _cfg(
+                easy,
+                "pretrain",
+                tmp_path / "accum",
+                *args,
+                "trainer.compile.enabled=true",
+                "trainer.compile.mode=reduce-overhead",
+                "trainer.grad_accum_steps=2",
+            )
+        )
 
 
 def test_pad_to_max_length_gives_static_text_shapes(easy, tmp_path):
@@ -429,10 +593,22 @@ def test_cuda_graph_training_follows_eager(easy, tmp_path, monkeypatch):
     real_replay = torch.cuda.CUDAGraph.replay
     monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda self: (replays.append(1), real_replay(self))[1])
     steps = 8
-    args = ("trainer.cpu=false", "trainer.batch_size=16", f"trainer.max_steps={steps}", "data.pretrain.val=null",
-            "model.sparse_predictions=false", "data.pad_to_max_length=true", "model.hidden_dropout_prob=0",
-            "model.attention_probs_dropout_prob=0", "optim.lr=1e-3")
-    compiled = ("trainer.compile.enabled=true", "trainer.compile.mode=reduce-overhead", "trainer.compile.fullgraph=true")
+    args = (
+        "trainer.cpu=false",
+        "trainer.batch_size=16",
+        f"trainer.max_steps={steps}",
+        "data.pretrain.val=null",
+        "model.sparse_predictions=false",
+        "data.pad_to_max_length=true",
+        "model.hidden_dropout_prob=0",
+        "model.attention_probs_dropout_prob=0",
+        "optim.lr=1e-3",
+    )
+    compiled = (
+        "trainer.compile.enabled=true",
+        "trainer.compile.mode=reduce-overhead",
+        "trainer.compile.fullgraph=true",
+    )
     torch._dynamo.reset()
     train_pretrain(_cfg(easy, "pretrain", tmp_path / "eager", *args))
     assert not replays
@@ -444,7 +620,9 @@ def test_cuda_graph_training_follows_eager(easy, tmp_path, monkeypatch):
         torch._dynamo.reset()
     # after cudagraph trees' warm-up step every step replays forward and backward (14 replays in 8 steps on an H200)
     assert len(replays) >= 2 * (steps - 2), len(replays)
-    loss = {k: [r["train/loss"] for r in read_metrics(tmp_path / k) if "train/loss" in r] for k in ("eager", "compiled")}
+    loss = {
+        k: [r["train/loss"] for r in read_metrics(tmp_path / k) if "train/loss" in r] for k in ("eager", "compiled")
+    }
     assert len(loss["compiled"]) == steps
     print("losses eager", loss["eager"], "compiled", loss["compiled"], "replays", len(replays))  # seen with -s
     torch.testing.assert_close(torch.tensor(loss["compiled"]), torch.tensor(loss["eager"]), rtol=1e-4, atol=1e-4)
@@ -457,9 +635,17 @@ def test_length_bucketing_cuts_padding_and_resumes_exactly(easy, tmp_path):
     from lxmert_repro.training.finetune import train_vqa
     from lxmert_repro.training.loop import make_loader
 
-    args = ("trainer.batch_size=16", "data.limit=160", "trainer.max_epochs=2", "trainer.checkpoint_every_n_steps=3",
-            "data.vqa.val=null", "data.vqa.test=null", "optim.lr=1e-3", "trainer.length_bucketing=true",
-            "trainer.bucket_window_batches=4")
+    args = (
+        "trainer.batch_size=16",
+        "data.limit=160",
+        "trainer.max_epochs=2",
+        "trainer.checkpoint_every_n_steps=3",
+        "data.vqa.val=null",
+        "data.vqa.test=null",
+        "optim.lr=1e-3",
+        "trainer.length_bucketing=true",
+        "trainer.bucket_window_batches=4",
+    )
     data = build_vqa_data(_cfg(easy, "vqa", tmp_path / "x", *args))
     lengths = data.train.text_lengths()
     assert lengths.shape == (len(data.train),) and lengths.min() < lengths.max()
@@ -497,8 +683,18 @@ def test_log_lines_and_metrics_carry_throughput_and_mfu(easy, tmp_path, caplog):
 
     out = tmp_path / "tp"
     with caplog.at_level(logging.INFO, logger="lxmert_repro.training.loop"):
-        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=16", "trainer.max_steps=4",
-                            "trainer.log_every_n_steps=2", "trainer.peak_flops=1e12", "data.pretrain.val=null"))
+        train_pretrain(
+            _cfg(
+                easy,
+                "pretrain",
+                out,
+                "trainer.batch_size=16",
+                "trainer.max_steps=4",
+                "trainer.log_every_n_steps=2",
+                "trainer.peak_flops=1e12",
+                "data.pretrain.val=null",
+            )
+        )
     rows = [r for r in read_metrics(out) if "train/loss" in r]
     assert [r["step"] for r in rows] == [2, 4]
     for r in rows:
@@ -518,8 +714,17 @@ def test_logged_losses_are_the_per_step_averages(easy, tmp_path):
     from lxmert_repro.training.tracking import read_metrics
 
     def run(name: str, every: int) -> list[dict]:
-        train_pretrain(_cfg(easy, "pretrain", tmp_path / name, "trainer.batch_size=16", "trainer.max_steps=6",
-                            f"trainer.log_every_n_steps={every}", "data.pretrain.val=null"))
+        train_pretrain(
+            _cfg(
+                easy,
+                "pretrain",
+                tmp_path / name,
+                "trainer.batch_size=16",
+                "trainer.max_steps=6",
+                f"trainer.log_every_n_steps={every}",
+                "data.pretrain.val=null",
+            )
+        )
         return [r for r in read_metrics(tmp_path / name) if "train/loss" in r]
 
     each, grouped = run("each", 1), run("grouped", 3)
@@ -541,11 +746,24 @@ def test_nonfinite_loss_between_log_steps_still_stops_before_a_bad_checkpoint(ea
                 trainer.accelerator.unwrap_model(trainer.model).lxmert.pooler.dense.weight.fill_(float("nan"))
 
     out = tmp_path / "nan4"
-    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at optimizer step 4, detected "
-                                                 r"at step 6 .*step_000000003"):
-        train_pretrain(_cfg(easy, "pretrain", out, "trainer.batch_size=32", "trainer.max_steps=10",
-                            "trainer.log_every_n_steps=4", "trainer.checkpoint_every_n_steps=3",
-                            "data.pretrain.val=null"), callbacks=[poison])
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"non-finite training loss \(nan\) at optimizer step 4, detected "
+        r"at step 6 .*step_000000003",
+    ):
+        train_pretrain(
+            _cfg(
+                easy,
+                "pretrain",
+                out,
+                "trainer.batch_size=32",
+                "trainer.max_steps=10",
+                "trainer.log_every_n_steps=4",
+                "trainer.checkpoint_every_n_steps=3",
+                "data.pretrain.val=null",
+            ),
+            callbacks=[poison],
+        )
     assert (out / "checkpoints" / "step_000000003").is_dir()
     assert not (out / "checkpoints" / "step_000000006").exists()
     assert "nonfinite_loss" in (out / "metrics.jsonl").read_text()

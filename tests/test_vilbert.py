@@ -4,6 +4,7 @@ vilbert-multi-task state-dict naming round trip (every tensor accounted for), pa
 (Parity with the reference code itself -- vilbert/vilbert.py run on the same weights -- is measured outside
 the test suite, the reference not being installable; docs/architectures.md has the numbers.)
 """
+
 from __future__ import annotations
 
 import math
@@ -12,12 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import inputs_of, make_batch, model_config
 
 from lxmert_repro.modeling import PretrainObjectives, export_reference, load_model, save_model
 from lxmert_repro.modeling.vilbert import VilbertConfig, VilbertForPreTraining, VilbertForVQA, VilbertModel
 from lxmert_repro.modeling.vilbert.pretraining import region_kl_loss, top_class_targets
-
-from model_helpers import inputs_of, make_batch, model_config
 
 torch.set_num_threads(1)
 
@@ -131,8 +131,12 @@ def test_encoder_follows_the_schedule(cfg, batch):
         vision = _ln(_linear(feats, ie.feat_fc) + _linear(locs, ie.loc_fc), ie.layer_norm)
         e = model.embeddings
         t = batch["input_ids"].shape[1]
-        text = _ln(e.word_embeddings.weight[batch["input_ids"]] + e.position_embeddings.weight[:t]
-                   + e.token_type_embeddings.weight[batch["token_type_ids"]], e.layer_norm)
+        text = _ln(
+            e.word_embeddings.weight[batch["input_ids"]]
+            + e.position_embeddings.weight[:t]
+            + e.token_type_embeddings.weight[batch["token_type_ids"]],
+            e.layer_norm,
+        )
         t_keep = batch["attention_mask"].bool()
         v_keep = torch.cat([torch.ones(b, 1, dtype=torch.bool), batch["visual_mask"].bool()], 1)
         th, vh = cfg.num_attention_heads, cfg.v_num_attention_heads
@@ -158,8 +162,12 @@ def test_padded_boxes_do_not_change_real_outputs(cfg, batch):
     model = noisy(VilbertModel(cfg))
     row = {k: v[3:4] for k, v in inputs_of(batch).items()}  # 3 padded boxes
     real = int(row["visual_mask"].sum())
-    trimmed = dict(row, visual_feats=row["visual_feats"][:, :real], visual_boxes=row["visual_boxes"][:, :real],
-                   visual_mask=row["visual_mask"][:, :real])
+    trimmed = dict(
+        row,
+        visual_feats=row["visual_feats"][:, :real],
+        visual_boxes=row["visual_boxes"][:, :real],
+        visual_mask=row["visual_mask"][:, :real],
+    )
     with torch.no_grad():
         a, b = model(**row), model(**trimmed)
     close(a.vision_output[:, :real], b.vision_output)
@@ -169,7 +177,13 @@ def test_padded_boxes_do_not_change_real_outputs(cfg, batch):
 
 def _reference_named_state(cfg: VilbertConfig, g: torch.Generator) -> dict[str, torch.Tensor]:
     """A BertForMultiModalPreTraining state dict as vilbert/vilbert.py names and shapes it (written out here)."""
-    h, vh, bh, ti, vi = cfg.hidden_size, cfg.v_hidden_size, cfg.bi_hidden_size, cfg.intermediate_size, cfg.v_intermediate_size
+    h, vh, bh, ti, vi = (
+        cfg.hidden_size,
+        cfg.v_hidden_size,
+        cfg.bi_hidden_size,
+        cfg.intermediate_size,
+        cfg.v_intermediate_size,
+    )
     s: dict[str, torch.Tensor] = {}
 
     def lin(name, out, inp):
@@ -178,14 +192,20 @@ def _reference_named_state(cfg: VilbertConfig, g: torch.Generator) -> dict[str, 
     def ln(name, size):
         s[name + ".weight"], s[name + ".bias"] = torch.randn(size, generator=g), torch.randn(size, generator=g)
 
-    for table, rows in (("word_embeddings", cfg.vocab_size), ("position_embeddings", cfg.max_position_embeddings),
-                        ("token_type_embeddings", cfg.type_vocab_size)):
+    for table, rows in (
+        ("word_embeddings", cfg.vocab_size),
+        ("position_embeddings", cfg.max_position_embeddings),
+        ("token_type_embeddings", cfg.type_vocab_size),
+    ):
         s[f"bert.embeddings.{table}.weight"] = torch.randn(rows, h, generator=g)
     ln("bert.embeddings.LayerNorm", h)
     lin("bert.v_embeddings.image_embeddings", vh, cfg.visual_feat_dim)
     lin("bert.v_embeddings.image_location_embeddings", vh, 5)
     ln("bert.v_embeddings.LayerNorm", vh)
-    for group, count, width, inter in (("layer", cfg.num_hidden_layers, h, ti), ("v_layer", cfg.v_num_hidden_layers, vh, vi)):
+    for group, count, width, inter in (
+        ("layer", cfg.num_hidden_layers, h, ti),
+        ("v_layer", cfg.v_num_hidden_layers, vh, vi),
+    ):
         for i in range(count):
             p = f"bert.encoder.{group}.{i}."
             for x in ("query", "key", "value"):
@@ -226,8 +246,12 @@ def test_reference_naming_round_trip_accounts_for_every_tensor(cfg, tmp_path):
     unused = sorted(k for k in ref if ".q_dense" in k)
     assert model.load_report.dropped == unused  # never read by the reference's forward
     own = model.state_dict()
-    assert torch.equal(own["vilbert.co_layers.1.vision_attn.query.weight"], ref["bert.encoder.c_layer.1.biattention.query1.weight"])
-    assert torch.equal(own["vilbert.co_layers.0.text_output.dense.bias"], ref["bert.encoder.c_layer.0.biOutput.dense2.bias"])
+    assert torch.equal(
+        own["vilbert.co_layers.1.vision_attn.query.weight"], ref["bert.encoder.c_layer.1.biattention.query1.weight"]
+    )
+    assert torch.equal(
+        own["vilbert.co_layers.0.text_output.dense.bias"], ref["bert.encoder.c_layer.0.biOutput.dense2.bias"]
+    )
     export_reference(model, tmp_path / "back.bin")
     back = torch.load(tmp_path / "back.bin")
     assert set(back) == set(ref)
@@ -242,14 +266,24 @@ def test_reference_vqa_checkpoint_keeps_its_answer_head_and_names_other_heads(cf
     g = torch.Generator().manual_seed(5)
     ref = _reference_named_state(cfg, g)
     bh = cfg.bi_hidden_size
-    for name, out, inp in (("vil_prediction.logit_fc.0", 2 * bh, bh), ("vil_prediction.logit_fc.3", 7, 2 * bh),
-                           ("vil_logit", 1, bh), ("vil_binary_prediction.logit_fc.0", 2 * bh, 2 * bh)):
+    for name, out, inp in (
+        ("vil_prediction.logit_fc.0", 2 * bh, bh),
+        ("vil_prediction.logit_fc.3", 7, 2 * bh),
+        ("vil_logit", 1, bh),
+        ("vil_binary_prediction.logit_fc.0", 2 * bh, 2 * bh),
+    ):
         ref[name + ".weight"], ref[name + ".bias"] = torch.randn(out, inp, generator=g), torch.randn(out, generator=g)
-    ref["vil_prediction.logit_fc.2.weight"], ref["vil_prediction.logit_fc.2.bias"] = torch.randn(2 * bh), torch.randn(2 * bh)
+    ref["vil_prediction.logit_fc.2.weight"], ref["vil_prediction.logit_fc.2.bias"] = (
+        torch.randn(2 * bh),
+        torch.randn(2 * bh),
+    )
     torch.save(ref, tmp_path / "vqa.bin")
     model = load_model(tmp_path / "vqa.bin", config=cfg)
     assert type(model) is VilbertForVQA and model.num_answers == 7 and model.load_report.ok
-    assert "vil_logit.weight" in model.load_report.dropped and "cls.bi_seq_relationship.weight" in model.load_report.dropped
+    assert (
+        "vil_logit.weight" in model.load_report.dropped
+        and "cls.bi_seq_relationship.weight" in model.load_report.dropped
+    )
     assert torch.equal(model.answer_head.classifier.weight, ref["vil_prediction.logit_fc.3.weight"])
     save_model(model, tmp_path / "ours")
     assert type(load_model(tmp_path / "ours")) is VilbertForVQA
@@ -297,5 +331,6 @@ def test_cli_converts_reference_file_to_ours_and_back(cfg, tmp_path, capsys):
     assert "dropped (not this model's)" in capsys.readouterr().out
     assert convert_main([str(tmp_path / "ours"), str(tmp_path / "back.bin"), "--to", "reference"]) == 0
     back = torch.load(tmp_path / "back.bin")
-    assert set(back) == set(ref) and torch.equal(back["cls.imagePredictions.decoder.weight"],
-                                                 ref["cls.imagePredictions.decoder.weight"])
+    assert set(back) == set(ref) and torch.equal(
+        back["cls.imagePredictions.decoder.weight"], ref["cls.imagePredictions.decoder.weight"]
+    )

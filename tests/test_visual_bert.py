@@ -1,5 +1,6 @@
 """VisualBERT against transformers' VisualBert classes (random weights, fp32, eval, padding in both streams),
 checkpoint import/export both ways, the matching-class convention, and the box ablation."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,16 @@ import json
 import pytest
 import torch
 import transformers
+from model_helpers import inputs_of, make_batch, model_config
 
 from lxmert_repro.modeling import PretrainObjectives, build_model, export_transformers, load_model, save_model
-from lxmert_repro.modeling.visual_bert import VisualBertConfig, VisualBertForPreTraining, VisualBertForVQA, VisualBertModel
+from lxmert_repro.modeling.visual_bert import (
+    VisualBertConfig,
+    VisualBertForPreTraining,
+    VisualBertForVQA,
+    VisualBertModel,
+)
 from lxmert_repro.modeling.visual_bert.io import config_to_transformers
-
-from model_helpers import inputs_of, make_batch, model_config
 
 ATOL = 1e-5
 
@@ -48,9 +53,13 @@ def via_transformers_dir(hf, tmp_path):
 
 
 def hf_inputs(batch):
-    return dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"], visual_embeds=batch["visual_feats"],
-                visual_attention_mask=batch["visual_mask"])
+    return dict(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+        visual_embeds=batch["visual_feats"],
+        visual_attention_mask=batch["visual_mask"],
+    )
 
 
 def test_encoder_matches_transformers(cfg, batch, tmp_path):
@@ -131,8 +140,11 @@ def test_export_and_our_format_round_trip(cfg, batch, tmp_path, role):
     assert meta["config_class"] == "lxmert_repro.modeling.visual_bert.config.VisualBertConfig"
     mine = load_model(tmp_path / "ours").eval()
     export_transformers(model, tmp_path / "hf")
-    name = {"encoder": "VisualBertModel", "pretraining": "VisualBertForPreTraining",
-            "vqa": "VisualBertForQuestionAnswering"}[role]
+    name = {
+        "encoder": "VisualBertModel",
+        "pretraining": "VisualBertForPreTraining",
+        "vqa": "VisualBertForQuestionAnswering",
+    }[role]
     hf = getattr(transformers, name).from_pretrained(tmp_path / "hf").eval()
     back = load_model(tmp_path / "hf").eval()
     for loaded in (mine, back):
@@ -167,8 +179,12 @@ def test_padded_boxes_do_not_change_real_outputs(cfg, batch):
     model = VisualBertModel(cfg).eval()
     row = {k: v[3:4] for k, v in inputs_of(batch).items()}  # the row with 3 padded boxes
     real = int(row["visual_mask"].sum())
-    trimmed = dict(row, visual_feats=row["visual_feats"][:, :real], visual_boxes=row["visual_boxes"][:, :real],
-                   visual_mask=row["visual_mask"][:, :real])
+    trimmed = dict(
+        row,
+        visual_feats=row["visual_feats"][:, :real],
+        visual_boxes=row["visual_boxes"][:, :real],
+        visual_mask=row["visual_mask"][:, :real],
+    )
     with torch.no_grad():
         a, b = model(**row), model(**trimmed)
     close(a.pooled_output, b.pooled_output)
@@ -185,7 +201,9 @@ def test_uclanlp_checkpoint_imports_with_its_matching_convention(cfg, batch, tmp
             continue  # the original BERT code has no decoder bias of its own
         k = k.replace("visual_bert.", "bert.bert.").replace("cls.", "bert.cls.")
         k = k.replace("visual_token_type_embeddings", "token_type_embeddings_visual")
-        k = k.replace("visual_position_embeddings", "position_embeddings_visual").replace("visual_projection", "projection")
+        k = k.replace("visual_position_embeddings", "position_embeddings_visual").replace(
+            "visual_projection", "projection"
+        )
         original[k] = v
     original["detector.backbone.weight"] = torch.zeros(3)
     torch.save(original, tmp_path / "vqa_pre_trained.th")

@@ -1,10 +1,15 @@
 """The official VQA accuracy on hand-computed cases, prediction files, score_prediction_file."""
+
 import json
 
 import pytest
 
 from lxmert_repro.evaluation import (
-    VQAEvaluator, question_accuracy, read_predictions, score_prediction_file, write_predictions,
+    VQAEvaluator,
+    question_accuracy,
+    read_predictions,
+    score_prediction_file,
+    write_predictions,
 )
 
 
@@ -32,17 +37,36 @@ def test_normalisation_only_when_humans_disagree():
 
 def _annotations():
     return [
-        {"question_id": 1, "image_id": 10, "question_type": "is the", "answer_type": "yes/no",
-         "multiple_choice_answer": "yes", "answers": [{"answer": "yes", "answer_confidence": "yes", "answer_id": i + 1}
-                                                     for i in range(10)]},
-        {"question_id": 2, "image_id": 10, "question_type": "how many", "answer_type": "number",
-         "multiple_choice_answer": "2",
-         "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
-                     for i, a in enumerate(["2"] * 1 + ["3"] * 9)]},
-        {"question_id": 3, "image_id": 11, "question_type": "what color is the", "answer_type": "other",
-         "multiple_choice_answer": "red",
-         "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
-                     for i, a in enumerate(["red"] * 2 + ["dark red"] * 8)]},
+        {
+            "question_id": 1,
+            "image_id": 10,
+            "question_type": "is the",
+            "answer_type": "yes/no",
+            "multiple_choice_answer": "yes",
+            "answers": [{"answer": "yes", "answer_confidence": "yes", "answer_id": i + 1} for i in range(10)],
+        },
+        {
+            "question_id": 2,
+            "image_id": 10,
+            "question_type": "how many",
+            "answer_type": "number",
+            "multiple_choice_answer": "2",
+            "answers": [
+                {"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+                for i, a in enumerate(["2"] * 1 + ["3"] * 9)
+            ],
+        },
+        {
+            "question_id": 3,
+            "image_id": 11,
+            "question_type": "what color is the",
+            "answer_type": "other",
+            "multiple_choice_answer": "red",
+            "answers": [
+                {"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+                for i, a in enumerate(["red"] * 2 + ["dark red"] * 8)
+            ],
+        },
     ]
 
 
@@ -75,9 +99,14 @@ def test_prediction_file_roundtrip_and_errors(tmp_path):
     with pytest.raises(ValueError, match="bad.json.*entry 0"):
         read_predictions(tmp_path / "bad.json")
     for qid in ('"q7"', "1.5", "true", "null"):
-        (tmp_path / "bad.json").write_text(f'[{{"question_id": 1, "answer": "a"}}, {{"question_id": {qid}, "answer": "b"}}]')
-        with pytest.raises(ValueError, match=rf"prediction file '.*bad.json', entry 1: field 'question_id' is "
-                                             rf".*, expected an integer"):
+        (tmp_path / "bad.json").write_text(
+            f'[{{"question_id": 1, "answer": "a"}}, {{"question_id": {qid}, "answer": "b"}}]'
+        )
+        with pytest.raises(
+            ValueError,
+            match=r"prediction file '.*bad.json', entry 1: field 'question_id' is "
+            r".*, expected an integer",
+        ):
             read_predictions(tmp_path / "bad.json")
     (tmp_path / "ok.json").write_text('[{"question_id": "12", "answer": "a"}, {"question_id": 13.0, "answer": "b"}]')
     assert read_predictions(tmp_path / "ok.json") == {12: "a", 13: "b"}
@@ -86,8 +115,17 @@ def test_prediction_file_roundtrip_and_errors(tmp_path):
 def test_score_prediction_file(tmp_path):
     anns = _annotations()
     (tmp_path / "ann.json").write_text(json.dumps({"annotations": anns}))
-    (tmp_path / "q.json").write_text(json.dumps({"data_subtype": "val2014", "questions": [
-        {"image_id": 10, "question": "Is it?", "question_id": 1}, {"image_id": 11, "question": "What color?", "question_id": 3}]}))
+    (tmp_path / "q.json").write_text(
+        json.dumps(
+            {
+                "data_subtype": "val2014",
+                "questions": [
+                    {"image_id": 10, "question": "Is it?", "question_id": 1},
+                    {"image_id": 11, "question": "What color?", "question_id": 3},
+                ],
+            }
+        )
+    )
     write_predictions(tmp_path / "pred.json", {1: "no", 3: "Red."})
     r = score_prediction_file(tmp_path / "pred.json", tmp_path / "q.json", tmp_path / "ann.json")
     assert r["overall"] == 30.0 and r["num_questions"] == 2  # 0.0 and 0.6
@@ -97,13 +135,38 @@ def test_score_prediction_file(tmp_path):
 def test_soft_score_evaluator_breakdown():
     from lxmert_repro.evaluation.vqa_metric import SoftScoreEvaluator
 
-    ev = SoftScoreEvaluator([
-        {"question_id": 1, "answers": ["yes"], "answer_scores": [1.0], "answer_type": "yes/no", "question_type": "is"},
-        {"question_id": 2, "answers": ["red", "dark red"], "answer_scores": [0.6, 0.3], "answer_type": "other",
-         "question_type": "what color"},
-        {"question_id": 3, "answers": ["2"], "answer_scores": [1.0], "answer_type": "number", "question_type": "how many"},
-        {"question_id": 4, "answers": ["no"], "answer_scores": [1.0], "answer_type": "yes/no", "question_type": "is"},
-    ])
+    ev = SoftScoreEvaluator(
+        [
+            {
+                "question_id": 1,
+                "answers": ["yes"],
+                "answer_scores": [1.0],
+                "answer_type": "yes/no",
+                "question_type": "is",
+            },
+            {
+                "question_id": 2,
+                "answers": ["red", "dark red"],
+                "answer_scores": [0.6, 0.3],
+                "answer_type": "other",
+                "question_type": "what color",
+            },
+            {
+                "question_id": 3,
+                "answers": ["2"],
+                "answer_scores": [1.0],
+                "answer_type": "number",
+                "question_type": "how many",
+            },
+            {
+                "question_id": 4,
+                "answers": ["no"],
+                "answer_scores": [1.0],
+                "answer_type": "yes/no",
+                "question_type": "is",
+            },
+        ]
+    )
     r = ev.evaluate({1: "yes", 2: "dark red", 3: "3", 4: "yes"})
     assert r["overall"] == 32.5  # (1 + 0.3 + 0 + 0) / 4
     assert r["per_answer_type"] == {"number": 0.0, "other": 30.0, "yes/no": 50.0}

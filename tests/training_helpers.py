@@ -6,6 +6,7 @@ Region features here are deliberately simple and cheap (no detector in unit test
 boxes, the whole image and the shape's pixel bounding box, each described by its 4x4 RGB average
 pooling (48-d). Real pixels, so the model has to learn colour and shape from them.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -28,7 +29,7 @@ def _pool(img: np.ndarray, cells: int = 4) -> np.ndarray:
     out = np.zeros((cells, cells, 3), np.float32)
     for i in range(cells):
         for j in range(cells):
-            patch = img[ys[i]:max(ys[i + 1], ys[i] + 1), xs[j]:max(xs[j + 1], xs[j] + 1)]
+            patch = img[ys[i] : max(ys[i + 1], ys[i] + 1), xs[j] : max(xs[j + 1], xs[j] + 1)]
             out[i, j] = patch.reshape(-1, 3).mean(0) / 255.0
     return out.reshape(-1)
 
@@ -73,14 +74,25 @@ def build_easy_vqa_data(root: Path, n_train_images: int = 200, n_test_images: in
             img_dir = easy_vqa_image_dir(split)
             for i in range(n):
                 boxes, feats, h, w_ = region_features(img_dir / f"{i}.png")
-                w.add(img_id=f"{split}_{i}", img_h=h, img_w=w_, boxes=boxes, features=feats,
-                      obj_ids=np.zeros(2, np.int64), obj_conf=np.ones(2, np.float32),
-                      attr_ids=np.zeros(2, np.int64), attr_conf=np.ones(2, np.float32))
+                w.add(
+                    img_id=f"{split}_{i}",
+                    img_h=h,
+                    img_w=w_,
+                    boxes=boxes,
+                    features=feats,
+                    obj_ids=np.zeros(2, np.int64),
+                    obj_conf=np.ones(2, np.float32),
+                    attr_ids=np.zeros(2, np.int64),
+                    attr_conf=np.ones(2, np.float32),
+                )
     tok = train_wordpiece([e.sentence for e in splits["train"]], root / "tokenizer", vocab_size=200)
     answers = AnswerVocab(sorted({e.main_answer for e in splits["train"]}))
     answers.save(root / "answers.json")
-    paths = {"features": str(root / "features"), "tokenizer_dir": str(root / "tokenizer"),
-             "answers": str(root / "answers.json")}
+    paths = {
+        "features": str(root / "features"),
+        "tokenizer_dir": str(root / "tokenizer"),
+        "answers": str(root / "answers.json"),
+    }
     for split, exs in splits.items():
         recs = []
         for e in exs:
@@ -96,14 +108,26 @@ def data_overrides(paths: dict[str, str], task: str) -> list[str]:
     """Hydra overrides pointing a pretrain / finetune config at ``build_easy_vqa_data`` output."""
     common = [f"data.features={paths['features']}", f"data.tokenizer_dir={paths['tokenizer_dir']}"]
     if task == "pretrain":
-        return common + [f"data.pretrain.train={paths['train']}", f"data.pretrain.val={paths['test']}",
-                         f"data.pretrain.answers={paths['answers']}"]
-    return common + [f"data.vqa.train={paths['train']}", f"data.vqa.val={paths['test']}",
-                     f"data.vqa.test={paths['test']}", f"data.vqa.answers={paths['answers']}"]
+        return common + [
+            f"data.pretrain.train={paths['train']}",
+            f"data.pretrain.val={paths['test']}",
+            f"data.pretrain.answers={paths['answers']}",
+        ]
+    return common + [
+        f"data.vqa.train={paths['train']}",
+        f"data.vqa.val={paths['test']}",
+        f"data.vqa.test={paths['test']}",
+        f"data.vqa.answers={paths['answers']}",
+    ]
 
 
-TINY_TRAINER = ["model=lxmert_tiny", "trainer.cpu=true", "trainer.progress_bar=false", "trainer.log_every_n_steps=1",
-                "logger=jsonl"]
+TINY_TRAINER = [
+    "model=lxmert_tiny",
+    "trainer.cpu=true",
+    "trainer.progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "logger=jsonl",
+]
 
 
 def compose(config_name: str, overrides: list[str]) -> Any:

@@ -10,14 +10,16 @@ logs; the other ranks get a private scratch dir and the training code adopts ran
 a non-finite run) print one line ``<prog>: error: ...`` and exit 2; anything else is a bug and keeps
 its traceback, as does every error under ``--debug`` or ``HYDRA_FULL_ERROR=1``.
 """
+
 from __future__ import annotations
 
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 CONFIG_PATH = "pkg://lxmert_repro.configs"  # what every @hydra.main gets
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the same folder on disk (tests, compose API)
@@ -95,9 +97,18 @@ def is_expected_error(exc: BaseException) -> bool:
 
     if isinstance(exc, InstantiationException):  # a target refused its config values: judge the cause
         return exc.__cause__ is not None and is_expected_error(exc.__cause__)
-    named = (CheckpointError, NonFiniteStateError, NonFiniteLossError, FileNotFoundError, FileExistsError,
-             NotADirectoryError, CompactHydraException, MissingMandatoryValue, ValidationError,
-             InterpolationResolutionError)
+    named = (
+        CheckpointError,
+        NonFiniteStateError,
+        NonFiniteLossError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        CompactHydraException,
+        MissingMandatoryValue,
+        ValidationError,
+        InterpolationResolutionError,
+    )
     if isinstance(exc, named):
         return True
     return isinstance(exc, (ValueError, TypeError, KeyError, RuntimeError, OSError)) and _raised_in_package(exc)
@@ -116,8 +127,11 @@ def error_line(exc: BaseException) -> str:
             break
         if line.strip():
             lines.append(line.strip())
-    if (isinstance(exc, CompactHydraException) and not isinstance(exc, InstantiationException)
-            and isinstance(cause, OmegaConfBaseException)):
+    if (
+        isinstance(exc, CompactHydraException)
+        and not isinstance(exc, InstantiationException)
+        and isinstance(cause, OmegaConfBaseException)
+    ):
         lines.append(str(cause).splitlines()[0])  # as Hydra prints them: the override's problem is in the cause
     return " ".join(lines) or type(exc).__name__
 

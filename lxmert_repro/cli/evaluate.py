@@ -1,10 +1,11 @@
 """``lxmert-evaluate``: score a prediction file with the task's official metric (task=vqa | gqa | nlvr2; no model),
 or evaluate a fine-tuned model dir on a prepared split. Hydra app (configs/evaluate.yaml); prints JSON."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 from omegaconf import MISSING, DictConfig
@@ -25,17 +26,17 @@ class EvaluateApp:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    predictions: Optional[str] = None
-    annotations: Optional[str] = None
-    questions: Optional[str] = None
-    choices: Optional[str] = None
+    predictions: str | None = None
+    annotations: str | None = None
+    questions: str | None = None
+    choices: str | None = None
     consistency: bool = False
     allow_missing: bool = False
-    checkpoint: Optional[str] = None
-    split: Optional[str] = None
-    features: Optional[str] = None
+    checkpoint: str | None = None
+    split: str | None = None
+    features: str | None = None
     batch_size: int = 64
-    max_boxes: Optional[int] = None
+    max_boxes: int | None = None
     num_workers: int = 0
 
     def __post_init__(self) -> None:

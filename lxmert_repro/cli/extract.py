@@ -1,21 +1,26 @@
 """lxmert-extract: a folder or list of images -> feature store (Hydra app, Accelerate for several processes)."""
+
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 from omegaconf import MISSING, DictConfig
 
 from lxmert_repro.cli import CONFIG_PATH, run_app
 from lxmert_repro.config_schema import check, one_of, validate_config
-from lxmert_repro.features.detectors.build import DetectorConfig
 from lxmert_repro.features.detectors import build_detector, load_detector
+from lxmert_repro.features.detectors.build import DetectorConfig
 from lxmert_repro.features.extract import (
-    IMAGE_EXTENSIONS, UnreadableImagesError, extract_to_store, list_images, load_given_boxes,
+    IMAGE_EXTENSIONS,
+    UnreadableImagesError,
+    extract_to_store,
+    list_images,
+    load_given_boxes,
 )
 from lxmert_repro.features.images import image_reader_from_cfg
 from lxmert_repro.io_utils import atomic_write_json
@@ -30,14 +35,14 @@ class ExtractApp:
 
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     image_reader: Any = None
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
     input: str = MISSING
     output: str = MISSING
     image_id_prefix: str = ""
     batch_size: int = 32
     num_workers: int = 0
     feat_dtype: str = "float16"
-    given_boxes: Optional[str] = None
+    given_boxes: str | None = None
     progress: bool = True
     fail_on_skipped: bool = True
     cpu: bool = False
@@ -60,38 +65,65 @@ def run(cfg: DictConfig) -> dict:
             log.warning("detector has no weights (random initialisation): set checkpoint=... or detector.weights=...")
     items = list_images(cfg.input, cfg.image_id_prefix)
     if not items:
-        raise FileNotFoundError(f"input={cfg.input}: no images (expected image files {', '.join(IMAGE_EXTENSIONS)} "
-                                "in the folder, or lines in the list file)")
+        raise FileNotFoundError(
+            f"input={cfg.input}: no images (expected image files {', '.join(IMAGE_EXTENSIONS)} "
+            "in the folder, or lines in the list file)"
+        )
     given = load_given_boxes(cfg.given_boxes) if cfg.given_boxes else None
     stats = extract_to_store(
-        detector, items, cfg.output, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-        feat_dtype=cfg.feat_dtype, given_boxes=given, accelerator=accelerator, image_reader=image_reader_from_cfg(cfg),
+        detector,
+        items,
+        cfg.output,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        feat_dtype=cfg.feat_dtype,
+        given_boxes=given,
+        accelerator=accelerator,
+        image_reader=image_reader_from_cfg(cfg),
         progress=cfg.progress and accelerator.is_local_main_process,
         metadata={"detector": det_cfg.model._target_.rsplit(".", 1)[-1], "checkpoint": str(cfg.checkpoint or "")},
     )
     summary = {
-        "images": stats.total, "already_done": stats.skipped_done, "written": stats.written, "stored": stats.stored,
-        "skipped": len(stats.errors), "errors": stats.errors,
-        "degenerate_boxes": stats.degenerate, "seconds": round(stats.seconds, 2), "images_per_s": round(stats.images_per_s, 2),
+        "images": stats.total,
+        "already_done": stats.skipped_done,
+        "written": stats.written,
+        "stored": stats.stored,
+        "skipped": len(stats.errors),
+        "errors": stats.errors,
+        "degenerate_boxes": stats.degenerate,
+        "seconds": round(stats.seconds, 2),
+        "images_per_s": round(stats.images_per_s, 2),
     }
     if accelerator.is_main_process:
         atomic_write_json(Path(cfg.output) / "extract_summary.json", summary)
-        log.info("extracted %d images in this process (%d already done, %d unreadable) at %.1f images/s; "
-                 "%d images in %s", stats.written, stats.skipped_done, len(stats.errors), stats.images_per_s,
-                 stats.stored, cfg.output)
+        log.info(
+            "extracted %d images in this process (%d already done, %d unreadable) at %.1f images/s; %d images in %s",
+            stats.written,
+            stats.skipped_done,
+            len(stats.errors),
+            stats.images_per_s,
+            stats.stored,
+            cfg.output,
+        )
         for err in stats.errors:
             log.warning("unreadable: %s", err)
     tried = len(stats.errors) + stats.written
     nothing = stats.written + stats.skipped_done == 0  # not a single image of the input is in the store
     if stats.errors and (cfg.fail_on_skipped or nothing):
-        listed = "; ".join(stats.errors[:3]) + (f"; ... ({len(stats.errors) - 3} more)" if len(stats.errors) > 3 else "")
+        listed = "; ".join(stats.errors[:3]) + (
+            f"; ... ({len(stats.errors) - 3} more)" if len(stats.errors) > 3 else ""
+        )
         if nothing:
             hint = "not one image of the input could be read"
         else:
-            hint = (f"{stats.written + stats.skipped_done} images are in {cfg.output}; fix or remove these and rerun "
-                    "(it resumes), or set fail_on_skipped=false to accept a store without them")
-        raise UnreadableImagesError(f"lxmert-extract: {len(stats.errors)} of {tried} images could not be read and "
-                                    f"were skipped ({hint}): {listed}")
+            hint = (
+                f"{stats.written + stats.skipped_done} images are in {cfg.output}; fix or remove these and rerun "
+                "(it resumes), or set fail_on_skipped=false to accept a store without them"
+            )
+        raise UnreadableImagesError(
+            f"lxmert-extract: {len(stats.errors)} of {tried} images could not be read and "
+            f"were skipped ({hint}): {listed}"
+        )
     return summary
 
 

@@ -1,10 +1,11 @@
 """lxmert-features: look into feature stores and convert LXMERT TSV files.
 
-    lxmert-features inspect STORE
-    lxmert-features show STORE IMAGE_ID --image-dir DIR [--image FILE] --out boxes.png [--top N]
-    lxmert-features import-tsv TSV [TSV ...] --out STORE [--feat-dtype float16] [--feat-dim 2048]
-    lxmert-features export-tsv STORE --out FILE.tsv
+lxmert-features inspect STORE
+lxmert-features show STORE IMAGE_ID --image-dir DIR [--image FILE] --out boxes.png [--top N]
+lxmert-features import-tsv TSV [TSV ...] --out STORE [--feat-dtype float16] [--feat-dim 2048]
+lxmert-features export-tsv STORE --out FILE.tsv
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,14 @@ def find_image(image_id: str, image_dir: str | None, image: str | None) -> Path:
     raise SystemExit(f"show: no image file for id {image_id!r} in {d} (tried {image_id}.<ext>)")
 
 
-def draw_regions(r: RegionFeatures, image_path: Path, out: Path, object_classes: list[str],
-                 attribute_classes: list[str], top: int | None = None) -> None:
+def draw_regions(
+    r: RegionFeatures,
+    image_path: Path,
+    out: Path,
+    object_classes: list[str],
+    attribute_classes: list[str],
+    top: int | None = None,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,8 +107,9 @@ def draw_regions(r: RegionFeatures, image_path: Path, out: Path, object_classes:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="lxmert-features", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="lxmert-features", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("inspect", help="summary of a store")
     p.add_argument("store")
@@ -116,9 +124,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("tsv", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--feat-dtype", default="float16", choices=["float16", "float32"])
-    p.add_argument("--feat-dim", type=int, default=None,
-                   help="the features' size (2048 for LXMERT's files); every record is checked against it. "
-                        "Default: the existing store's, else what the first records agree on")
+    p.add_argument(
+        "--feat-dim",
+        type=int,
+        default=None,
+        help="the features' size (2048 for LXMERT's files); every record is checked against it. "
+        "Default: the existing store's, else what the first records agree on",
+    )
     p = sub.add_parser("export-tsv", help="store -> one LXMERT TSV file")
     p.add_argument("store")
     p.add_argument("--out", required=True)
@@ -130,8 +142,14 @@ def main(argv: list[str] | None = None) -> None:
         store = FeatureStore(args.store)
         r = store[args.image_id]
         meta = store.metadata
-        draw_regions(r, find_image(args.image_id, args.image_dir, args.image), Path(args.out),
-                     meta.get("object_classes", []), meta.get("attribute_classes", []), args.top)
+        draw_regions(
+            r,
+            find_image(args.image_id, args.image_dir, args.image),
+            Path(args.out),
+            meta.get("object_classes", []),
+            meta.get("attribute_classes", []),
+            args.top,
+        )
         print(f"wrote {args.out} ({r.num_boxes} boxes)")
     elif args.cmd == "import-tsv":
         n = import_tsv(args.tsv, args.out, feat_dtype=args.feat_dtype, feat_dim=args.feat_dim)

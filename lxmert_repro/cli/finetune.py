@@ -1,15 +1,16 @@
 """``lxmert-finetune``: downstream fine-tuning (task=vqa | gqa | nlvr2) as a Hydra app (configs/finetune.yaml).
 
-    lxmert-finetune experiment=easy_vqa_vqa
-    lxmert-finetune experiment=easy_vqa_gqa          # task=gqa; experiment=easy_vqa_nlvr2: task=nlvr2
-    lxmert-finetune experiment=lxmert_paper_vqa optim.lr=5e-5 trainer.max_epochs=2 model=lxmert_tiny
-    lxmert-finetune -m hparams_search=vqa_optuna      # Optuna sweep, one run dir per trial
-    accelerate launch -m lxmert_repro.cli.finetune ...      # several processes / GPUs / nodes
+lxmert-finetune experiment=easy_vqa_vqa
+lxmert-finetune experiment=easy_vqa_gqa          # task=gqa; experiment=easy_vqa_nlvr2: task=nlvr2
+lxmert-finetune experiment=lxmert_paper_vqa optim.lr=5e-5 trainer.max_epochs=2 model=lxmert_tiny
+lxmert-finetune -m hparams_search=vqa_optuna      # Optuna sweep, one run dir per trial
+accelerate launch -m lxmert_repro.cli.finetune ...      # several processes / GPUs / nodes
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 from omegaconf import MISSING, DictConfig
@@ -29,7 +30,7 @@ class FinetuneApp:
 
     task_name: str = MISSING
     run_name: str = MISSING
-    optimized_metric: Optional[str] = None
+    optimized_metric: str | None = None
     task: Any = None
     model: Any = None
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)

@@ -1,12 +1,13 @@
 """``lxmert-predict``: image + question(s) → detector → tokenizer → fine-tuned LXMERT → top answers with
 scores, printed as JSON; optionally a picture of the answer's cross-attention over the boxes.
 Hydra app (configs/predict.yaml)."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 from omegaconf import MISSING, DictConfig, ListConfig
@@ -25,19 +26,23 @@ class PredictApp:
     paths: PathsConfig = field(default_factory=PathsConfig)
     image_reader: Any = None
     checkpoint: str = MISSING
-    detector_checkpoint: Optional[str] = None
-    image: Optional[str] = None
-    features: Optional[str] = None
-    image_id: Optional[str] = None
+    detector_checkpoint: str | None = None
+    image: str | None = None
+    features: str | None = None
+    image_id: str | None = None
     questions: Any = MISSING  # a question or a list of questions (checked by run_predict)
     top_k: int = 5
-    attention_picture: Optional[str] = None
+    attention_picture: str | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
         check(self.top_k > 0, "top_k", self.top_k, "a positive integer")
-        check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), "device", self.device,
-              "auto | cpu | cuda[:N]")
+        check(
+            self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+            "device",
+            self.device,
+            "auto | cpu | cuda[:N]",
+        )
 
 
 def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -48,12 +53,19 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     from lxmert_repro.tasks.base import build_task
     from lxmert_repro.tasks.vqa import AnswerHeadTask
     from lxmert_repro.training.loop import output_dir_from_cfg
-    from lxmert_repro.training.predict import answer_questions, detect_regions, regions_from_store, save_attention_picture
+    from lxmert_repro.training.predict import (
+        answer_questions,
+        detect_regions,
+        regions_from_store,
+        save_attention_picture,
+    )
 
     task = build_task(cfg)
     if not isinstance(task, AnswerHeadTask):
-        raise ValueError(f"lxmert-predict answers questions about one image (task=vqa or task=gqa); task={task.name} "
-                         "is scored on prepared splits with lxmert-evaluate task=... checkpoint=... split=...")
+        raise ValueError(
+            f"lxmert-predict answers questions about one image (task=vqa or task=gqa); task={task.name} "
+            "is scored on prepared splits with lxmert-evaluate task=... checkpoint=... split=..."
+        )
     reader = image_reader_from_cfg(cfg)
     questions = list(cfg.questions) if isinstance(cfg.questions, (list, ListConfig)) else [str(cfg.questions)]
     if not questions or not all(isinstance(q, str) and q.strip() for q in questions):
@@ -63,8 +75,10 @@ def run_predict(cfg: DictConfig) -> list[dict[str, Any]]:
     elif cfg.get("detector_checkpoint") and cfg.get("image"):
         regions = detect_regions(cfg.detector_checkpoint, cfg.image, reader)
     else:
-        raise ValueError("lxmert-predict needs detector_checkpoint=DIR image=FILE (run the detector) "
-                         "or features=STORE image_id=ID (regions already extracted)")
+        raise ValueError(
+            "lxmert-predict needs detector_checkpoint=DIR image=FILE (run the detector) "
+            "or features=STORE image_id=ID (regions already extracted)"
+        )
     device = str(cfg.device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -7,13 +7,14 @@
 Under a multi-process launch the main process prepares first (``accelerate``'s ``main_process_first``);
 the others then find the finished artifacts and only read the summary.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 from hydra.utils import instantiate
@@ -37,7 +38,7 @@ class PrepareApp:
     tokenizer: Any = None
     paths: PathsConfig = field(default_factory=PathsConfig)
     output_dir: str = MISSING
-    features: Optional[str] = MISSING  # null skips the image-id check
+    features: str | None = MISSING  # null skips the image-id check
     missing_images: str = "error"
     empty_sentences: str = "warn"
 
@@ -66,18 +67,34 @@ def run_prepare(cfg: DictConfig) -> dict:
         splits = {name: [instantiate(r) for r in readers] for name, readers in cfg.data.splits.items()}
         d = cfg.data
         summary = prepare(
-            splits, out, instantiate(cfg.tokenizer), kind=d.kind, answers_from=list(d.answers.from_splits),
-            answer_min_count=int(d.answers.min_count), answer_normalizer=d.answers.get("normalizer", "vqa_official"),
+            splits,
+            out,
+            instantiate(cfg.tokenizer),
+            kind=d.kind,
+            answers_from=list(d.answers.from_splits),
+            answer_min_count=int(d.answers.min_count),
+            answer_normalizer=d.answers.get("normalizer", "vqa_official"),
             qa_sources=None if d.answers.get("qa_sources") is None else list(d.answers.qa_sources),
-            tokenizer_from=list(d.tokenizer_from_splits), max_length=int(cfg.tokenizer.max_length),
-            feature_store=store, missing_images=cfg.missing_images,
-            empty_sentences=cfg.empty_sentences, answers_file=d.answers.get("file"),
+            tokenizer_from=list(d.tokenizer_from_splits),
+            max_length=int(cfg.tokenizer.max_length),
+            feature_store=store,
+            missing_images=cfg.missing_images,
+            empty_sentences=cfg.empty_sentences,
+            answers_file=d.answers.get("file"),
             answers_list=None if d.answers.get("list") is None else list(d.answers.list),
-            extra_summary={"data": d.name, "features": cfg.features,
-                           "config": OmegaConf.to_container(cfg.data, resolve=True)},
+            extra_summary={
+                "data": d.name,
+                "features": cfg.features,
+                "config": OmegaConf.to_container(cfg.data, resolve=True),
+            },
         )
-    log.info("prepared %s into %s: %s (by the main process of %d)", cfg.data.name, out,
-             {k: v["examples"] for k, v in summary["splits"].items()}, state.num_processes)
+    log.info(
+        "prepared %s into %s: %s (by the main process of %d)",
+        cfg.data.name,
+        out,
+        {k: v["examples"] for k, v in summary["splits"].items()},
+        state.num_processes,
+    )
     return summary
 
 

@@ -1,14 +1,15 @@
 """``lxmert-pretrain``: LXMERT pretraining as a Hydra app (configs/pretrain.yaml).
 
-    lxmert-pretrain experiment=easy_vqa_pretrain
-    lxmert-pretrain experiment=lxmert_paper_pretrain optim.lr=5e-5 trainer.max_epochs=2 model=lxmert_tiny
-    lxmert-pretrain -m optim.lr=1e-4,5e-5                  # basic sweep, one run dir per job
-    accelerate launch -m lxmert_repro.cli.pretrain ...      # several processes / GPUs / nodes
+lxmert-pretrain experiment=easy_vqa_pretrain
+lxmert-pretrain experiment=lxmert_paper_pretrain optim.lr=5e-5 trainer.max_epochs=2 model=lxmert_tiny
+lxmert-pretrain -m optim.lr=1e-4,5e-5                  # basic sweep, one run dir per job
+accelerate launch -m lxmert_repro.cli.pretrain ...      # several processes / GPUs / nodes
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 from omegaconf import MISSING, DictConfig
@@ -28,7 +29,7 @@ class PretrainApp:
 
     task_name: str = MISSING
     run_name: str = MISSING
-    optimized_metric: Optional[str] = None
+    optimized_metric: str | None = None
     model: Any = None
     objectives: Any = None
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)

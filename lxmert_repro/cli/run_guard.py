@@ -10,6 +10,7 @@ an app wrote outputs there; reusing it is allowed only when the run resumes (``t
 Hydra turns an ``Exception`` raised in a callback into a warning and goes on, so the refusal travels as
 ``CallbackError`` (a ``BaseException``), which ``lxmert_repro.cli.run_app`` reports as the error it carries.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

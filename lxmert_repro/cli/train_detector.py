@@ -1,9 +1,10 @@
 """lxmert-train-detector: train a region detector on COCO-format json (Hydra app, Accelerate)."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -30,7 +31,7 @@ class TrainDetectorApp:
     seed: int = 0
     cpu: bool = False
     optim: DetectorOptimConfig = field(default_factory=DetectorOptimConfig)
-    resume: Optional[str] = "auto"
+    resume: str | None = "auto"
     save_every_steps: int = 0
     keep_last_k: int = 1
     log_every: int = 20

@@ -13,11 +13,13 @@ MILVLG/openvqa openvqa/datasets/gqa/eval/gqa_eval.py), over the balanced questio
   other than "exist", "query: name", "choose name").
 Scores are percentages (the official script multiplies by 100); per-type entries are {accuracy, questions}.
 """
+
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from lxmert_repro.data.formats.example import load_json
 
@@ -30,8 +32,11 @@ def words_number(question: Mapping[str, Any]) -> int:
 
 
 def steps_number(question: Mapping[str, Any]) -> int:
-    return sum(1 for c in question.get("semantic") or ()
-               if not any(o in f"{c['operation']}: {c['argument']}" for o in NON_STEPS))
+    return sum(
+        1
+        for c in question.get("semantic") or ()
+        if not any(o in f"{c['operation']}: {c['argument']}" for o in NON_STEPS)
+    )
 
 
 def _mean(xs: list[float]) -> float:
@@ -52,8 +57,12 @@ def chi_square(gold: Mapping[str, Mapping[str, int]], predicted: Mapping[str, Ma
 class GQAEvaluator:
     """Scores ``{questionId: prediction}`` against the official questions json (dict keyed by question id)."""
 
-    def __init__(self, questions: Mapping[str, Mapping[str, Any]], choices: Mapping[str, Mapping[str, Any]] | None = None,
-                 source: str = "questions") -> None:
+    def __init__(
+        self,
+        questions: Mapping[str, Mapping[str, Any]],
+        choices: Mapping[str, Mapping[str, Any]] | None = None,
+        source: str = "questions",
+    ) -> None:
         self.questions, self.choices, self.source = questions, choices, source
         for qid, q in questions.items():
             for f in ("question", "answer", "isBalanced", "types", "groups", "semantic"):
@@ -61,7 +70,9 @@ class GQAEvaluator:
                     raise ValueError(f"GQA questions '{source}', question {qid}: missing field '{f}'")
 
     @classmethod
-    def from_files(cls, questions_path: str | os.PathLike, choices_path: str | os.PathLike | None = None) -> "GQAEvaluator":
+    def from_files(
+        cls, questions_path: str | os.PathLike, choices_path: str | os.PathLike | None = None
+    ) -> GQAEvaluator:
         questions = load_json(questions_path, "GQA questions")
         if not isinstance(questions, dict):
             raise ValueError(f"GQA questions '{questions_path}': expected a dict keyed by question id")
@@ -74,10 +85,13 @@ class GQAEvaluator:
         missing = [q for q, d in qs.items() if q not in predictions and (consistency or d["isBalanced"])]
         if missing:
             raise ValueError(f"{len(missing)} questions of '{self.source}' have no prediction, e.g. {missing[:5]}")
-        scores: dict[str, list[float]] = {k: [] for k in ("accuracy", "binary", "open", "validity", "plausibility",
-                                                        "consistency")}
-        per: dict[str, dict[Any, list[float]]] = {k: defaultdict(list) for k in (
-            "accuracyPerStructuralType", "accuracyPerSemanticType", "accuracyPerLength", "accuracyPerSteps")}
+        scores: dict[str, list[float]] = {
+            k: [] for k in ("accuracy", "binary", "open", "validity", "plausibility", "consistency")
+        }
+        per: dict[str, dict[Any, list[float]]] = {
+            k: defaultdict(list)
+            for k in ("accuracyPerStructuralType", "accuracyPerSemanticType", "accuracyPerLength", "accuracyPerSteps")
+        }
         gold_dist: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         pred_dist: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for qid, q in qs.items():
@@ -107,10 +121,13 @@ class GQAEvaluator:
                 if entailed:
                     absent = [e for e in entailed if e not in qs]
                     if absent:
-                        raise ValueError(f"question {qid} entails {absent[:3]}, not in '{self.source}' (consistency "
-                                         "needs the questions file that holds the entailed questions)")
+                        raise ValueError(
+                            f"question {qid} entails {absent[:3]}, not in '{self.source}' (consistency "
+                            "needs the questions file that holds the entailed questions)"
+                        )
                     scores["consistency"].append(
-                        sum(float(predictions[e] == qs[e]["answer"]) for e in entailed) / len(entailed))
+                        sum(float(predictions[e] == qs[e]["answer"]) for e in entailed) / len(entailed)
+                    )
         out: dict[str, Any] = {"questions": len(scores["accuracy"])}
         for k in ("accuracy", "binary", "open"):
             out[k] = _mean(scores[k])
@@ -131,10 +148,14 @@ def read_gqa_predictions(path: str | os.PathLike) -> dict[str, str]:
         raise ValueError(f"GQA predictions '{path}': expected a list of {{questionId, prediction}}")
     out: dict[str, str] = {}
     for i, r in enumerate(rows):
-        if not isinstance(r, dict) or not isinstance(r.get("questionId"), (str, int)) \
-                or not isinstance(r.get("prediction"), str):
-            raise ValueError(f"GQA predictions '{path}', entry {i}: expected {{'questionId': str, 'prediction': str}}, "
-                             f"got {r!r}")
+        if (
+            not isinstance(r, dict)
+            or not isinstance(r.get("questionId"), (str, int))
+            or not isinstance(r.get("prediction"), str)
+        ):
+            raise ValueError(
+                f"GQA predictions '{path}', entry {i}: expected {{'questionId': str, 'prediction': str}}, got {r!r}"
+            )
         qid = str(r["questionId"])
         if qid in out:
             raise ValueError(f"GQA predictions '{path}', entry {i}: questionId {qid} appears twice")

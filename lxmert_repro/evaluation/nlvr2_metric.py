@@ -6,10 +6,11 @@
 Every labelled example needs a prediction (the official script stops otherwise). Reported here in percent.
 Prediction file: CSV lines ``identifier,True|False``.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from lxmert_repro.io_utils import atomic_write_text
 
@@ -35,9 +36,12 @@ def nlvr2_scores(predictions: Mapping[str, str], labels: Mapping[str, str]) -> d
         group = sentence_group(ident)
         consistent[group] = consistent.get(group, True) and ok
     n = len(labels)
-    return {"accuracy": 100.0 * correct / n if n else 0.0,
-            "consistency": 100.0 * sum(consistent.values()) / len(consistent) if consistent else 0.0,
-            "examples": n, "sentences": len(consistent)}
+    return {
+        "accuracy": 100.0 * correct / n if n else 0.0,
+        "consistency": 100.0 * sum(consistent.values()) / len(consistent) if consistent else 0.0,
+        "examples": n,
+        "sentences": len(consistent),
+    }
 
 
 def write_nlvr2_predictions(path: str | os.PathLike, predictions: Mapping[str, str]) -> None:
@@ -56,7 +60,9 @@ def read_nlvr2_predictions(path: str | os.PathLike) -> dict[str, str]:
             continue
         fields = line.strip().split(",")
         if len(fields) != 2 or fields[1].lower() not in ("true", "false"):
-            raise ValueError(f"NLVR2 prediction file '{path}', line {n}: expected 'identifier,True|False', got {line!r}")
+            raise ValueError(
+                f"NLVR2 prediction file '{path}', line {n}: expected 'identifier,True|False', got {line!r}"
+            )
         if fields[0] in out:
             raise ValueError(f"NLVR2 prediction file '{path}', line {n}: identifier {fields[0]} appears twice")
         out[fields[0]] = fields[1]

@@ -1,9 +1,10 @@
 """Prediction files in the VQA evaluation server's format: ``[{"question_id": int, "answer": str}, ...]``."""
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from lxmert_repro.io_utils import atomic_write_json
 
@@ -25,17 +26,25 @@ def read_predictions(path: str | os.PathLike) -> dict[int, str]:
     except json.JSONDecodeError as e:
         raise ValueError(f"prediction file '{path}' is not valid json: {e}") from None
     if not isinstance(rows, list):
-        raise ValueError(f"prediction file '{path}': expected a list of {{question_id, answer}}, got {type(rows).__name__}")
+        raise ValueError(
+            f"prediction file '{path}': expected a list of {{question_id, answer}}, got {type(rows).__name__}"
+        )
     out: dict[int, str] = {}
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or "question_id" not in row or "answer" not in row:
-            raise ValueError(f"prediction file '{path}', entry {i}: expected {{'question_id': int, 'answer': str}}, got {row!r}")
+            raise ValueError(
+                f"prediction file '{path}', entry {i}: expected {{'question_id': int, 'answer': str}}, got {row!r}"
+            )
         if not isinstance(row["answer"], str):
-            raise ValueError(f"prediction file '{path}', entry {i}: field 'answer' must be a string, got {row['answer']!r}")
+            raise ValueError(
+                f"prediction file '{path}', entry {i}: field 'answer' must be a string, got {row['answer']!r}"
+            )
         qid = _question_id(row["question_id"])
         if qid is None:
-            raise ValueError(f"prediction file '{path}', entry {i}: field 'question_id' is {row['question_id']!r}, "
-                             "expected an integer")
+            raise ValueError(
+                f"prediction file '{path}', entry {i}: field 'question_id' is {row['question_id']!r}, "
+                "expected an integer"
+            )
         if qid in out:
             raise ValueError(f"prediction file '{path}', entry {i}: question_id {qid} appears twice")
         out[qid] = row["answer"]

@@ -1,9 +1,11 @@
 """The end-to-end run's report: a markdown summary, loss curves and attention pictures (PNG)."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lxmert_repro.io_utils import atomic_path, atomic_write_json, atomic_write_text
 from lxmert_repro.training.tracking import read_metrics
@@ -41,8 +43,12 @@ def plot_curves(run_dir: str | os.PathLike, out_png: str | os.PathLike, title: s
     return out
 
 
-def attention_examples(model_dir: str | os.PathLike, store: str | os.PathLike, examples: Sequence[dict[str, Any]],
-                       out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+def attention_examples(
+    model_dir: str | os.PathLike,
+    store: str | os.PathLike,
+    examples: Sequence[dict[str, Any]],
+    out_dir: str | os.PathLike,
+) -> list[dict[str, Any]]:
     """For each ``{image_id, image_path, question}``: predicted answers and a box-attention picture."""
     from lxmert_repro.training.predict import answer_questions, regions_from_store, save_attention_picture
 
@@ -51,8 +57,14 @@ def attention_examples(model_dir: str | os.PathLike, store: str | os.PathLike, e
         regions = regions_from_store(store, ex["image_id"])
         result = answer_questions(model_dir, regions, [ex["question"]], top_k=3, with_attention=True)[0]
         png = save_attention_picture(ex["image_path"], regions, result, Path(out_dir) / f"example_{i}.png")
-        rows.append({**ex, "prediction": result["answers"][0]["answer"], "score": result["answers"][0]["score"],
-                     "picture": png.name})
+        rows.append(
+            {
+                **ex,
+                "prediction": result["answers"][0]["answer"],
+                "score": result["answers"][0]["score"],
+                "picture": png.name,
+            }
+        )
     return rows
 
 
@@ -61,38 +73,71 @@ GQA_FIGURES = ("accuracy", "binary", "open", "validity", "plausibility", "consis
 
 def gqa_section(metrics: dict[str, Any]) -> list[str]:
     """The official GQA figures of the best epoch's model on the test split (``test/<name>``)."""
-    lines = ["## GQA (easy-VQA in GQA's format)", "", "The official GQA evaluation's figures on the test split "
-             "(balanced questions; distribution: lower is better).", "", "| figure | value |", "|---|---|"]
-    lines += [f"| {k} | {metrics[f'test/{k}']:.2f}{'' if k == 'distribution' else ' %'} |" for k in GQA_FIGURES
-              if f"test/{k}" in metrics]
+    lines = [
+        "## GQA (easy-VQA in GQA's format)",
+        "",
+        "The official GQA evaluation's figures on the test split (balanced questions; distribution: lower is better).",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {k} | {metrics[f'test/{k}']:.2f}{'' if k == 'distribution' else ' %'} |"
+        for k in GQA_FIGURES
+        if f"test/{k}" in metrics
+    ]
     return lines + [""]
 
 
 def nlvr2_section(metrics: dict[str, Any], text_only: dict[str, Any] | None) -> list[str]:
     """NLVR2's official accuracy and consistency on the test split, beside the text-only baseline (images zeroed)."""
-    lines = ["## NLVR2 (easy-VQA image pairs)", "", "The official NLVR2 metrics on the test split; the text-only "
-             "model is the same architecture trained with image features and boxes zeroed.", "",
-             "| model | accuracy (%) | consistency (%) |", "|---|---|---|"]
+    lines = [
+        "## NLVR2 (easy-VQA image pairs)",
+        "",
+        "The official NLVR2 metrics on the test split; the text-only "
+        "model is the same architecture trained with image features and boxes zeroed.",
+        "",
+        "| model | accuracy (%) | consistency (%) |",
+        "|---|---|---|",
+    ]
     rows = [("LXMERT", metrics)] + ([("text only", text_only)] if text_only else [])
-    lines += [f"| {name} | {m.get('test/accuracy', float('nan')):.2f} | {m.get('test/consistency', float('nan')):.2f} |"
-              for name, m in rows]
+    lines += [
+        f"| {name} | {m.get('test/accuracy', float('nan')):.2f} | {m.get('test/consistency', float('nan')):.2f} |"
+        for name, m in rows
+    ]
     if text_only and "test/accuracy" in metrics and "test/accuracy" in text_only:
-        lines += ["", f"Gap to the text-only model: {metrics['test/accuracy'] - text_only['test/accuracy']:.2f} points."]
+        lines += [
+            "",
+            f"Gap to the text-only model: {metrics['test/accuracy'] - text_only['test/accuracy']:.2f} points.",
+        ]
     return lines + [""]
 
 
-def write_summary(out_dir: str | os.PathLike, stages: Sequence[dict[str, Any]], metrics: dict[str, Any],
-                  curves: Sequence[Path], examples: Sequence[dict[str, Any]], sections: Sequence[str] = ()) -> Path:
+def write_summary(
+    out_dir: str | os.PathLike,
+    stages: Sequence[dict[str, Any]],
+    metrics: dict[str, Any],
+    curves: Sequence[Path],
+    examples: Sequence[dict[str, Any]],
+    sections: Sequence[str] = (),
+) -> Path:
     """``report.md``: VQA accuracy (overall, per answer type; when ``metrics`` has it), the other tasks'
     ``sections`` (markdown lines), per-stage time, throughput, pictures."""
     lines = ["# easy-VQA end-to-end run", ""]
     if "test/accuracy" in metrics:
-        lines += ["## Test accuracy", "", "VQA accuracy of the best epoch's model on the test split (one answer per "
-                  "question: exact match).", ""]
+        lines += [
+            "## Test accuracy",
+            "",
+            "VQA accuracy of the best epoch's model on the test split (one answer per question: exact match).",
+            "",
+        ]
         lines += ["| answer type | accuracy (%) |", "|---|---|"]
         lines.append(f"| **all** | **{metrics['test/accuracy']:.2f}** |")
-        lines += [f"| {k.removeprefix('test/accuracy_').replace('_', '/')} | {v:.2f} |"
-                  for k, v in sorted(metrics.items()) if k.startswith("test/accuracy_")]
+        lines += [
+            f"| {k.removeprefix('test/accuracy_').replace('_', '/')} | {v:.2f} |"
+            for k, v in sorted(metrics.items())
+            if k.startswith("test/accuracy_")
+        ]
         lines += [""]
     lines += list(sections)
     lines += ["## Stages", "", "| stage | seconds | status |", "|---|---|---|"]
@@ -105,8 +150,13 @@ def write_summary(out_dir: str | os.PathLike, stages: Sequence[dict[str, Any]], 
     if examples:
         lines += ["## Test examples (boxes drawn by [CLS] cross-attention, last cross layer)", ""]
         for ex in examples:
-            lines += [f"- `{ex['image_id']}` {ex['question']} → **{ex['prediction']}** ({ex['score']:.2f});"
-                      f" truth: {ex.get('answer', '?')}", "", f"  ![{ex['image_id']}]({ex['picture']})", ""]
+            lines += [
+                f"- `{ex['image_id']}` {ex['question']} → **{ex['prediction']}** ({ex['score']:.2f});"
+                f" truth: {ex.get('answer', '?')}",
+                "",
+                f"  ![{ex['image_id']}]({ex['picture']})",
+                "",
+            ]
     out = Path(out_dir) / "report.md"
     atomic_write_text(out, "\n".join(lines) + "\n")
     atomic_write_json(Path(out_dir) / "report.json", {"stages": list(stages), "metrics": metrics})

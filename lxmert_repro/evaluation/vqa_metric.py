@@ -7,11 +7,13 @@ each human answer count matches of the prediction among the other 9, score min(1
 average the 10 scores. Reported in percent rounded to 2 decimals, overall / per answer type / per
 question type, each a mean of the unrounded per-question values.
 """
+
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from lxmert_repro.data.answer_normalization import clean_whitespace, process_digit_article, process_punctuation
 from lxmert_repro.evaluation.predictions import read_predictions
@@ -31,9 +33,16 @@ def question_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
     return sum(accs) / len(accs)
 
 
-def score_questions(predictions: Mapping[int, str], known: Mapping[int, Any], question_ids: Iterable[int] | None,
-                    allow_missing: bool, score: Callable[[int], float], types: Callable[[int], tuple[str, str]],
-                    ndigits: int, source: str) -> dict[str, Any]:
+def score_questions(
+    predictions: Mapping[int, str],
+    known: Mapping[int, Any],
+    question_ids: Iterable[int] | None,
+    allow_missing: bool,
+    score: Callable[[int], float],
+    types: Callable[[int], tuple[str, str]],
+    ndigits: int,
+    source: str,
+) -> dict[str, Any]:
     """The official evaluator's report for any per-question ``score`` in [0, 1]: overall / per answer type / per
     question type (``types(q)`` = (answer type, question type)), each a mean of the unrounded per-question values.
 
@@ -80,13 +89,14 @@ class VQAEvaluator:
             self.annotations[int(ann["question_id"])] = ann
 
     @classmethod
-    def from_file(cls, annotations_path: str | os.PathLike, ndigits: int = 2) -> "VQAEvaluator":
+    def from_file(cls, annotations_path: str | os.PathLike, ndigits: int = 2) -> VQAEvaluator:
         from lxmert_repro.data.formats.vqa_v2 import load_vqa_annotations
 
         return cls(load_vqa_annotations(annotations_path), ndigits)
 
-    def evaluate(self, predictions: Mapping[int, str], question_ids: Iterable[int] | None = None,
-                 allow_missing: bool = False) -> dict[str, Any]:
+    def evaluate(
+        self, predictions: Mapping[int, str], question_ids: Iterable[int] | None = None, allow_missing: bool = False
+    ) -> dict[str, Any]:
         """Official accuracy over ``question_ids`` (default: every annotated question); see ``score_questions``."""
 
         def score(q: int) -> float:
@@ -95,11 +105,14 @@ class VQAEvaluator:
         def types(q: int) -> tuple[str, str]:
             return self.annotations[q].get("answer_type", ""), self.annotations[q].get("question_type", "")
 
-        return score_questions(predictions, self.annotations, question_ids, allow_missing, score, types,
-                               self.ndigits, "annotations")
+        return score_questions(
+            predictions, self.annotations, question_ids, allow_missing, score, types, self.ndigits, "annotations"
+        )
 
 
-def vqa_accuracy(predictions: Mapping[int, str], annotations: Iterable[Mapping[str, Any]], ndigits: int = 2) -> dict[str, Any]:
+def vqa_accuracy(
+    predictions: Mapping[int, str], annotations: Iterable[Mapping[str, Any]], ndigits: int = 2
+) -> dict[str, Any]:
     """Functional form of ``VQAEvaluator(annotations).evaluate(predictions)``."""
     return VQAEvaluator(annotations, ndigits).evaluate(predictions)
 
@@ -123,21 +136,33 @@ class SoftScoreEvaluator:
             self.types[q] = (r.get("answer_type") or "", r.get("question_type") or "")
 
     @classmethod
-    def from_split(cls, split: Any, ndigits: int = 2) -> "SoftScoreEvaluator":
+    def from_split(cls, split: Any, ndigits: int = 2) -> SoftScoreEvaluator:
         """From a prepared split (a ``datasets.Dataset`` with the prepare schema's columns)."""
         cols = ["question_id", "answers", "answer_scores", "answer_type", "question_type"]
         table = split.select_columns(cols).to_dict()
         return cls((dict(zip(cols, row)) for row in zip(*(table[c] for c in cols))), ndigits)
 
-    def evaluate(self, predictions: Mapping[int, str], question_ids: Iterable[int] | None = None,
-                 allow_missing: bool = False) -> dict[str, Any]:
-        return score_questions(predictions, self.targets, question_ids, allow_missing,
-                               lambda q: self.targets[q].get(predictions[q], 0.0), self.types.__getitem__,
-                               self.ndigits, "split")
+    def evaluate(
+        self, predictions: Mapping[int, str], question_ids: Iterable[int] | None = None, allow_missing: bool = False
+    ) -> dict[str, Any]:
+        return score_questions(
+            predictions,
+            self.targets,
+            question_ids,
+            allow_missing,
+            lambda q: self.targets[q].get(predictions[q], 0.0),
+            self.types.__getitem__,
+            self.ndigits,
+            "split",
+        )
 
 
-def score_prediction_file(predictions_path: str | os.PathLike, questions_path: str | os.PathLike | None,
-                          annotations_path: str | os.PathLike, allow_missing: bool = False) -> dict[str, Any]:
+def score_prediction_file(
+    predictions_path: str | os.PathLike,
+    questions_path: str | os.PathLike | None,
+    annotations_path: str | os.PathLike,
+    allow_missing: bool = False,
+) -> dict[str, Any]:
     """Score a server-format prediction file against official VQA v2 questions + annotations files.
 
     The questions file (optional) restricts scoring to its question ids (e.g. a minival split whose
@@ -153,6 +178,9 @@ def score_prediction_file(predictions_path: str | os.PathLike, questions_path: s
         qids = [int(q["question_id"]) for q in load_vqa_questions(questions_path)]
     result = evaluator.evaluate(predictions, qids, allow_missing=allow_missing)
     result.pop("per_question")
-    result.update(predictions=str(predictions_path), annotations=str(annotations_path),
-                  questions=None if questions_path is None else str(questions_path))
+    result.update(
+        predictions=str(predictions_path),
+        annotations=str(annotations_path),
+        questions=None if questions_path is None else str(questions_path),
+    )
     return result

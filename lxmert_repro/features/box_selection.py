@@ -6,10 +6,11 @@ Inputs (one image), class convention background-LAST as in detectron2 weights:
     obj_probs  (R, C)     softmax class probabilities without the background column
 Output: ``Selection(keep, boxes, obj_ids, obj_conf)``, ordered by confidence, highest first.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torchvision.ops import box_iou, nms
@@ -72,8 +73,13 @@ class BottomUpSelection:
         survived = torch.where(kept, scores, torch.zeros_like(scores)).reshape(B, C, R).amax(dim=1)  # (B, R)
         return [survived[i, :n] for i, n in enumerate(counts)]
 
-    def __call__(self, proposals: torch.Tensor, regressed: torch.Tensor | None, obj_probs: torch.Tensor,
-                 max_conf: torch.Tensor | None = None) -> Selection:
+    def __call__(
+        self,
+        proposals: torch.Tensor,
+        regressed: torch.Tensor | None,
+        obj_probs: torch.Tensor,
+        max_conf: torch.Tensor | None = None,
+    ) -> Selection:
         """``max_conf`` (R,): precomputed by ``batch_confidences``; computed here when None."""
         num = proposals.shape[0]
         if max_conf is None:

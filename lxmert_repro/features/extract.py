@@ -1,6 +1,7 @@
 """The extraction loop: images -> detector -> feature store. Batched, sharded across Accelerate processes
 (each writes its own shard store; the main process merges them at the end), resumable (images already in the
 final store or a shard are skipped), unreadable images reported and skipped."""
+
 from __future__ import annotations
 
 import json
@@ -126,7 +127,9 @@ def extract_to_store(
         done |= writer.done_ids
         todo = [it for it in mine if it[0] not in done]
         stats.skipped_done = len(mine) - len(todo)
-        loader = DataLoader(ImageFiles(todo, image_reader), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+        loader = DataLoader(
+            ImageFiles(todo, image_reader), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate
+        )
         bar = tqdm(total=len(todo), unit="img", disable=not progress, desc=f"extract[{rank}]", dynamic_ncols=True)
         for batch in loader:
             good = [(i, im) for i, im, err in batch if err is None]
@@ -147,12 +150,27 @@ def extract_to_store(
                     # a box under one pixel wide or high pools from within a single pixel (all a 1x1 image has)
                     flat = int(((d.boxes[:, 2] - d.boxes[:, 0] < 1) | (d.boxes[:, 3] - d.boxes[:, 1] < 1)).sum())
                     if flat:
-                        log.warning("image %s (%dx%d px): %d of %d boxes are under 1 pixel wide or high; their "
-                                    "region features carry no more than one pixel", img_id, im.shape[2], im.shape[1],
-                                    flat, len(d.boxes))
+                        log.warning(
+                            "image %s (%dx%d px): %d of %d boxes are under 1 pixel wide or high; their "
+                            "region features carry no more than one pixel",
+                            img_id,
+                            im.shape[2],
+                            im.shape[1],
+                            flat,
+                            len(d.boxes),
+                        )
                         stats.degenerate.append(img_id)
-                    writer.add(img_id, int(im.shape[1]), int(im.shape[2]), d.boxes.cpu(), d.features.float().cpu(),
-                               d.obj_ids.cpu(), d.obj_conf.cpu(), d.attr_ids.cpu(), d.attr_conf.cpu())
+                    writer.add(
+                        img_id,
+                        int(im.shape[1]),
+                        int(im.shape[2]),
+                        d.boxes.cpu(),
+                        d.features.float().cpu(),
+                        d.obj_ids.cpu(),
+                        d.obj_conf.cpu(),
+                        d.attr_ids.cpu(),
+                        d.attr_conf.cpu(),
+                    )
                     stats.written += 1
             bar.update(len(batch))
             bar.set_postfix(img_s=f"{stats.written / max(time.perf_counter() - start, 1e-9):.1f}")
@@ -182,4 +200,3 @@ def load_given_boxes(path: str | os.PathLike) -> dict[str, list]:
         if arr.size and (arr.ndim != 2 or arr.shape[1] != 4):
             raise ValueError(f"{path}: field {k!r} has shape {arr.shape}, expected (n, 4)")
     return {str(k): v for k, v in data.items()}
-

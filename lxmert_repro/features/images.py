@@ -5,11 +5,12 @@ at 255 instead of scaling them (a 16-bit PNG comes out white), drops transparenc
 EXIF orientation tag, so a phone photo is read sideways and its boxes are in the stored, rotated frame. Every
 stage reads through ``ImageReader`` so the detector sees the same pixels in training, extraction and prediction.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -74,14 +75,17 @@ def to_rgb(im: Image.Image, background: Sequence[int] = (255, 255, 255), where: 
         grey = np.asarray(im).astype(np.float64)  # I;16B is big-endian: asarray gives '>u2', astype makes it native
         top = HIGH_BIT_MODES[im.mode]
         if grey.size and (grey.min() < 0 or grey.max() > top):
-            raise ValueError(f"{where}: {im.mode} pixel values span {grey.min():.0f}..{grey.max():.0f}, "
-                             f"expected 0..{top} (16-bit data)")
+            raise ValueError(
+                f"{where}: {im.mode} pixel values span {grey.min():.0f}..{grey.max():.0f}, "
+                f"expected 0..{top} (16-bit data)"
+            )
         return _grey_to_rgb(grey * (255.0 / top))
     if im.mode == "F":
         grey = np.asarray(im).astype(np.float64)
         if grey.size and not (np.isfinite(grey).all() and grey.min() >= 0.0 and grey.max() <= 1.0):
-            raise ValueError(f"{where}: float (mode F) pixel values span {np.nanmin(grey):g}..{np.nanmax(grey):g}, "
-                             "expected 0..1")
+            raise ValueError(
+                f"{where}: float (mode F) pixel values span {np.nanmin(grey):g}..{np.nanmax(grey):g}, expected 0..1"
+            )
         return _grey_to_rgb(grey * 255.0)
     if _has_alpha(im):
         rgba = np.asarray(im.convert("RGBA")).astype(np.float32)

@@ -24,14 +24,16 @@ pages are not charged to the process (RSS stays flat whatever the store size: se
 and nothing is kept per image in memory beyond the index (a few dozen bytes per image). ``access="mmap"`` reads
 through ``np.memmap`` instead; it is equally fast but its RSS grows with the part of the store touched.
 """
+
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +87,9 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if meta.get("version") != FORMAT_VERSION:
         raise ValueError(f"{meta_path}: field 'version' is {meta.get('version')!r}, expected {FORMAT_VERSION}")
     if meta.get("feat_dtype") not in FEAT_DTYPES:
-        raise ValueError(f"{meta_path}: field 'feat_dtype' is {meta.get('feat_dtype')!r}, expected one of {FEAT_DTYPES}")
+        raise ValueError(
+            f"{meta_path}: field 'feat_dtype' is {meta.get('feat_dtype')!r}, expected one of {FEAT_DTYPES}"
+        )
     if not isinstance(meta.get("feat_dim"), int) or meta["feat_dim"] <= 0:
         raise ValueError(f"{meta_path}: field 'feat_dim' is {meta.get('feat_dim')!r}, expected a positive int")
     return meta
@@ -258,14 +262,25 @@ class FeatureStore:
         start, n = int(self._start[i]), int(self._n[i])
         if out is None:
             out = np.empty((n, self.feat_dim), self.feat_dtype)
-        elif out.dtype != np.dtype(self.feat_dtype) or out.ndim != 2 or out.shape[0] < n or out.shape[1] != self.feat_dim \
-                or not out.flags.c_contiguous:
-            raise ValueError(f"out must be C-contiguous {self.feat_dtype} with >= {n} rows of {self.feat_dim}, "
-                             f"got {out.dtype} {out.shape}")
+        elif (
+            out.dtype != np.dtype(self.feat_dtype)
+            or out.ndim != 2
+            or out.shape[0] < n
+            or out.shape[1] != self.feat_dim
+            or not out.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"out must be C-contiguous {self.feat_dtype} with >= {n} rows of {self.feat_dim}, "
+                f"got {out.dtype} {out.shape}"
+            )
         dst = out[:n]
         if self._fds is not None:
             want = dst.nbytes
-            got = os.preadv(self._fds[0], [dst.reshape(-1).view(np.uint8)], start * self.feat_dim * dst.itemsize) if want else 0
+            got = (
+                os.preadv(self._fds[0], [dst.reshape(-1).view(np.uint8)], start * self.feat_dim * dst.itemsize)
+                if want
+                else 0
+            )
             if got != want:
                 raise OSError(f"{self.path}: short read ({got} of {want} bytes); the store is truncated")
         else:
@@ -293,7 +308,9 @@ class FeatureStore:
             pass
 
     def __repr__(self) -> str:
-        return f"FeatureStore({str(self.path)!r}, images={len(self)}, feat_dim={self.feat_dim}, dtype={self.feat_dtype})"
+        return (
+            f"FeatureStore({str(self.path)!r}, images={len(self)}, feat_dim={self.feat_dim}, dtype={self.feat_dtype})"
+        )
 
 
 class FeatureStoreWriter:
@@ -463,7 +480,7 @@ class FeatureStoreWriter:
         self._release()
         self._closed = True
 
-    def __enter__(self) -> "FeatureStoreWriter":
+    def __enter__(self) -> FeatureStoreWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -5,6 +5,7 @@ Accelerate-driven; full-state checkpoints and resume through ``lxmert_repro.trai
 validation json with pycocotools' COCOeval; the trained detector is saved as a checkpoint directory
 (``<run>/detector``) that ``lxmert-extract checkpoint=...`` loads.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -29,7 +30,10 @@ from lxmert_repro.features.images import ImageReader, image_reader_from_cfg
 from lxmert_repro.io_utils import atomic_write_json
 from lxmert_repro.launch import use_cpu
 from lxmert_repro.training.checkpointing import (
-    CheckpointManager, TrainerState, good_checkpoint_sentence, resolve_resume,
+    CheckpointManager,
+    TrainerState,
+    good_checkpoint_sentence,
+    resolve_resume,
 )
 from lxmert_repro.training.loop import NonFiniteLossError
 from lxmert_repro.training.optim import linear_warmup_schedule
@@ -43,10 +47,10 @@ class DetectorDataConfig:
 
     train_json: str = MISSING
     train_images: str = MISSING
-    val_json: Optional[str] = None
-    val_images: Optional[str] = None
-    limit: Optional[int] = None
-    val_limit: Optional[int] = None
+    val_json: str | None = None
+    val_images: str | None = None
+    limit: int | None = None
+    val_limit: int | None = None
 
 
 @dataclass
@@ -100,8 +104,10 @@ class CocoDetection(Dataset):
         img = self.reader.tensor(path)
         self._check_size(info, img.shape[2], img.shape[1])
         anns = [a for a in self.coco.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0)]
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                              for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes = torch.tensor(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+            dtype=torch.float32,
+        ).reshape(-1, 4)
         labels = torch.tensor([self.cat_index[a["category_id"]] for a in anns], dtype=torch.long)
         attrs = []
         for a in anns:
@@ -111,7 +117,6 @@ class CocoDetection(Dataset):
             attrs.append(self.attr_index[aid] if aid is not None else -1)
         return img, {"boxes": boxes, "labels": labels, "attributes": torch.tensor(attrs, dtype=torch.long)}, img_id
 
-
     def _check_size(self, info: dict, w: int, h: int) -> None:
         """The json's width/height (when given) must be the upright image's: boxes are in that frame."""
         want = (info.get("width"), info.get("height"))
@@ -119,11 +124,15 @@ class CocoDetection(Dataset):
             return
         where = f"{self.ann_path}: image id {info['id']} ({info['file_name']})"
         if want == (h, w):
-            raise ValueError(f"{where}: fields 'width', 'height' are {want[0]}x{want[1]}, but the upright image "
-                             f"(EXIF orientation applied) is {w}x{h}; the json looks annotated in the stored, "
-                             "rotated frame: width, height and boxes must refer to the upright image")
-        raise ValueError(f"{where}: fields 'width', 'height' are {want[0]}x{want[1]}, expected the image's "
-                         f"size {w}x{h} (upright, EXIF orientation applied)")
+            raise ValueError(
+                f"{where}: fields 'width', 'height' are {want[0]}x{want[1]}, but the upright image "
+                f"(EXIF orientation applied) is {w}x{h}; the json looks annotated in the stored, "
+                "rotated frame: width, height and boxes must refer to the upright image"
+            )
+        raise ValueError(
+            f"{where}: fields 'width', 'height' are {want[0]}x{want[1]}, expected the image's "
+            f"size {w}x{h} (upright, EXIF orientation applied)"
+        )
 
 
 def _collate(batch):
@@ -131,8 +140,13 @@ def _collate(batch):
 
 
 @torch.no_grad()
-def detect(model: RegionDetector, images: list[torch.Tensor], score_thresh: float = 0.05, nms_iou: float = 0.5,
-           max_det: int = 100) -> list[dict[str, torch.Tensor]]:
+def detect(
+    model: RegionDetector,
+    images: list[torch.Tensor],
+    score_thresh: float = 0.05,
+    nms_iou: float = 0.5,
+    max_det: int = 100,
+) -> list[dict[str, torch.Tensor]]:
     """Standard detector output for mAP: class-specific regressed boxes, score threshold, per-class NMS."""
     model.eval()
     orig = [tuple(im.shape[-2:]) for im in images]
@@ -164,8 +178,14 @@ def evaluate_map(model: RegionDetector, ds: CocoDetection, batch_size: int = 32)
         device = next(model.parameters()).device
         for img_id, det in zip(ids, detect(model, [im.to(device) for im in imgs])):
             for b, s, l in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
-                results.append({"image_id": img_id, "category_id": ds.cat_ids[l],
-                                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
+                results.append(
+                    {
+                        "image_id": img_id,
+                        "category_id": ds.cat_ids[l],
+                        "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                        "score": s,
+                    }
+                )
     if not results:
         return {"mAP": 0.0, "AP50": 0.0, "AP75": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -204,8 +224,11 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
     set_seed(cfg.seed)
     reader = image_reader_from_cfg(cfg)
     train_ds = CocoDetection(cfg.data.train_json, cfg.data.train_images, cfg.data.get("limit"), reader)
-    val_ds = (CocoDetection(cfg.data.val_json, cfg.data.val_images, cfg.data.get("val_limit"), reader)
-              if cfg.data.get("val_json") else None)
+    val_ds = (
+        CocoDetection(cfg.data.val_json, cfg.data.val_images, cfg.data.get("val_limit"), reader)
+        if cfg.data.get("val_json")
+        else None
+    )
     det_cfg = OmegaConf.to_container(cfg.detector, resolve=True)
     if cfg.classes_from_data:  # the class/attribute names the data defines
         det_cfg["model"]["object_classes"] = train_ds.class_names
@@ -226,7 +249,13 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
     resume_from = resolve_resume(cfg.resume, run_dir)
     if resume_from is not None:
         state = ckpt.load(resume_from)
-        log.info("resumed from %s at epoch %d batch %d (step %d)", resume_from, state.epoch, state.batch_in_epoch, state.global_step)
+        log.info(
+            "resumed from %s at epoch %d batch %d (step %d)",
+            resume_from,
+            state.epoch,
+            state.batch_in_epoch,
+            state.global_step,
+        )
     metrics_path = run_dir / "metrics.jsonl"
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     t0 = time.perf_counter()
@@ -235,8 +264,12 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
         order = torch.randperm(len(train_ds), generator=g).tolist()
         order = order[accelerator.process_index :: accelerator.num_processes]
         order = order[state.batch_in_epoch * cfg.batch_size :]
-        loader = DataLoader(torch.utils.data.Subset(train_ds, order), batch_size=cfg.batch_size,
-                            num_workers=cfg.num_workers, collate_fn=_collate)
+        loader = DataLoader(
+            torch.utils.data.Subset(train_ds, order),
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            collate_fn=_collate,
+        )
         model.train()
         for imgs, tgts, _ in loader:
             dev = accelerator.device
@@ -244,8 +277,10 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 good = ckpt.quarantine_from(state.global_step)  # checkpoints of this step on are not good
-                raise NonFiniteLossError(f"non-finite detector loss at step {state.global_step}: "
-                                         f"{ {k: float(v) for k, v in losses.items()} }. {good_checkpoint_sentence(good)}")
+                raise NonFiniteLossError(
+                    f"non-finite detector loss at step {state.global_step}: "
+                    f"{ {k: float(v) for k, v in losses.items()} }. {good_checkpoint_sentence(good)}"
+                )
             ckpt.confirm(state.global_step)
             optimizer.zero_grad()
             accelerator.backward(loss)
@@ -256,9 +291,14 @@ def train_detector(cfg: DictConfig) -> dict[str, Any]:
             state.global_step += 1
             state.batch_in_epoch += 1
             if state.global_step % cfg.log_every == 0 and accelerator.is_main_process:
-                rec = {"step": state.global_step, "epoch": state.epoch, "loss": round(loss.item(), 5),
-                       **{k: round(v.item(), 5) for k, v in losses.items()}, "lr": scheduler.get_last_lr()[0],
-                       "elapsed_s": round(time.perf_counter() - t0, 1)}
+                rec = {
+                    "step": state.global_step,
+                    "epoch": state.epoch,
+                    "loss": round(loss.item(), 5),
+                    **{k: round(v.item(), 5) for k, v in losses.items()},
+                    "lr": scheduler.get_last_lr()[0],
+                    "elapsed_s": round(time.perf_counter() - t0, 1),
+                }
                 log.info("%s", rec)
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")

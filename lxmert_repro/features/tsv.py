@@ -10,12 +10,13 @@ Import checks every record (errors name file:line and the field): each array aga
 size against one dim for the whole import (given, the existing store's, or agreed by the first records: never
 one record's byte count alone), finite values, boxes ordered and inside img_w x img_h.
 """
+
 from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -23,7 +24,16 @@ from lxmert_repro.features.store import META_FILE, FeatureStore, FeatureStoreWri
 from lxmert_repro.io_utils import atomic_path
 
 TSV_FIELDS = (
-    "img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf", "num_boxes", "boxes", "features",
+    "img_id",
+    "img_h",
+    "img_w",
+    "objects_id",
+    "objects_conf",
+    "attrs_id",
+    "attrs_conf",
+    "num_boxes",
+    "boxes",
+    "features",
 )
 
 
@@ -39,8 +49,10 @@ def _decode(b64: str, dtype: str, shape: tuple[int, ...], where: str, field: str
         raise ValueError(f"{where}: field '{field}' is not valid base64 ({e})") from e
     want = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if len(raw) != want:
-        raise ValueError(f"{where}: field '{field}' has {len(raw)} bytes, expected {want} ({dtype} {shape}, "
-                         f"from num_boxes={shape[0]})")
+        raise ValueError(
+            f"{where}: field '{field}' has {len(raw)} bytes, expected {want} ({dtype} {shape}, "
+            f"from num_boxes={shape[0]})"
+        )
     return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape).astype(dtype)
 
 
@@ -56,13 +68,17 @@ def _decode_features(b64: str, n: int, feat_dim: int | None, dim_source: str, wh
             raise ValueError(f"{where}: field 'features' has {len(raw)} bytes, expected 0 (num_boxes=0)")
         return np.zeros((0, feat_dim or 0), np.float32)
     if len(raw) % per_box:
-        raise ValueError(f"{where}: field 'features' has {len(raw)} bytes, not a whole number of float32 values "
-                         f"per box for num_boxes={n} (a multiple of {per_box} bytes)")
+        raise ValueError(
+            f"{where}: field 'features' has {len(raw)} bytes, not a whole number of float32 values "
+            f"per box for num_boxes={n} (a multiple of {per_box} bytes)"
+        )
     dim = len(raw) // per_box
     if feat_dim is not None and dim != feat_dim:
-        raise ValueError(f"{where}: field 'features' has {len(raw)} bytes = {n} boxes x {dim} float32 values, "
-                         f"expected {n} x {feat_dim} = {per_box * feat_dim} bytes (feature dim {feat_dim}, "
-                         f"from {dim_source})")
+        raise ValueError(
+            f"{where}: field 'features' has {len(raw)} bytes = {n} boxes x {dim} float32 values, "
+            f"expected {n} x {feat_dim} = {per_box * feat_dim} bytes (feature dim {feat_dim}, "
+            f"from {dim_source})"
+        )
     return np.frombuffer(raw, dtype="<f4").reshape(n, dim).astype(np.float32)
 
 
@@ -81,26 +97,38 @@ def _check_values(r: RegionFeatures, where: str) -> None:
     for field, ids in (("objects_id", r.obj_ids), ("attrs_id", r.attr_ids)):
         if ids.size and ids.min() < 0:
             raise ValueError(f"{where}: field '{field}' has {int(ids.min())}, expected class indices >= 0")
-    for field, arr in (("objects_conf", r.obj_conf), ("attrs_conf", r.attr_conf), ("boxes", r.boxes),
-                       ("features", r.features)):
+    for field, arr in (
+        ("objects_conf", r.obj_conf),
+        ("attrs_conf", r.attr_conf),
+        ("boxes", r.boxes),
+        ("features", r.features),
+    ):
         if not np.isfinite(arr).all():
             raise ValueError(f"{where}: field '{field}' has non-finite values (NaN or inf)")
     if r.num_boxes:
         b = r.boxes
         bad = np.flatnonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
         if bad.size:
-            raise ValueError(f"{where}: field 'boxes': box {bad[0]} is {b[bad[0]].tolist()}, expected x1 <= x2 "
-                             "and y1 <= y2 (pixel x1, y1, x2, y2)")
+            raise ValueError(
+                f"{where}: field 'boxes': box {bad[0]} is {b[bad[0]].tolist()}, expected x1 <= x2 "
+                "and y1 <= y2 (pixel x1, y1, x2, y2)"
+            )
         lo, hi = b.min(axis=0), b.max(axis=0)
-        if min(lo[0], lo[1]) < -BOX_MARGIN_PX or max(hi[0], hi[2]) > r.img_w + BOX_MARGIN_PX \
-                or max(hi[1], hi[3]) > r.img_h + BOX_MARGIN_PX:
-            raise ValueError(f"{where}: field 'boxes' spans x {lo[0]:g}..{max(hi[0], hi[2]):g}, "
-                             f"y {lo[1]:g}..{max(hi[1], hi[3]):g}, outside the image of img_w={r.img_w} x "
-                             f"img_h={r.img_h} pixels (boxes are pixel x1, y1, x2, y2)")
+        if (
+            min(lo[0], lo[1]) < -BOX_MARGIN_PX
+            or max(hi[0], hi[2]) > r.img_w + BOX_MARGIN_PX
+            or max(hi[1], hi[3]) > r.img_h + BOX_MARGIN_PX
+        ):
+            raise ValueError(
+                f"{where}: field 'boxes' spans x {lo[0]:g}..{max(hi[0], hi[2]):g}, "
+                f"y {lo[1]:g}..{max(hi[1], hi[3]):g}, outside the image of img_w={r.img_w} x "
+                f"img_h={r.img_h} pixels (boxes are pixel x1, y1, x2, y2)"
+            )
 
 
-def parse_tsv_line(line: str, where: str = "<tsv>", feat_dim: int | None = None,
-                   dim_source: str = "feat_dim") -> RegionFeatures:
+def parse_tsv_line(
+    line: str, where: str = "<tsv>", feat_dim: int | None = None, dim_source: str = "feat_dim"
+) -> RegionFeatures:
     """One TSV line -> RegionFeatures (features float32 as stored in the file), every field checked against
     ``num_boxes`` and the feature dim (``feat_dim``; inferred from the byte count when None)."""
     parts = line.rstrip("\r\n").split("\t")
@@ -126,11 +154,12 @@ def parse_tsv_line(line: str, where: str = "<tsv>", feat_dim: int | None = None,
     return r
 
 
-def _records(path: Path, feat_dim: int | None = None,
-             dim_source: str = "feat_dim") -> Iterator[tuple[str, RegionFeatures, bool]]:
+def _records(
+    path: Path, feat_dim: int | None = None, dim_source: str = "feat_dim"
+) -> Iterator[tuple[str, RegionFeatures, bool]]:
     """(file:line, record, complete) of the non-blank lines; complete = the line has its line end (a file cut
     short ends inside a line: every line a TSV writer finishes has one)."""
-    with open(path, "r", newline="") as f:
+    with open(path, newline="") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -144,8 +173,9 @@ def _records(path: Path, feat_dim: int | None = None,
             yield where, r, complete
 
 
-def iter_tsv(path: str | os.PathLike, feat_dim: int | None = None,
-             dim_source: str = "feat_dim") -> Iterator[RegionFeatures]:
+def iter_tsv(
+    path: str | os.PathLike, feat_dim: int | None = None, dim_source: str = "feat_dim"
+) -> Iterator[RegionFeatures]:
     """Stream the images of one TSV file (each record checked, errors name file:line)."""
     for _, r, _ in _records(Path(path), feat_dim, dim_source):
         yield r
@@ -167,18 +197,24 @@ def infer_feat_dim(tsv_paths: Sequence[Path], probe: int = 3) -> tuple[int, str]
         if len(seen) == probe:
             break
     if not seen:
-        raise ValueError(f"{', '.join(map(str, tsv_paths))}: no record has boxes; cannot infer the feature dim "
-                         "(pass feat_dim / --feat-dim)")
+        raise ValueError(
+            f"{', '.join(map(str, tsv_paths))}: no record has boxes; cannot infer the feature dim "
+            "(pass feat_dim / --feat-dim)"
+        )
     dims = [d for d, _, _ in seen]
     best = max(set(dims), key=dims.count)
     if dims.count(best) * 2 <= len(dims):  # no majority: 2 records that disagree
         listed = ", ".join(f"{w} has {d}" for d, w, _ in seen)
-        raise ValueError(f"records disagree on the feature dim ({listed} float32 values per box); one is damaged, "
-                         "or pass feat_dim / --feat-dim")
+        raise ValueError(
+            f"records disagree on the feature dim ({listed} float32 values per box); one is damaged, "
+            "or pass feat_dim / --feat-dim"
+        )
     if len(seen) == 1 and not seen[0][2]:
-        raise ValueError(f"{seen[0][1]}: the only record with boxes ends without a line end (the file looks "
-                         f"truncated); its features would give feature dim {best}, with no other record to confirm "
-                         "it: pass feat_dim / --feat-dim if the record is complete")
+        raise ValueError(
+            f"{seen[0][1]}: the only record with boxes ends without a line end (the file looks "
+            f"truncated); its features would give feature dim {best}, with no other record to confirm "
+            "it: pass feat_dim / --feat-dim if the record is complete"
+        )
     return best, "records " + ", ".join(w for d, w, _ in seen if d == best)
 
 
@@ -188,11 +224,23 @@ def format_tsv_line(r: RegionFeatures) -> str:
 
     if "\t" in r.img_id or "\n" in r.img_id:
         raise ValueError(f"image id {r.img_id!r} contains a tab or newline; cannot be written to TSV")
-    return "\t".join([
-        r.img_id, str(int(r.img_h)), str(int(r.img_w)),
-        enc(r.obj_ids, "int64"), enc(r.obj_conf, "float32"), enc(r.attr_ids, "int64"), enc(r.attr_conf, "float32"),
-        str(r.num_boxes), enc(r.boxes, "float32"), enc(r.features, "float32"),
-    ]) + "\n"
+    return (
+        "\t".join(
+            [
+                r.img_id,
+                str(int(r.img_h)),
+                str(int(r.img_w)),
+                enc(r.obj_ids, "int64"),
+                enc(r.obj_conf, "float32"),
+                enc(r.attr_ids, "int64"),
+                enc(r.attr_conf, "float32"),
+                str(r.num_boxes),
+                enc(r.boxes, "float32"),
+                enc(r.features, "float32"),
+            ]
+        )
+        + "\n"
+    )
 
 
 def import_tsv(
@@ -250,7 +298,9 @@ def import_tsv(
     return added
 
 
-def export_tsv(store_path: str | os.PathLike, tsv_path: str | os.PathLike, image_ids: Iterable[str] | None = None) -> int:
+def export_tsv(
+    store_path: str | os.PathLike, tsv_path: str | os.PathLike, image_ids: Iterable[str] | None = None
+) -> int:
     """Write a store (or the listed images) to one LXMERT TSV (features as float32); atomic. Returns #images."""
     store = FeatureStore(store_path)
     ids = store.image_ids if image_ids is None else list(image_ids)

@@ -1,4 +1,5 @@
 """Models: one interface (base.py), LXMERT (pretraining, VQA/GQA, NLVR2), checkpoint I/O; pretraining objectives apart from architectures."""
+
 from .base import ModelBase, ModelConfig
 from .checkpoint import build_model, export_reference, export_transformers, load_model, read_checkpoint, save_model
 from .config import LxmertConfig, load_config

@@ -4,6 +4,7 @@ One module serves self-attention (queries and keys from the same stream) and LXM
 cross-attention (the same projections applied to both streams, each stream's queries attending to
 the other stream's keys/values). Masks are additive float tensors (B, 1, 1, S): 0 keep, dtype-min drop.
 """
+
 from __future__ import annotations
 
 import math

@@ -5,13 +5,15 @@ An architecture is one unit: its config dataclass (a ``ModelConfig``, the ``_tar
 ``lxmert_repro/configs/model/*.yaml``) names its model classes by role (``ROLES``) and the module of its
 checkpoint adapters; training code and checkpoint loading go through these names only.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -67,7 +69,7 @@ class ModelConfig:
     ADAPTERS: ClassVar[str] = ""
     initializer_range: float
 
-    def model_class(self, role: str) -> type["ModelBase"]:
+    def model_class(self, role: str) -> type[ModelBase]:
         if role not in self.MODEL_CLASSES:
             raise ValueError(f"{type(self).__name__} has no {role!r} model; it has {sorted(self.MODEL_CLASSES)}")
         return resolve_class(self.MODEL_CLASSES[role], ModelBase, type(self).__name__)

@@ -7,6 +7,7 @@ any architecture. Version 1 files (LXMERT only: class name in ``architecture``, 
 ``config``) still load. Reference formats (original .pth files, transformers directories) are read and
 written by the architecture's adapter module (``ModelConfig.ADAPTERS``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -90,6 +91,7 @@ def _check_model(model: nn.Module) -> ModelBase:
 # Our format
 # ----------------------------------------------------------------------------------------------------
 
+
 def save_model(model: nn.Module, out_dir: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``out_dir`` (created): weights first, then the config that marks the checkpoint complete."""
     model = _check_model(model)
@@ -100,17 +102,20 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike, metadata: dict[str,
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT_NAME, "architecture": arch})
     objectives = getattr(model, "objectives", None)
-    atomic_write_json(out / CONFIG_FILE, {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "architecture": arch,
-        "model_class": import_path(type(model)),
-        "config_class": import_path(type(model.config)),
-        "num_answers": getattr(model, "num_answers", None),
-        "config": model.config.to_dict(),
-        "objectives": objectives.to_dict() if objectives is not None else None,
-        "metadata": metadata or {},
-    })
+    atomic_write_json(
+        out / CONFIG_FILE,
+        {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "architecture": arch,
+            "model_class": import_path(type(model)),
+            "config_class": import_path(type(model.config)),
+            "num_answers": getattr(model, "num_answers", None),
+            "config": model.config.to_dict(),
+            "objectives": objectives.to_dict() if objectives is not None else None,
+            "metadata": metadata or {},
+        },
+    )
     return out
 
 
@@ -132,8 +137,9 @@ def _read_ours(path: Path) -> Checkpoint:
         class_path, config_path = meta["model_class"], meta.get("config_class")
     else:  # version 1: LXMERT, objective fields inside the config
         if meta["architecture"] not in _V1_CLASSES:
-            raise CheckpointError(f"{meta_path}: architecture {meta['architecture']!r} unknown; expected one of "
-                                  f"{list(_V1_CLASSES)}")
+            raise CheckpointError(
+                f"{meta_path}: architecture {meta['architecture']!r} unknown; expected one of {list(_V1_CLASSES)}"
+            )
         class_path, config_path = _V1_CLASSES[meta["architecture"]], _V1_CONFIG
         values, objectives = split_objectives(values)
     try:
@@ -153,13 +159,17 @@ def _read_ours(path: Path) -> Checkpoint:
 # Reference formats (dispatch; the readers are the architectures' adapters)
 # ----------------------------------------------------------------------------------------------------
 
+
 def supported() -> list[str]:
     """What ``read_checkpoint`` reads, in words (for the message about a file it cannot read)."""
-    return [f"a model directory of ours ({CONFIG_FILE} + {WEIGHTS_FILE}, any architecture)",
-            "a transformers save_pretrained directory (config.json + weights; model_type "
-            + ", ".join(a.TRANSFORMERS_MODEL_TYPE for a in adapters() if hasattr(a, "TRANSFORMERS_MODEL_TYPE")) + ")",
-            *(a.FILE_DESCRIPTION for a in adapters()),
-            "a .safetensors state dict (other state-dict files are read with torch.load(weights_only=True))"]
+    return [
+        f"a model directory of ours ({CONFIG_FILE} + {WEIGHTS_FILE}, any architecture)",
+        "a transformers save_pretrained directory (config.json + weights; model_type "
+        + ", ".join(a.TRANSFORMERS_MODEL_TYPE for a in adapters() if hasattr(a, "TRANSFORMERS_MODEL_TYPE"))
+        + ")",
+        *(a.FILE_DESCRIPTION for a in adapters()),
+        "a .safetensors state dict (other state-dict files are read with torch.load(weights_only=True))",
+    ]
 
 
 def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
@@ -169,8 +179,10 @@ def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch's unpickler / safetensors' header parser: the bytes are not a checkpoint
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path}: not a checkpoint of a supported format (tried: {'; '.join(supported())}); "
-                              f"reading it failed with {type(e).__name__}: {first}") from None
+        raise CheckpointError(
+            f"{path}: not a checkpoint of a supported format (tried: {'; '.join(supported())}); "
+            f"reading it failed with {type(e).__name__}: {first}"
+        ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -243,8 +255,14 @@ def read_checkpoint(path: str | os.PathLike, fmt: str = "auto", config: ModelCon
 # Building models
 # ----------------------------------------------------------------------------------------------------
 
-def build_model(config: ModelConfig, role: str, objectives: PretrainObjectives | None = None,
-                num_answers: int | None = None, source: str = "") -> ModelBase:
+
+def build_model(
+    config: ModelConfig,
+    role: str,
+    objectives: PretrainObjectives | None = None,
+    num_answers: int | None = None,
+    source: str = "",
+) -> ModelBase:
     """A fresh model of ``config``'s architecture in ``role`` (encoder / pretraining / vqa)."""
     cls = config.model_class(role)
     if role == "vqa":
@@ -266,8 +284,10 @@ def _role_of(model_class: type[nn.Module] | str | None, ckpt: Checkpoint) -> str
         for role, path in ckpt.config.MODEL_CLASSES.items():
             if path.rsplit(".", 1)[-1] == model_class:
                 return role
-        raise ValueError(f"unknown model class {model_class!r} for {type(ckpt.config).__name__}; expected one of "
-                         f"{list(ROLES)} or {[p.rsplit('.', 1)[-1] for p in ckpt.config.MODEL_CLASSES.values()]}")
+        raise ValueError(
+            f"unknown model class {model_class!r} for {type(ckpt.config).__name__}; expected one of "
+            f"{list(ROLES)} or {[p.rsplit('.', 1)[-1] for p in ckpt.config.MODEL_CLASSES.values()]}"
+        )
     return model_class.ROLE  # type: ignore[attr-defined]
 
 
@@ -285,8 +305,9 @@ def model_from_checkpoint(
     """
     role = _role_of(model_class, ckpt)
     model = build_model(ckpt.config, role, ckpt.objectives, num_answers or ckpt.num_answers, ckpt.source)
-    report = load_state(model, ckpt.state, strict=strict, source=ckpt.source, extra_unexpected=ckpt.unexpected,
-                        aliases=ckpt.aliases)
+    report = load_state(
+        model, ckpt.state, strict=strict, source=ckpt.source, extra_unexpected=ckpt.unexpected, aliases=ckpt.aliases
+    )
     report.dropped = list(ckpt.dropped)
     if not report.ok:
         log.warning("partial load: %s", report.describe(ckpt.source))
@@ -314,6 +335,7 @@ def load_model(
 # ----------------------------------------------------------------------------------------------------
 # Export to reference formats
 # ----------------------------------------------------------------------------------------------------
+
 
 def save_transformers_dir(tm: nn.Module, out_dir: str | os.PathLike) -> Path:
     """``tm.save_pretrained`` into ``out_dir`` through a temp dir beside it (no half-written directory)."""

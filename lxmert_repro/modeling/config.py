@@ -3,6 +3,7 @@
 Defaults are the paper's base model (Tan & Bansal 2019, section 4 and the public code airsplay/lxmert);
 docs/faithful.md (sections 3 and 4) says where each number comes from.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

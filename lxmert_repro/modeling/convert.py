@@ -5,18 +5,19 @@ receives nothing is "missing", a tensor of the wrong shape is "mismatched"; in s
 ``CheckpointError`` naming them. Non-strict loading (e.g. dropping pretraining heads to fine-tune) loads what
 fits and returns the report.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 from torch import nn
 
 from .config import LxmertConfig
-from .objectives import PretrainObjectives, split_objectives
 from .keymap import TIED_DECODER_KEY, WORD_EMBEDDINGS_KEY, ours_to_reference
+from .objectives import PretrainObjectives, split_objectives
 
 REFERENCE_SOURCES = ("lxmert", "lxmert-vqa", "transformers")
 
@@ -38,8 +39,12 @@ class LoadReport:
 
     def describe(self, source: str = "checkpoint") -> str:
         parts = []
-        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected),
-                            ("wrong shape", self.mismatched), ("dropped (not this model's)", self.dropped)):
+        for label, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("wrong shape", self.mismatched),
+            ("dropped (not this model's)", self.dropped),
+        ):
             if keys:
                 shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
                 parts.append(f"{label}: {shown}")
@@ -51,6 +56,7 @@ class LoadReport:
 # ----------------------------------------------------------------------------------------------------
 # Source layouts -> the reference layout (transformers' LxmertForPreTraining names)
 # ----------------------------------------------------------------------------------------------------
+
 
 def normalize_reference_keys(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """Rename a checkpoint's keys into the reference layout.
@@ -66,10 +72,10 @@ def normalize_reference_keys(state: Mapping[str, torch.Tensor], source: str) -> 
     for key, value in state.items():
         k = re.sub(r"(^|\.)module\.", r"\1", key)  # DataParallel wrappers
         if source == "lxmert":
-            k = "lxmert." + k[len("bert."):] if k.startswith("bert.") else k
+            k = "lxmert." + k[len("bert.") :] if k.startswith("bert.") else k
         elif source == "lxmert-vqa":
             if k.startswith("lxrt_encoder.model.bert."):
-                k = "lxmert." + k[len("lxrt_encoder.model.bert."):]
+                k = "lxmert." + k[len("lxrt_encoder.model.bert.") :]
             elif k.startswith("logit_fc."):
                 k = "answer_head." + k
         else:
@@ -127,7 +133,7 @@ def ours_to_reference_state(model: nn.Module) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         ref = ours_to_reference("lxmert." + key if bare else key)
-        out[ref[len("lxmert."):] if bare else ref] = value.contiguous()
+        out[ref[len("lxmert.") :] if bare else ref] = value.contiguous()
     if hasattr(model, "mlm_head"):
         out[TIED_DECODER_KEY] = out[WORD_EMBEDDINGS_KEY]
     return out
@@ -136,6 +142,7 @@ def ours_to_reference_state(model: nn.Module) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------------
 # Loading a state (our names) into a model, with the report
 # ----------------------------------------------------------------------------------------------------
+
 
 def load_state(
     model: nn.Module,
@@ -155,7 +162,7 @@ def load_state(
     prefix = model.config.ENCODER_PREFIX + "." if bare else ""  # the bare encoder has no prefix
     if bare:
         heads = [k for k in state if not k.startswith(prefix)]
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     else:
         heads = []
     own = model.state_dict()
@@ -170,7 +177,8 @@ def load_state(
             to_load[key] = value
     report.missing = sorted(
         f"{k} (source name {aliases[prefix + k]})" if aliases and prefix + k in aliases else k
-        for k in own if k not in state
+        for k in own
+        if k not in state
     )
     report.unexpected.sort()
     if strict and not report.ok:
@@ -186,11 +194,32 @@ def load_state(
 # ----------------------------------------------------------------------------------------------------
 
 _SHARED_CONFIG_FIELDS = (
-    "vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act", "hidden_dropout_prob",
-    "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size", "initializer_range",
-    "l_layers", "r_layers", "x_layers", "visual_feat_dim", "visual_pos_dim", "num_object_labels",
-    "num_attr_labels", "num_qa_labels", "visual_loss_normalizer", "task_mask_lm", "task_matched",
-    "task_obj_predict", "task_qa", "visual_obj_loss", "visual_attr_loss", "visual_feat_loss",
+    "vocab_size",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "l_layers",
+    "r_layers",
+    "x_layers",
+    "visual_feat_dim",
+    "visual_pos_dim",
+    "num_object_labels",
+    "num_attr_labels",
+    "num_qa_labels",
+    "visual_loss_normalizer",
+    "task_mask_lm",
+    "task_matched",
+    "task_obj_predict",
+    "task_qa",
+    "visual_obj_loss",
+    "visual_attr_loss",
+    "visual_feat_loss",
 )
 OUR_CONFIG_ATTR = "lxmert_repro_config"  # our full config, carried inside an exported transformers config
 
@@ -211,17 +240,21 @@ def config_from_transformers(values: Mapping, source: str = "config.json") -> tu
             target[name] = values[name]
     if base.get("hidden_act") == "gelu_python":
         base["hidden_act"] = "gelu"
-    return (LxmertConfig.from_dict(base, source=source),
-            PretrainObjectives.from_dict(objectives, source=f"{source}: objectives"))
+    return (
+        LxmertConfig.from_dict(base, source=source),
+        PretrainObjectives.from_dict(objectives, source=f"{source}: objectives"),
+    )
 
 
-def config_to_transformers(config: LxmertConfig, num_qa_labels: int | None = None,
-                           objectives: PretrainObjectives | None = None):
+def config_to_transformers(
+    config: LxmertConfig, num_qa_labels: int | None = None, objectives: PretrainObjectives | None = None
+):
     import transformers
 
     objectives = objectives or PretrainObjectives()
-    values = {name: getattr(objectives if hasattr(objectives, name) else config, name)
-              for name in _SHARED_CONFIG_FIELDS}
+    values = {
+        name: getattr(objectives if hasattr(objectives, name) else config, name) for name in _SHARED_CONFIG_FIELDS
+    }
     if num_qa_labels is not None:
         values["num_qa_labels"] = num_qa_labels
     tcfg = transformers.LxmertConfig(**values)
@@ -243,6 +276,7 @@ def infer_config(
     published size (hidden 768: 12 heads) is assumed; any other hidden size is an error naming ``source``,
     since a guessed head count loads without complaint and computes something else.
     """
+
     def shape(key: str) -> tuple[int, ...]:
         if key not in ref_state:
             raise CheckpointError(f"checkpoint has no {key!r}: not an LXMERT checkpoint?")
@@ -255,14 +289,20 @@ def infer_config(
 
     vocab, hidden = shape("lxmert.embeddings.word_embeddings.weight")
     changes: dict = dict(
-        vocab_size=vocab, hidden_size=hidden,
+        vocab_size=vocab,
+        hidden_size=hidden,
         max_position_embeddings=shape("lxmert.embeddings.position_embeddings.weight")[0],
         type_vocab_size=shape("lxmert.embeddings.token_type_embeddings.weight")[0],
         visual_feat_dim=shape("lxmert.encoder.visn_fc.visn_fc.weight")[1],
         visual_pos_dim=shape("lxmert.encoder.visn_fc.box_fc.weight")[1],
-        l_layers=count("layer"), r_layers=count("r_layers"), x_layers=count("x_layers"),
+        l_layers=count("layer"),
+        r_layers=count("r_layers"),
+        x_layers=count("x_layers"),
     )
-    for probe in ("lxmert.encoder.layer.0.intermediate.dense.weight", "lxmert.encoder.x_layers.0.lang_inter.dense.weight"):
+    for probe in (
+        "lxmert.encoder.layer.0.intermediate.dense.weight",
+        "lxmert.encoder.x_layers.0.lang_inter.dense.weight",
+    ):
         if probe in ref_state:
             changes["intermediate_size"] = shape(probe)[0]
             break
@@ -283,8 +323,11 @@ def infer_config(
             raise CheckpointError(
                 f"{source}: hidden size {hidden} is not LXMERT's {BASE_HIDDEN_SIZE}, and an original checkpoint does "
                 "not record num_attention_heads: give a model config with it (lxmert-convert --config FILE.yaml|json, "
-                "or load_model(..., config=LxmertConfig(num_attention_heads=...)))")
+                "or load_model(..., config=LxmertConfig(num_attention_heads=...)))"
+            )
         base = LxmertConfig(num_attention_heads=BASE_HEADS)
     if hidden % base.num_attention_heads:
-        raise CheckpointError(f"hidden size {hidden} is not a multiple of num_attention_heads={base.num_attention_heads}")
+        raise CheckpointError(
+            f"hidden size {hidden} is not a multiple of num_attention_heads={base.num_attention_heads}"
+        )
     return base.replace(**changes), PretrainObjectives(**heads)

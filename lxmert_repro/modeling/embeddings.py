@@ -1,4 +1,5 @@
 """Input encoders: text embeddings and the visual (feature + box) encoder."""
+
 from __future__ import annotations
 
 import torch

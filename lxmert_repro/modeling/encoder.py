@@ -1,4 +1,5 @@
 """The two-stream encoder stack: language layers, object-relationship layers, cross-modality layers."""
+
 from __future__ import annotations
 
 import torch

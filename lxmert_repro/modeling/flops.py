@@ -18,6 +18,7 @@ computed: M = tokens with an MLM label, K = real masked boxes. A training step c
 forwards: the backward computes two products per forward product (input and weight gradients); it is 3x
 exactly but for the feature and box Linears, whose inputs need no gradient (under 1% of a base step).
 """
+
 from __future__ import annotations
 
 from typing import TypeVar
@@ -41,8 +42,13 @@ def encoder_flops(cfg: LxmertConfig, text_len: int, n_boxes: int) -> int:
     h, t, n = cfg.hidden_size, text_len, n_boxes
     visual = 2 * n * cfg.visual_feat_dim * h + 2 * n * cfg.visual_pos_dim * h
     cross = 8 * (t + n) * h * h + 8 * t * n * h + single_stream_layer_flops(cfg, t) + single_stream_layer_flops(cfg, n)
-    return (visual + cfg.l_layers * single_stream_layer_flops(cfg, t) + cfg.r_layers * single_stream_layer_flops(cfg, n)
-            + cfg.x_layers * cross + 2 * h * h)
+    return (
+        visual
+        + cfg.l_layers * single_stream_layer_flops(cfg, t)
+        + cfg.r_layers * single_stream_layer_flops(cfg, n)
+        + cfg.x_layers * cross
+        + 2 * h * h
+    )
 
 
 def answer_head_flops(cfg: LxmertConfig, num_answers: int) -> int:
@@ -51,9 +57,15 @@ def answer_head_flops(cfg: LxmertConfig, num_answers: int) -> int:
     return 4 * h * h + 4 * h * num_answers
 
 
-def pretraining_forward_flops(cfg: LxmertConfig, batch_size: int, text_len: int, n_boxes: int,
-                              mlm_rows: Count | None = None, feat_rows: Count | None = None,
-                              objectives: PretrainObjectives | None = None) -> Count:
+def pretraining_forward_flops(
+    cfg: LxmertConfig,
+    batch_size: int,
+    text_len: int,
+    n_boxes: int,
+    mlm_rows: Count | None = None,
+    feat_rows: Count | None = None,
+    objectives: PretrainObjectives | None = None,
+) -> Count:
     """Forward FLOPs of ``LxmertForPreTraining`` on a (batch_size, text_len, n_boxes) batch.
 
     ``mlm_rows`` / ``feat_rows``: rows the sparse MLM decoder / feature regression compute over the whole batch
@@ -67,7 +79,9 @@ def pretraining_forward_flops(cfg: LxmertConfig, batch_size: int, text_len: int,
     total = b * (encoder_flops(cfg, text_len, n_boxes) + 4 * h)  # + ITM
     total += 2 * h * (h + cfg.vocab_size) * m  # MLM transform and tied decoder
     if obj.task_obj_predict:
-        labels = (cfg.num_object_labels if obj.visual_obj_loss else 0) + (cfg.num_attr_labels if obj.visual_attr_loss else 0)
+        labels = (cfg.num_object_labels if obj.visual_obj_loss else 0) + (
+            cfg.num_attr_labels if obj.visual_attr_loss else 0
+        )
         total += b * 2 * n_boxes * h * (h + labels)
         if obj.visual_feat_loss:
             total += 2 * h * cfg.visual_feat_dim * k

@@ -1,4 +1,5 @@
 """Task heads on top of the encoder: MLM (tied decoder), ITM, masked-object heads, answer head."""
+
 from __future__ import annotations
 
 import torch
@@ -58,9 +59,7 @@ class VisualObjectHead(nn.Module):
             "attr": (objectives.visual_attr_loss, config.num_attr_labels),
             "feat": (objectives.visual_feat_loss, config.visual_feat_dim),
         }
-        self.decoders = nn.ModuleDict(
-            {name: nn.Linear(config.hidden_size, n) for name, (on, n) in sizes.items() if on}
-        )
+        self.decoders = nn.ModuleDict({name: nn.Linear(config.hidden_size, n) for name, (on, n) in sizes.items() if on})
 
 
 class AnswerHead(nn.Module):

@@ -1,6 +1,7 @@
 """Parameter names: ours <-> the reference layout (transformers' LxmertForPreTraining = original with
 ``bert.`` renamed ``lxmert.``; docs/checkpoints.md). Every key of ours has exactly one reference name.
 """
+
 from __future__ import annotations
 
 import re
@@ -61,7 +62,7 @@ _LAYER_GROUP = {"language_layers": "layer", "object_layers": "r_layers", "cross_
 def _sub(rest: str, table: list[tuple[str, str]], key: str) -> str:
     for ours, ref in table:
         if rest.startswith(ours):
-            return ref + rest[len(ours):]
+            return ref + rest[len(ours) :]
     raise KeyError(f"no reference name for parameter {key!r}")
 
 
@@ -70,7 +71,7 @@ def ours_to_reference(key: str) -> str:
     if key in _EXACT:
         return _EXACT[key]
     if key.startswith("lxmert."):
-        rest = key[len("lxmert."):]
+        rest = key[len("lxmert.") :]
         m = _LAYER_RE.match(rest)
         if m:
             group, idx, sub = m.groups()

@@ -1,4 +1,5 @@
 """Encoder layers: the single-stream BERT layer (language / object-relationship) and the cross-modality layer."""
+
 from __future__ import annotations
 
 import torch

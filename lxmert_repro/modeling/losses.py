@@ -5,6 +5,7 @@ Every function returns a scalar that stays in the autograd graph even when no ta
 back to the host (no ``.item()``, no ``if tensor.any()``): on a GPU that would stall the launch queue, and
 under ``torch.compile`` it breaks the graph (CUDA graphs need one).
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """LXMERT's checkpoint adapters: the original airsplay/lxmert .pth files (pretraining ``module.bert.*`` and
 fine-tuned VQA ``lxrt_encoder.model.bert.*``) and transformers' Lxmert* directories, both ways."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,11 +45,26 @@ def detect_file(keys: set[str]) -> str | None:
     return None
 
 
-def _from_reference(ref: dict[str, torch.Tensor], config: LxmertConfig, cls: type[nn.Module],
-                    objectives: PretrainObjectives | None, num_answers: int | None, source: str) -> Checkpoint:
+def _from_reference(
+    ref: dict[str, torch.Tensor],
+    config: LxmertConfig,
+    cls: type[nn.Module],
+    objectives: PretrainObjectives | None,
+    num_answers: int | None,
+    source: str,
+) -> Checkpoint:
     state, unused = reference_to_ours(ref, config)
-    return Checkpoint(config, cls, state, objectives if cls is LxmertForPreTraining else None, num_answers, {},
-                      source, unused, reference_aliases(config))
+    return Checkpoint(
+        config,
+        cls,
+        state,
+        objectives if cls is LxmertForPreTraining else None,
+        num_answers,
+        {},
+        source,
+        unused,
+        reference_aliases(config),
+    )
 
 
 def read_transformers(path: Path, values: dict[str, Any], weights: dict[str, torch.Tensor]) -> Checkpoint:
@@ -72,7 +88,9 @@ def read_file(path: Path, fmt: str, state: dict[str, torch.Tensor], base: Any | 
         raise CheckpointError(f"{path}: --config must be an LXMERT config for a {fmt} file, got {type(base).__name__}")
     ref = normalize_reference_keys(state, fmt)
     if not any(k.startswith("lxmert.") for k in ref):
-        raise CheckpointError(f"{path}: no encoder tensors ({'lxrt_encoder.model.bert.*' if fmt == 'lxmert-vqa' else 'module.bert.*'}) found")
+        raise CheckpointError(
+            f"{path}: no encoder tensors ({'lxrt_encoder.model.bert.*' if fmt == 'lxmert-vqa' else 'module.bert.*'}) found"
+        )
     config, objectives = infer_config(ref, base, source=str(path))
     if fmt == "lxmert-vqa":
         if "answer_head.logit_fc.3.weight" not in ref:
@@ -90,8 +108,10 @@ def export_transformers(model: nn.Module, out_dir: str | Path) -> Path:
     import transformers
 
     if type(model) not in _TRANSFORMERS_CLASS:
-        raise CheckpointError(f"transformers has no class for {type(model).__name__}; only "
-                              f"{sorted(c.__name__ for c in _TRANSFORMERS_CLASS)} export")
+        raise CheckpointError(
+            f"transformers has no class for {type(model).__name__}; only "
+            f"{sorted(c.__name__ for c in _TRANSFORMERS_CLASS)} export"
+        )
     name = _TRANSFORMERS_CLASS[type(model)]
     tcfg = config_to_transformers(model.config, getattr(model, "num_answers", None), getattr(model, "objectives", None))
     tcfg.architectures = [name]

@@ -1,4 +1,5 @@
 """LxmertModel: embeddings + two-stream encoder + pooler; returns both streams and the pooled vector."""
+
 from __future__ import annotations
 
 import torch

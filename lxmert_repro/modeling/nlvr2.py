@@ -1,5 +1,6 @@
 """LxmertForNLVR2: one sentence, K images; the encoder runs on the B·K (sentence, image) pairs and the pair head
 classifies the K pooled vectors concatenated (airsplay/lxmert src/tasks/nlvr2_model.py: K = 2, 2H -> 2 classes)."""
+
 from __future__ import annotations
 
 import torch
@@ -20,9 +21,14 @@ class LxmertPairOutput:
     attentions: EncoderAttentions | None = None
 
 
-def flatten_images(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None,
-                   visual_feats: torch.Tensor, visual_boxes: torch.Tensor, visual_mask: torch.Tensor | None,
-                   ) -> tuple[int, tuple[torch.Tensor | None, ...]]:
+def flatten_images(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None,
+    visual_feats: torch.Tensor,
+    visual_boxes: torch.Tensor,
+    visual_mask: torch.Tensor | None,
+) -> tuple[int, tuple[torch.Tensor | None, ...]]:
     """(B, T) text with (B, K, N, ·) images -> K and the B·K pairs, row b·K + k = (sentence b, image k of b).
 
     repeat_interleave on the text and reshape on the images give the same row order, so pair b·K + k never mixes
@@ -37,8 +43,14 @@ def flatten_images(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
         return None if t is None else t.repeat_interleave(K, dim=0)  # (B·K, T)
 
     mask = None if visual_mask is None else visual_mask.reshape(B * K, N)
-    return K, (rep(input_ids), rep(attention_mask), visual_feats.reshape(B * K, N, Fd),
-               visual_boxes.reshape(B * K, N, visual_boxes.shape[-1]), mask, rep(token_type_ids))
+    return K, (
+        rep(input_ids),
+        rep(attention_mask),
+        visual_feats.reshape(B * K, N, Fd),
+        visual_boxes.reshape(B * K, N, visual_boxes.shape[-1]),
+        mask,
+        rep(token_type_ids),
+    )
 
 
 class PairHead(nn.Module):
@@ -90,7 +102,7 @@ class LxmertForNLVR2(ModelBase):
         return LxmertPairOutput(logits, loss, pooled, enc.attentions)
 
     @classmethod
-    def from_pretraining(cls, pretrained: nn.Module) -> "LxmertForNLVR2":
+    def from_pretraining(cls, pretrained: nn.Module) -> LxmertForNLVR2:
         """The encoder of a pretraining (or any LXMERT) model; the pair head fresh (the original loads no head)."""
         model = cls(pretrained.config)
         model.lxmert.load_state_dict(pretrained.lxmert.state_dict())

@@ -4,12 +4,14 @@ Separate from the architecture config so one objective setting applies to every 
 objective: a pretraining model class states the objectives it has (``SUPPORTED_OBJECTIVES``) and builds
 heads only for the requested ones it supports. Defaults are LXMERT's (docs/faithful.md §4): every task on.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +53,17 @@ class PretrainObjectives:
         """The objective names switched on."""
         visual = self.task_obj_predict
         on = {
-            "mlm": self.task_mask_lm, "itm": self.task_matched, "qa": self.task_qa,
-            "obj": visual and self.visual_obj_loss, "attr": visual and self.visual_attr_loss,
-            "feat": visual and self.visual_feat_loss, "region_kl": self.task_region_kl,
+            "mlm": self.task_mask_lm,
+            "itm": self.task_matched,
+            "qa": self.task_qa,
+            "obj": visual and self.visual_obj_loss,
+            "attr": visual and self.visual_attr_loss,
+            "feat": visual and self.visual_feat_loss,
+            "region_kl": self.task_region_kl,
         }
         return {name for name, flag in on.items() if flag}
 
-    def restricted_to(self, supported: Iterable[str], model_name: str) -> "PretrainObjectives":
+    def restricted_to(self, supported: Iterable[str], model_name: str) -> PretrainObjectives:
         """These objectives with the ones ``model_name`` does not have switched off (logged once, by name)."""
         supported = set(supported)
         dropped = sorted(self.requested() - supported)
@@ -82,11 +88,11 @@ class PretrainObjectives:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "PretrainObjectives":
+    def replace(self, **changes: Any) -> PretrainObjectives:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "objectives") -> "PretrainObjectives":
+    def from_dict(cls, values: Mapping[str, Any], source: str = "objectives") -> PretrainObjectives:
         names = objective_field_names()
         unknown = sorted(set(values) - names)
         if unknown:

@@ -4,6 +4,7 @@
 Which terms, their weights and denominators: ``PretrainObjectives`` (every LXMERT objective on by default).
 Total = mlm_w * MLM + itm_w * ITM + qa_w * QA + normalizer * (obj + attr + feat), normalizer = 1/0.15.
 """
+
 from __future__ import annotations
 
 from dataclasses import field
@@ -14,11 +15,11 @@ from torch import nn
 from . import losses as L
 from .base import model_output
 from .config import LxmertConfig
-from .objectives import PretrainObjectives
 from .encoder import EncoderAttentions
 from .heads import AnswerHead, MaskedLMHead, VisualObjectHead
-from .pretraining_base import PretrainingModel
 from .model import LxmertModel
+from .objectives import PretrainObjectives
+from .pretraining_base import PretrainingModel
 
 
 @model_output
@@ -97,8 +98,9 @@ class LxmertForPreTraining(PretrainingModel):
         self.itm_term(out, losses, self.itm_head(enc.pooled_output), itm_labels)  # LXMERT: column 1 = match
 
         if self.obj_head is not None:
-            self._object_losses(out, losses, visual_mask, obj_labels, obj_conf, attr_labels, attr_conf,
-                                feat_targets, masked_boxes)
+            self._object_losses(
+                out, losses, visual_mask, obj_labels, obj_conf, attr_labels, attr_conf, feat_targets, masked_boxes
+            )
 
         if self.answer_head is not None:
             out.qa_logits = self.answer_head(enc.pooled_output)  # (B, A)

@@ -5,9 +5,10 @@ duplicates (a key the reference stores that must equal another: e.g. an MLM deco
 embeddings). Import walks our model's keys (built on the meta device, no memory), so every reference
 tensor is either consumed, a checked duplicate, or returned as unused (strict loading then names it).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
@@ -54,7 +55,7 @@ def prefix_table(key: str, table: list[tuple[str, str]], what: str) -> str:
     """Replace the first matching prefix of ``key`` (our prefix -> reference prefix)."""
     for ours, ref in table:
         if key.startswith(ours):
-            return ref + key[len(ours):]
+            return ref + key[len(ours) :]
     raise KeyError(f"no reference name for {what} parameter {key!r}")
 
 

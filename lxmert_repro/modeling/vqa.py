@@ -1,7 +1,8 @@
 """LxmertForVQA: encoder + answer head over the task's answers, soft-target BCE x num_answers (docs/faithful.md §6)."""
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -64,8 +65,7 @@ class LxmertForVQA(ModelBase):
             if vqa_targets.shape != logits.shape:
                 raise ValueError(f"vqa_targets has shape {tuple(vqa_targets.shape)}, logits {tuple(logits.shape)}")
             loss = L.vqa_loss(logits, vqa_targets)
-        return LxmertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output,
-                               enc.attentions)
+        return LxmertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output, enc.attentions)
 
     @torch.no_grad()
     def init_answer_head_from(
@@ -108,11 +108,11 @@ class LxmertForVQA(ModelBase):
     @classmethod
     def from_pretraining(
         cls,
-        pretrained: "torch.nn.Module",
+        pretrained: torch.nn.Module,
         num_answers: int,
         pretrain_answers: Sequence[str] | None = None,
         task_answers: Sequence[str] | None = None,
-    ) -> "LxmertForVQA":
+    ) -> LxmertForVQA:
         """A VQA model with the encoder of ``pretrained``; the answer head from its QA head when answers are given."""
         model = cls(pretrained.config, num_answers)
         model.lxmert.load_state_dict(pretrained.lxmert.state_dict())
@@ -129,7 +129,7 @@ def _answer_head_state(src: torch.nn.Module | Mapping[str, torch.Tensor]) -> dic
         if head is None:
             raise ValueError(f"{type(src).__name__} has no answer_head (pretrained with task_qa=False?)")
         return dict(head.state_dict())
-    state = {k[len("answer_head."):]: v for k, v in src.items() if k.startswith("answer_head.")} or dict(src)
+    state = {k[len("answer_head.") :]: v for k, v in src.items() if k.startswith("answer_head.")} or dict(src)
     missing = [k for k in (*ANSWER_HEAD_KEYS, "classifier.weight", "classifier.bias") if k not in state]
     if missing:
         raise KeyError(f"pretraining state has no answer head keys {missing}")

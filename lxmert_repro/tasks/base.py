@@ -18,10 +18,12 @@ paths are ``data.<name>.*`` (``configs/task_splits/<name>.yaml``). It supplies, 
 Predictions are ``{row key: answer string}``; the row key is what the collator put in ``question_ids``
 (VQA: the question id; GQA / NLVR2: the row in the split, whose string id is the split's ``uid`` column).
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -53,7 +55,9 @@ class Task:
     def loss(self, model: torch.nn.Module, batch: Any, state: Any) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def eval_dataset(self, records: Any, store: Any, answers: Any, tokenizer: Any, max_boxes: int | None) -> tuple[Any, Any]:
+    def eval_dataset(
+        self, records: Any, store: Any, answers: Any, tokenizer: Any, max_boxes: int | None
+    ) -> tuple[Any, Any]:
         raise NotImplementedError
 
     def target_score(self, batch: Any, pred: torch.Tensor) -> torch.Tensor | None:
@@ -83,16 +87,22 @@ class Task:
         return model(**batch.model_inputs()).logits
 
     @torch.no_grad()
-    def predict(self, accelerator: Any, model: torch.nn.Module, loader: Any,
-                answers: Sequence[str]) -> tuple[dict[int, str], float | None]:
+    def predict(
+        self, accelerator: Any, model: torch.nn.Module, loader: Any, answers: Sequence[str]
+    ) -> tuple[dict[int, str], float | None]:
         """Argmax answer per row over a prepared loader, gathered from every process (duplicates of the last
         uneven batch dropped). Returns ({row key: answer}, mean ``target_score`` in % or None when unlabelled)."""
         return predict_argmax(accelerator, model, loader, answers, self.logits, self.target_score)
 
 
-def predict_argmax(accelerator: Any, model: torch.nn.Module, loader: Any, answers: Sequence[str],
-                   logits_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
-                   score_fn: Callable[[Any, torch.Tensor], torch.Tensor | None]) -> tuple[dict[int, str], float | None]:
+def predict_argmax(
+    accelerator: Any,
+    model: torch.nn.Module,
+    loader: Any,
+    answers: Sequence[str],
+    logits_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+    score_fn: Callable[[Any, torch.Tensor], torch.Tensor | None],
+) -> tuple[dict[int, str], float | None]:
     keys_all: list[torch.Tensor] = []
     preds_all: list[torch.Tensor] = []
     scores_all: list[torch.Tensor] = []

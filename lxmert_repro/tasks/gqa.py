@@ -3,6 +3,7 @@ training answers, one-hot targets, BCE x num_answers; init from the pretrained m
 (answers matched after LXMERT's answer conversion); exact-match accuracy each epoch, the official GQA
 evaluation when the split's official questions file is configured, and the submission file
 ``[{"questionId", "prediction"}]``."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,10 @@ class GQATask(AnswerHeadTask):
             c = (cfg.data.get(self.name) or {}).get(f"{split}_choices")
             ev = None
             if q:
-                ev = GQAEvaluator.from_files(existing(q, f"data.{self.name}.{split}_questions"),
-                                             existing(c, f"data.{self.name}.{split}_choices") if c else None)
+                ev = GQAEvaluator.from_files(
+                    existing(q, f"data.{self.name}.{split}_questions"),
+                    existing(c, f"data.{self.name}.{split}_choices") if c else None,
+                )
             setattr(data, f"{split}_evaluator", ev)
         return data
 
@@ -70,8 +73,10 @@ class GQATask(AnswerHeadTask):
         from lxmert_repro.evaluation.gqa_metric import GQAEvaluator, read_gqa_predictions
 
         preds = read_gqa_predictions(existing(cfg.get("predictions"), "predictions"))
-        ev = GQAEvaluator.from_files(existing(cfg.get("questions"), "questions"),
-                                     existing(cfg.choices, "choices") if cfg.get("choices") else None)
+        ev = GQAEvaluator.from_files(
+            existing(cfg.get("questions"), "questions"),
+            existing(cfg.choices, "choices") if cfg.get("choices") else None,
+        )
         return ev.evaluate(preds, consistency=bool(cfg.get("consistency")) or self.consistency)
 
     def evaluate_with_annotations(self, cfg: DictConfig, predictions: dict[int, str], records: Any) -> dict[str, Any]:
@@ -79,6 +84,7 @@ class GQATask(AnswerHeadTask):
 
         if not cfg.get("questions"):
             return {}
-        ev = GQAEvaluator.from_files(existing(cfg.questions, "questions"),
-                                     existing(cfg.choices, "choices") if cfg.get("choices") else None)
+        ev = GQAEvaluator.from_files(
+            existing(cfg.questions, "questions"), existing(cfg.choices, "choices") if cfg.get("choices") else None
+        )
         return ev.evaluate(self._by_uid(predictions, records), consistency=bool(cfg.get("consistency")))

@@ -2,6 +2,7 @@
 images, the two pooled vectors concatenated (2H) into Linear-GeLU-LayerNorm-Linear(2H, 2), cross-entropy; init from
 the pretrained encoder without answer head; accuracy and consistency (the official metrics); predictions as CSV
 ``identifier,True|False``."""
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,10 @@ class NLVR2Task(Task):
         answers_path = _path(cfg, f"{self.name}.answers")
         answers = AnswerVocab.load(answers_path)
         if tuple(answers.answers) != CLASSES:
-            raise ValueError(f"data.{self.name}.answers={answers_path}: expected the classes {list(CLASSES)} in this "
-                             f"order, got {answers.answers[:5]} (prepare with data.answers.list=[False, True])")
+            raise ValueError(
+                f"data.{self.name}.answers={answers_path}: expected the classes {list(CLASSES)} in this "
+                f"order, got {answers.answers[:5]} (prepare with data.answers.list=[False, True])"
+            )
         max_boxes, limit = cfg.data.get("max_boxes"), cfg.data.get("limit")
         fraction = float(cfg.data.get("train_fraction") or 1.0)
 
@@ -72,10 +75,19 @@ class NLVR2Task(Task):
                 records = _fraction(records, fraction, int(cfg.data.get("subset_seed", 0)), p)
             return PairDataset(records, store, self.images_per_example, max_boxes=max_boxes)
 
-        collator = PairCollator(pad_token_id=tokenizer.pad_token_id, pad_to=_text_pad_to(cfg), max_boxes=max_boxes,
-                                blind=self.blind)
-        return PairTaskData(dataset("train", True), dataset("val", False), dataset("test", False), collator, answers,
-                            tokenizer, tok_dir, store)
+        collator = PairCollator(
+            pad_token_id=tokenizer.pad_token_id, pad_to=_text_pad_to(cfg), max_boxes=max_boxes, blind=self.blind
+        )
+        return PairTaskData(
+            dataset("train", True),
+            dataset("val", False),
+            dataset("test", False),
+            collator,
+            answers,
+            tokenizer,
+            tok_dir,
+            store,
+        )
 
     def build_model(self, cfg: DictConfig, data: Any) -> torch.nn.Module:
         """The architecture's ``nlvr2`` model (LXMERT's so far; another architecture's config says it has none)."""
@@ -89,8 +101,9 @@ class NLVR2Task(Task):
         if src.ROLE == "nlvr2":
             return src
         if src.ROLE not in ("pretraining", "vqa"):
-            raise TypeError(f"finetune.init_from={path}: expected a pretraining, VQA or NLVR2 model, got "
-                            f"{type(src).__name__}")
+            raise TypeError(
+                f"finetune.init_from={path}: expected a pretraining, VQA or NLVR2 model, got {type(src).__name__}"
+            )
         nlvr2_class = src.config.model_class("nlvr2")
         log.info("NLVR2 model: encoder from %s, pair head initialised randomly (as the original)", path)
         return nlvr2_class.from_pretraining(src)
@@ -106,11 +119,15 @@ class NLVR2Task(Task):
     def loss(self, model: torch.nn.Module, batch: Any, state: Any) -> tuple[torch.Tensor, dict[str, float]]:
         return model(**batch.model_inputs(), labels=batch.class_labels).loss, {}
 
-    def eval_dataset(self, records: Any, store: Any, answers: Any, tokenizer: Any, max_boxes: int | None) -> tuple[Any, Any]:
+    def eval_dataset(
+        self, records: Any, store: Any, answers: Any, tokenizer: Any, max_boxes: int | None
+    ) -> tuple[Any, Any]:
         from lxmert_repro.data.pair_dataset import PairCollator, PairDataset
 
-        return (PairDataset(records, store, self.images_per_example, max_boxes=max_boxes),
-                PairCollator(pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes, blind=self.blind))
+        return (
+            PairDataset(records, store, self.images_per_example, max_boxes=max_boxes),
+            PairCollator(pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes, blind=self.blind),
+        )
 
     def target_score(self, batch: Any, pred: torch.Tensor) -> torch.Tensor | None:
         return None if batch.class_labels is None else (pred == batch.class_labels).float()

@@ -1,10 +1,12 @@
 """VQA (airsplay/lxmert src/tasks/vqa*.py): soft targets, BCE x num_answers, the answer head on the pooled output,
 the official VQA accuracy, the evaluation server's prediction file. One image per example."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -33,11 +35,15 @@ class AnswerHeadTask(Task):
 
         return load_vqa_model(path)
 
-    def eval_dataset(self, records: Any, store: Any, answers: Any, tokenizer: Any, max_boxes: int | None) -> tuple[Any, Any]:
+    def eval_dataset(
+        self, records: Any, store: Any, answers: Any, tokenizer: Any, max_boxes: int | None
+    ) -> tuple[Any, Any]:
         from lxmert_repro.data.vqa_dataset import VQACollator, VQADataset
 
-        return (VQADataset(records, store, answers, max_boxes=max_boxes),
-                VQACollator(len(answers), pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes))
+        return (
+            VQADataset(records, store, answers, max_boxes=max_boxes),
+            VQACollator(len(answers), pad_token_id=tokenizer.pad_token_id, max_boxes=max_boxes),
+        )
 
     def target_score(self, batch: Any, pred: torch.Tensor) -> torch.Tensor | None:
         if batch.vqa_targets is None:
@@ -51,8 +57,9 @@ class AnswerHeadTask(Task):
         config, num_answers = getattr(model, "config", None), getattr(model, "num_answers", None)
         if not isinstance(config, LxmertConfig) or num_answers is None:
             return None
-        return lambda batch: vqa_forward_flops(config, batch.input_ids.shape[0], batch.input_ids.shape[1],
-                                               batch.visual_feats.shape[1], num_answers)
+        return lambda batch: vqa_forward_flops(
+            config, batch.input_ids.shape[0], batch.input_ids.shape[1], batch.visual_feats.shape[1], num_answers
+        )
 
 
 class VQATask(AnswerHeadTask):

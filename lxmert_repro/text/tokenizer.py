@@ -4,11 +4,12 @@ Both are returned as transformers' fast ``BertTokenizer`` (lower-casing, BERT pr
 ``[CLS] ... [SEP]`` template) so every later stage treats them the same way. Nothing is fetched
 from a hub: ``load_tokenizer`` only reads local files.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerFast
 
@@ -70,8 +71,11 @@ def train_wordpiece(
         chars.update(raw.normalizer.normalize_str(t))
     continuing = ["##" + c for c in sorted(chars) if not c.isspace()]
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS) + continuing,
-        continuing_subword_prefix="##", show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS) + continuing,
+        continuing_subword_prefix="##",
+        show_progress=False,
     )
     raw.train_from_iterator(texts, trainer=trainer)
     vocab = raw.get_vocab()  # token -> id, specials first
@@ -107,8 +111,9 @@ class PretrainedTokenizerSource:
 class TrainedWordPieceSource:
     """Config node for a WordPiece vocabulary trained on the training sentences."""
 
-    def __init__(self, vocab_size: int = 30522, min_frequency: int = 1, lowercase: bool = True,
-                 max_length: int = MAX_LENGTH) -> None:
+    def __init__(
+        self, vocab_size: int = 30522, min_frequency: int = 1, lowercase: bool = True, max_length: int = MAX_LENGTH
+    ) -> None:
         self.vocab_size = vocab_size
         self.min_frequency = min_frequency
         self.lowercase = lowercase

@@ -14,6 +14,7 @@ next loss is NaN), so a checkpoint counts as good once the loss computed from it
 (``confirm``); pruning keeps the newest good one besides the last k, and when the loss turns non-finite the
 checkpoints from that step on are renamed ``nonfinite-step_*`` (kept for inspection, never resumed from).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,10 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -55,7 +57,9 @@ def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
     return [names[i] for i in (~finite).nonzero().flatten().tolist()]
 
 
-def training_tensors(models: Iterable[torch.nn.Module], optimizers: Iterable[Any]) -> Iterable[tuple[str, torch.Tensor]]:
+def training_tensors(
+    models: Iterable[torch.nn.Module], optimizers: Iterable[Any]
+) -> Iterable[tuple[str, torch.Tensor]]:
     """(name, tensor) of every parameter and every optimizer-state tensor: what a checkpoint stores."""
     param_names: dict[int, str] = {}
     for model in models:
@@ -85,7 +89,7 @@ class TrainerState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainerState":
+    def from_dict(cls, d: dict[str, Any]) -> TrainerState:
         # older checkpoints also hold an always-empty "extra": keys not listed here are ignored
         known = {k: d[k] for k in ("global_step", "epoch", "batch_in_epoch", "best_metric", "best_step") if k in d}
         return cls(**known)
@@ -164,7 +168,11 @@ class CheckpointManager:
             flag = acc.reduce(flag, reduction="sum")
         if flag.item() > 0:
             good = self.quarantine_from(state.global_step)
-            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "") if bad else "on another process"
+            shown = (
+                ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+                if bad
+                else "on another process"
+            )
             raise NonFiniteStateError(
                 f"non-finite parameters or optimizer state at optimizer step {state.global_step} ({shown}); "
                 f"checkpoint not written. {good_checkpoint_sentence(good)}"
@@ -275,5 +283,7 @@ def resolve_resume(resume: str | None, run_dir: str | os.PathLike) -> Path | Non
         raise FileNotFoundError(f"trainer.resume={resume}: no such file or directory")
     ckpt = find_checkpoint(p)
     if ckpt is None:
-        raise FileNotFoundError(f"trainer.resume={resume}: no complete checkpoint (step_*/{TRAINER_STATE_FILE}) found there")
+        raise FileNotFoundError(
+            f"trainer.resume={resume}: no complete checkpoint (step_*/{TRAINER_STATE_FILE}) found there"
+        )
     return ckpt

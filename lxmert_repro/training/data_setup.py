@@ -1,12 +1,13 @@
 """From the composed config to datasets + collator: the prepared artifacts ``lxmert-prepare`` wrote
 (Arrow splits, tokenizer dir, answer vocabularies) and the feature store. Every missing file is an
 error naming the config key and the path."""
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
@@ -25,13 +26,15 @@ class TrainingDataConfig(DataConfig):
     tokenizer_dir: str = MISSING
     max_length: int = 20
     pad_to_max_length: bool = False
-    max_boxes: Optional[int] = None
-    limit: Optional[int] = None
+    max_boxes: int | None = None
+    limit: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.max_length > 2, "data.max_length", self.max_length, "an integer > 2 ([CLS] text [SEP])")
-        check(self.max_boxes is None or self.max_boxes > 0, "data.max_boxes", self.max_boxes, "a positive integer or null")
+        check(
+            self.max_boxes is None or self.max_boxes > 0, "data.max_boxes", self.max_boxes, "a positive integer or null"
+        )
         check(self.limit is None or self.limit > 0, "data.limit", self.limit, "a positive integer or null")
 
 
@@ -40,8 +43,8 @@ class PretrainSplits:
     """Schema of ``data.pretrain``."""
 
     train: str = MISSING
-    val: Optional[str] = None
-    answers: Optional[str] = None
+    val: str | None = None
+    answers: str | None = None
 
 
 @dataclass
@@ -55,24 +58,24 @@ class TaskSplits:
     official files its evaluation can score against (VQA: annotations; GQA: questions and choices)."""
 
     train: str = MISSING
-    val: Optional[str] = None
-    test: Optional[str] = None
+    val: str | None = None
+    test: str | None = None
     answers: str = MISSING
-    val_annotations: Optional[str] = None
-    test_annotations: Optional[str] = None
-    val_questions: Optional[str] = None
-    val_choices: Optional[str] = None
-    test_questions: Optional[str] = None
-    test_choices: Optional[str] = None
+    val_annotations: str | None = None
+    test_annotations: str | None = None
+    val_questions: str | None = None
+    val_choices: str | None = None
+    test_questions: str | None = None
+    test_choices: str | None = None
 
 
 @dataclass
 class FinetuneDataConfig(TrainingDataConfig):
     """Schema of ``data`` in lxmert-finetune: the chosen task's splits sit at ``data.<task name>``."""
 
-    vqa: Optional[TaskSplits] = None
-    gqa: Optional[TaskSplits] = None
-    nlvr2: Optional[TaskSplits] = None
+    vqa: TaskSplits | None = None
+    gqa: TaskSplits | None = None
+    nlvr2: TaskSplits | None = None
     train_fraction: float = 1.0
     subset_seed: int = 0
 
@@ -162,8 +165,9 @@ def _fraction(ds: Any, fraction: float, seed: int, path: Path) -> Any:
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"data.train_fraction must be in (0, 1], got {fraction}")
     n = max(1, round(len(ds) * fraction))
-    log.info("training on %d of the %d questions of %s (data.train_fraction=%s, seed %d)", n, len(ds), path,
-             fraction, seed)
+    log.info(
+        "training on %d of the %d questions of %s (data.train_fraction=%s, seed %d)", n, len(ds), path, fraction, seed
+    )
     return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
 
 
@@ -180,10 +184,17 @@ def build_pretrain_data(cfg: DictConfig, accelerator: Any = None) -> PretrainDat
 
     def dataset(split: Any) -> PretrainDataset:
         return PretrainDataset(
-            _subset(load_split(split), limit), store, tokenizer=tokenizer, answers=answers,
-            mlm_prob=float(pcfg.get("mlm_prob", 0.15)), obj_mask_prob=float(pcfg.get("obj_mask_prob", 0.15)),
-            itm_prob=float(pcfg.get("itm_prob", 0.5)), qa=bool(pcfg.get("qa", True)),
-            qa_start_epoch=int(pcfg.get("qa_start_epoch", 0)), max_boxes=max_boxes, seed=int(cfg.trainer.seed),
+            _subset(load_split(split), limit),
+            store,
+            tokenizer=tokenizer,
+            answers=answers,
+            mlm_prob=float(pcfg.get("mlm_prob", 0.15)),
+            obj_mask_prob=float(pcfg.get("obj_mask_prob", 0.15)),
+            itm_prob=float(pcfg.get("itm_prob", 0.5)),
+            qa=bool(pcfg.get("qa", True)),
+            qa_start_epoch=int(pcfg.get("qa_start_epoch", 0)),
+            max_boxes=max_boxes,
+            seed=int(cfg.trainer.seed),
             obj_mask_split=tuple(pcfg.get("obj_mask_split", (0.8, 0.1, 0.1))),
         )
 
@@ -196,8 +207,9 @@ def build_pretrain_data(cfg: DictConfig, accelerator: Any = None) -> PretrainDat
     return PretrainData(train, val, collator, answers, tokenizer, tok_dir, store)
 
 
-def build_vqa_data(cfg: DictConfig, accelerator: Any = None, key: str = "vqa", row_keys: bool = False,
-                   vqa_evaluators: bool = True) -> VQAData:
+def build_vqa_data(
+    cfg: DictConfig, accelerator: Any = None, key: str = "vqa", row_keys: bool = False, vqa_evaluators: bool = True
+) -> VQAData:
     """An answer-head task's data from the prepared splits at ``data.<key>.*`` (VQA; GQA with ``key="gqa"``,
     ``row_keys`` and no VQA evaluators: its metric is the task's own)."""
     from lxmert_repro.data.answers import AnswerVocab
@@ -235,9 +247,18 @@ def build_vqa_data(cfg: DictConfig, accelerator: Any = None, key: str = "vqa", r
         return SoftScoreEvaluator.from_split(split)
 
     train, val, test = dataset("train", True), dataset("val", False), dataset("test", False)  # fills `splits`
-    collator = VQACollator(len(answers), pad_token_id=tokenizer.pad_token_id, pad_to=_text_pad_to(cfg),
-                           max_boxes=max_boxes)
+    collator = VQACollator(
+        len(answers), pad_token_id=tokenizer.pad_token_id, pad_to=_text_pad_to(cfg), max_boxes=max_boxes
+    )
     return VQAData(
-        train=train, val=val, test=test, collator=collator, answers=answers, tokenizer=tokenizer,
-        tokenizer_dir=tok_dir, store=store, val_evaluator=evaluator("val"), test_evaluator=evaluator("test"),
+        train=train,
+        val=val,
+        test=test,
+        collator=collator,
+        answers=answers,
+        tokenizer=tokenizer,
+        tokenizer_dir=tok_dir,
+        store=store,
+        val_evaluator=evaluator("val"),
+        test_evaluator=evaluator("test"),
     )

@@ -1,5 +1,6 @@
 """``lxmert-evaluate``: score a prediction file against annotations with the task's official metric (no model), or
 evaluate a fine-tuned model dir on a prepared split (and write its prediction file). ``task=`` picks the task."""
+
 from __future__ import annotations
 
 import logging
@@ -34,12 +35,15 @@ def evaluate_model(cfg: DictConfig, task: Task) -> dict[str, Any]:
     acc, run_dir = make_accelerator(cfg)
     model = task.load_model(ckpt)
     if model.config.visual_feat_dim != store.feat_dim:
-        raise ValueError(f"checkpoint={ckpt} expects {model.config.visual_feat_dim}-d features, "
-                         f"features={cfg.features} has {store.feat_dim}-d")
+        raise ValueError(
+            f"checkpoint={ckpt} expects {model.config.visual_feat_dim}-d features, "
+            f"features={cfg.features} has {store.feat_dim}-d"
+        )
     records = load_split(split)
     ds, collator = task.eval_dataset(records, store, answers, tok, cfg.get("max_boxes"))
-    loader, _ = make_loader(ds, collator, int(cfg.batch_size), shuffle=False, seed=0,
-                            num_workers=int(cfg.get("num_workers", 0)))
+    loader, _ = make_loader(
+        ds, collator, int(cfg.batch_size), shuffle=False, seed=0, num_workers=int(cfg.get("num_workers", 0))
+    )
     model, loader = acc.prepare(model, loader)
     predictions, score = task.predict(acc, model, loader, answers.answers)
     result: dict[str, Any] = {"checkpoint": str(ckpt), "split": str(split), "questions": len(predictions)}
@@ -64,8 +68,10 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     elif cfg.get("predictions"):
         result = task.score_files(cfg)
     else:
-        raise ValueError("lxmert-evaluate: give predictions=FILE and the task's annotation files (score a prediction "
-                         "file) or checkpoint=MODEL_DIR split=PREPARED_SPLIT features=STORE (evaluate a model)")
+        raise ValueError(
+            "lxmert-evaluate: give predictions=FILE and the task's annotation files (score a prediction "
+            "file) or checkpoint=MODEL_DIR split=PREPARED_SPLIT features=STORE (evaluate a model)"
+        )
     try:
         out = output_dir_from_cfg(cfg)
     except ValueError:

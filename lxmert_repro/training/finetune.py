@@ -2,12 +2,14 @@
 builds data and model (from a pretraining checkpoint, ours or converted), gives the loss, the per-epoch metrics
 (the best epoch is kept in model_best/) and the prediction file written for the test split.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -23,12 +25,13 @@ log = logging.getLogger(__name__)
 class FinetuneTaskConfig:
     """Schema of ``finetune`` (configs/finetune.yaml)."""
 
-    init_from: Optional[str] = None
-    pretrain_answers: Optional[str] = None
+    init_from: str | None = None
+    pretrain_answers: str | None = None
 
 
-def make_task_eval(task: Task, trainer: Trainer, loader: Any, data: Any,
-                   split: str = "val") -> Callable[[torch.nn.Module, TrainerState], dict[str, float]]:
+def make_task_eval(
+    task: Task, trainer: Trainer, loader: Any, data: Any, split: str = "val"
+) -> Callable[[torch.nn.Module, TrainerState], dict[str, float]]:
     """Per-epoch evaluation: the task's argmax predictions on ``loader`` scored by ``task.metrics``."""
     answers = list(data.answers.answers)
 
@@ -61,8 +64,14 @@ def train_task(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, ...]
             save_run_model(m, out_dir, answers=data.answers, tokenizer_dir=data.tokenizer_dir)
 
         result = trainer.fit(
-            model, data.train, data.collator, task.loss, eval_fn,
-            select_metric="val/accuracy" if eval_fn is not None else None, select_mode="max", save_model_fn=save,
+            model,
+            data.train,
+            data.collator,
+            task.loss,
+            eval_fn,
+            select_metric="val/accuracy" if eval_fn is not None else None,
+            select_mode="max",
+            save_model_fn=save,
             flops_fn=task.forward_flops(model),
         )
         metrics = dict(result.metrics)
@@ -74,9 +83,13 @@ def train_task(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, ...]
             test_loader = trainer.eval_loader(data.test, data.collator)
             predictions, score = task.predict(acc, final, test_loader, answers)
             if trainer.is_main:
-                task.write_predictions(trainer.run_dir / f"predictions_test{task.predictions_suffix}", predictions, data.test.records)
+                task.write_predictions(
+                    trainer.run_dir / f"predictions_test{task.predictions_suffix}", predictions, data.test.records
+                )
             metrics.update(task.metrics(data, "test", predictions, score))
-            trainer.logger.log({k: v for k, v in metrics.items() if k.startswith("test/")}, step=result.state.global_step)
+            trainer.logger.log(
+                {k: v for k, v in metrics.items() if k.startswith("test/")}, step=result.state.global_step
+            )
             if trainer.is_main:
                 atomic_write_json(trainer.run_dir / "final_metrics.json", metrics)
         return metrics

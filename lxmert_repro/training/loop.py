@@ -9,15 +9,17 @@ to the host (a read stalls a GPU's launch queue): losses and the non-finite chec
 ``trainer.batch_size`` is the GLOBAL batch per optimizer step (the paper's 256 over 4 GPUs): per-process batch =
 batch_size / (processes x accumulation).
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,10 +31,14 @@ from lxmert_repro.config_schema import check, one_of
 from lxmert_repro.data.bucketing import LengthBucketBatchSampler
 from lxmert_repro.io_utils import atomic_write_json, atomic_write_text
 from lxmert_repro.launch import use_cpu
-from lxmert_repro.training.checkpointing import (
-    CheckpointManager, TrainerState, good_checkpoint_sentence, list_checkpoints, resolve_resume,
-)
 from lxmert_repro.modeling.flops import TRAIN_FLOPS_PER_FORWARD
+from lxmert_repro.training.checkpointing import (
+    CheckpointManager,
+    TrainerState,
+    good_checkpoint_sentence,
+    list_checkpoints,
+    resolve_resume,
+)
 from lxmert_repro.training.optim import param_groups
 from lxmert_repro.training.sampler import EpochShuffleSampler
 from lxmert_repro.training.throughput import ThroughputMeter, device_peak_flops
@@ -58,8 +64,11 @@ class CompileConfig:
     fullgraph: bool = False
 
     def __post_init__(self) -> None:
-        one_of("trainer.compile.mode", self.mode, ("default", "reduce-overhead", "max-autotune",
-                                                   "max-autotune-no-cudagraphs"))
+        one_of(
+            "trainer.compile.mode",
+            self.mode,
+            ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        )
 
 
 @dataclass
@@ -70,7 +79,7 @@ class TrainerConfig:
     max_epochs: int = 20
     max_steps: int = -1
     batch_size: int = 256
-    eval_batch_size: Optional[int] = None
+    eval_batch_size: int | None = None
     grad_accum_steps: int = 1
     grad_clip: float = 1.0
     mixed_precision: str = "no"
@@ -84,23 +93,36 @@ class TrainerConfig:
     log_every_n_steps: int = 50
     eval_every_n_epochs: int = 1
     checkpoint_every_n_steps: int = 0
-    keep_last_k: Optional[int] = 2
-    resume: Optional[str] = None
+    keep_last_k: int | None = 2
+    resume: str | None = None
     progress_bar: bool = True
     ddp_find_unused_parameters: bool = True
-    peak_flops: Optional[float] = None  # device peak FLOP/s for MFU; null = the known-GPU table (none on CPU)
+    peak_flops: float | None = None  # device peak FLOP/s for MFU; null = the known-GPU table (none on CPU)
 
     def __post_init__(self) -> None:
-        for key in ("batch_size", "grad_accum_steps", "log_every_n_steps", "eval_every_n_epochs",
-                    "bucket_window_batches"):
+        for key in (
+            "batch_size",
+            "grad_accum_steps",
+            "log_every_n_steps",
+            "eval_every_n_epochs",
+            "bucket_window_batches",
+        ):
             check(getattr(self, key) > 0, f"trainer.{key}", getattr(self, key), "a positive integer")
         for key in ("max_epochs", "num_workers", "checkpoint_every_n_steps"):
             check(getattr(self, key) >= 0, f"trainer.{key}", getattr(self, key), "an integer >= 0")
-        check(self.eval_batch_size is None or self.eval_batch_size > 0, "trainer.eval_batch_size",
-              self.eval_batch_size, "a positive integer or null")
+        check(
+            self.eval_batch_size is None or self.eval_batch_size > 0,
+            "trainer.eval_batch_size",
+            self.eval_batch_size,
+            "a positive integer or null",
+        )
         check(self.grad_clip >= 0, "trainer.grad_clip", self.grad_clip, "a float >= 0 (0 = off)")
-        check(self.peak_flops is None or self.peak_flops > 0, "trainer.peak_flops", self.peak_flops,
-              "a positive float (FLOP/s) or null")
+        check(
+            self.peak_flops is None or self.peak_flops > 0,
+            "trainer.peak_flops",
+            self.peak_flops,
+            "a positive float (FLOP/s) or null",
+        )
         one_of("trainer.mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
 
 
@@ -151,23 +173,34 @@ def dynamo_plugin(cfg: DictConfig, num_processes: int = 1) -> Any:
     if mode == "reduce-overhead" and grad_accum_steps > 1:
         # CUDA-graph trees hand the first micro-batch's gradient buffer to .grad, and later replays overwrite it
         # (pytorch/pytorch#169545, #96693): accumulated gradients would be silently wrong.
-        raise ValueError("trainer.compile.mode=reduce-overhead (CUDA graphs) cannot be combined with "
-                         f"trainer.grad_accum_steps={grad_accum_steps}: use mode=default, or a larger per-GPU batch")
+        raise ValueError(
+            "trainer.compile.mode=reduce-overhead (CUDA graphs) cannot be combined with "
+            f"trainer.grad_accum_steps={grad_accum_steps}: use mode=default, or a larger per-GPU batch"
+        )
     sparse = bool((cfg.get("model") or {}).get("sparse_predictions", False))
     if sparse and fullgraph:
-        raise ValueError("trainer.compile.fullgraph=true needs model.sparse_predictions=false (the sparse "
-                         "MLM / feature gathers have data-dependent shapes, which break the graph)")
+        raise ValueError(
+            "trainer.compile.fullgraph=true needs model.sparse_predictions=false (the sparse "
+            "MLM / feature gathers have data-dependent shapes, which break the graph)"
+        )
     if sparse and mode == "reduce-overhead":
-        log.warning("trainer.compile.mode=reduce-overhead with model.sparse_predictions=true: the masked-position "
-                    "gathers break the graph; set model.sparse_predictions=false for one CUDA graph per step")
+        log.warning(
+            "trainer.compile.mode=reduce-overhead with model.sparse_predictions=true: the masked-position "
+            "gathers break the graph; set model.sparse_predictions=false for one CUDA graph per step"
+        )
     if mode == "reduce-overhead" and not (cfg.get("data") or {}).get("pad_to_max_length", False):
-        log.warning("trainer.compile.mode=reduce-overhead without data.pad_to_max_length=true: every new text "
-                    "length compiles and records another CUDA graph")
+        log.warning(
+            "trainer.compile.mode=reduce-overhead without data.pad_to_max_length=true: every new text "
+            "length compiles and records another CUDA graph"
+        )
     if fullgraph and num_processes > 1:
         # dynamo still traces the model's forward as its own frame (split only at DDP's gradient buckets, so the
         # all-reduce overlaps the backward); the break is in DDP's wrapper, before the model is called
-        log.info("trainer.compile.fullgraph=true is not enforced with %d processes: DDP's forward wrapper is not "
-                 "traceable (the model itself is checked in single-process runs)", num_processes)
+        log.info(
+            "trainer.compile.fullgraph=true is not enforced with %d processes: DDP's forward wrapper is not "
+            "traceable (the model itself is checked in single-process runs)",
+            num_processes,
+        )
         fullgraph = False
     return TorchDynamoPlugin(backend=str(ccfg.get("backend", "inductor")), mode=mode, fullgraph=fullgraph)
 
@@ -199,8 +232,9 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
         project_dir=str(run_dir),
         # LXMERT leaves parameters unused in some setups (the VQA model skips the last cross layer's
         # vision branch; pretraining tasks can be switched off), which plain DDP rejects.
-        kwargs_handlers=[DistributedDataParallelKwargs(
-            find_unused_parameters=bool(tcfg.get("ddp_find_unused_parameters", True)))],
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=bool(tcfg.get("ddp_find_unused_parameters", True)))
+        ],
     )
     set_seed(int(tcfg.seed))
     if acc.is_main_process:
@@ -210,8 +244,16 @@ def make_accelerator(cfg: DictConfig) -> tuple[Any, Path]:
 
 
 def make_loader(
-    dataset: Dataset, collate_fn: Callable | None, batch_size: int, *, shuffle: bool, seed: int,
-    num_workers: int = 0, drop_last: bool = False, lengths: np.ndarray | None = None, window_batches: int = 50,
+    dataset: Dataset,
+    collate_fn: Callable | None,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    lengths: np.ndarray | None = None,
+    window_batches: int = 50,
 ) -> tuple[DataLoader, EpochShuffleSampler | LengthBucketBatchSampler]:
     """A DataLoader over a seeded (seed, epoch) order; its own generator, so creating an iterator never
     consumes the global RNG (which resume restores exactly). With ``lengths`` (one per example) the batches
@@ -223,8 +265,9 @@ def make_loader(
     if lengths is not None:
         if len(lengths) != len(dataset):
             raise ValueError(f"length bucketing: {len(lengths)} lengths for {len(dataset)} examples")
-        batches = LengthBucketBatchSampler(lengths, batch_size, window_batches=window_batches, shuffle=shuffle,
-                                           drop_last=drop_last, seed=seed)
+        batches = LengthBucketBatchSampler(
+            lengths, batch_size, window_batches=window_batches, shuffle=shuffle, drop_last=drop_last, seed=seed
+        )
         return DataLoader(dataset, batch_sampler=batches, **common), batches
     sampler = EpochShuffleSampler(len(dataset), seed=seed, shuffle=shuffle)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common), sampler
@@ -345,13 +388,16 @@ class Trainer:
         self._write_config()
 
     def per_device_batch_size(self) -> int:
-        return per_device_batch_size(int(self.tcfg.batch_size), self.accelerator.num_processes, int(self.tcfg.grad_accum_steps))
+        return per_device_batch_size(
+            int(self.tcfg.batch_size), self.accelerator.num_processes, int(self.tcfg.grad_accum_steps)
+        )
 
     def eval_loader(self, dataset: Dataset, collate_fn: Callable | None, batch_size: int | None = None) -> DataLoader:
         """A prepared, unshuffled loader for evaluation (use ``accelerator.gather_for_metrics`` on outputs)."""
         bs = batch_size or int(self.tcfg.get("eval_batch_size") or self.per_device_batch_size())
-        loader, _ = make_loader(dataset, collate_fn, bs, shuffle=False, seed=int(self.tcfg.seed),
-                                num_workers=int(self.tcfg.num_workers))
+        loader, _ = make_loader(
+            dataset, collate_fn, bs, shuffle=False, seed=int(self.tcfg.seed), num_workers=int(self.tcfg.num_workers)
+        )
         return self.accelerator.prepare(loader)
 
     def _track(self, running: _Running, loss: torch.Tensor, parts: Mapping[str, Any], state: TrainerState) -> None:
@@ -366,8 +412,9 @@ class Trainer:
             running.first_bad_loss = torch.zeros((), dtype=torch.float32, device=dev)
         bad = ~torch.isfinite(loss)
         first = bad & (running.bad == 0)
-        running.first_bad_step = torch.where(first, torch.full_like(running.first_bad_step, state.global_step),
-                                             running.first_bad_step)
+        running.first_bad_step = torch.where(
+            first, torch.full_like(running.first_bad_step, state.global_step), running.first_bad_step
+        )
         running.first_bad_loss = torch.where(first, loss, running.first_bad_loss)
         running.bad = running.bad + bad.long()
         for k, v in {"loss": loss, **parts}.items():
@@ -393,8 +440,11 @@ class Trainer:
         # the weights of the first bad step (or, when another process saw it, of any step since the last check)
         # gave the non-finite loss: checkpoints of that step on are not good
         good = self.ckpt.quarantine_from(first_step if first_step >= 0 else running.first_step)
-        where = (f"at optimizer step {first_step}, detected at step {state.global_step}" if first_step >= 0
-                 else f"on another process, detected at step {state.global_step}")
+        where = (
+            f"at optimizer step {first_step}, detected at step {state.global_step}"
+            if first_step >= 0
+            else f"on another process, detected at step {state.global_step}"
+        )
         parts = {k: float(v) / max(running.n, 1) for k, v in running.sums.items() if k != "loss"}
         msg = (
             f"non-finite training loss ({float(running.first_bad_loss.item())}) {where} (epoch {state.epoch}, "
@@ -417,8 +467,14 @@ class Trainer:
                 raise ValueError(f"trainer.length_bucketing=true: {type(train_dataset).__name__} has no text_lengths()")
             lengths = train_dataset.text_lengths()
         loader, sampler = make_loader(
-            train_dataset, collate_fn, per_dev, shuffle=bool(tcfg.get("shuffle", True)), seed=int(tcfg.seed),
-            num_workers=int(tcfg.num_workers), drop_last=bool(tcfg.get("drop_last", True)), lengths=lengths,
+            train_dataset,
+            collate_fn,
+            per_dev,
+            shuffle=bool(tcfg.get("shuffle", True)),
+            seed=int(tcfg.seed),
+            num_workers=int(tcfg.num_workers),
+            drop_last=bool(tcfg.get("drop_last", True)),
+            lengths=lengths,
             window_batches=int(tcfg.get("bucket_window_batches", 50)),
         )
         if len(loader) == 0:
@@ -447,12 +503,15 @@ class Trainer:
         if ckpt is None:
             return TrainerState()
         state = self.ckpt.load(ckpt)
-        log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, state.global_step, state.epoch, state.batch_in_epoch)
+        log.info(
+            "resumed from %s (step %d, epoch %d, batch %d)", ckpt, state.global_step, state.epoch, state.batch_in_epoch
+        )
         self.logger.log({"event": "resume", "checkpoint": str(ckpt)}, step=state.global_step)
         return state
 
-    def _train_step(self, run: _Run, batch: Any, loss_fn: LossFn,
-                    state: TrainerState) -> tuple[torch.Tensor, Mapping[str, Any], torch.Tensor | None]:
+    def _train_step(
+        self, run: _Run, batch: Any, loss_fn: LossFn, state: TrainerState
+    ) -> tuple[torch.Tensor, Mapping[str, Any], torch.Tensor | None]:
         """Forward, backward, clip and optimizer step of one micro-batch; nothing is read back to the host."""
         acc = self.accelerator
         clip = float(self.tcfg.get("grad_clip") or 0.0)
@@ -469,25 +528,40 @@ class Trainer:
             run.optimizer.zero_grad(set_to_none=True)
         return loss, parts, grad_norm
 
-    def _log_train(self, running: _Running, meter: ThroughputMeter, state: TrainerState, epoch_progress: float,
-                   lr: float, grad_norm: torch.Tensor | None, seconds: float) -> dict[str, float]:
+    def _log_train(
+        self,
+        running: _Running,
+        meter: ThroughputMeter,
+        state: TrainerState,
+        epoch_progress: float,
+        lr: float,
+        grad_norm: torch.Tensor | None,
+        seconds: float,
+    ) -> dict[str, float]:
         """The log step: one host read of the sums since the last log, averaged over micro-batches and processes."""
         keys = sorted(running.sums)
         work = sorted(meter.work)
         dev = self.accelerator.device
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=dev)
-                              for v in [running.sums[k] for k in keys] + [meter.work[k] for k in work]])
+        values = torch.stack(
+            [
+                torch.as_tensor(v, dtype=torch.float64, device=dev)
+                for v in [running.sums[k] for k in keys] + [meter.work[k] for k in work]
+            ]
+        )
         if self.accelerator.num_processes > 1:
             n = self.accelerator.num_processes
             values = self.accelerator.reduce(values, reduction="sum")
             values[: len(keys)] /= n  # losses: the mean over processes; work: the sum
         host = values.tolist()
         train = {f"train/{k}": v / running.n for k, v in zip(keys, host)}
-        totals = dict(zip(work, host[len(keys):]))
+        totals = dict(zip(work, host[len(keys) :]))
         samples = meter.samples * self.accelerator.num_processes
-        rec: dict[str, float] = {**train, "lr": lr, "epoch": epoch_progress,
-                                 **ThroughputMeter.rates(samples, totals, seconds, self.accelerator.num_processes,
-                                                         meter.peak_flops)}
+        rec: dict[str, float] = {
+            **train,
+            "lr": lr,
+            "epoch": epoch_progress,
+            **ThroughputMeter.rates(samples, totals, seconds, self.accelerator.num_processes, meter.peak_flops),
+        }
         if grad_norm is not None:
             rec["grad_norm"] = float(grad_norm)
         self.logger.log(rec, step=state.global_step)
@@ -495,8 +569,15 @@ class Trainer:
             log.info("step %d: %s", state.global_step, "  ".join(_log_field(k, v) for k, v in rec.items()))
         return train
 
-    def _evaluate(self, model: torch.nn.Module, eval_fn: EvalFn, state: TrainerState, select_metric: str | None,
-                  select_mode: str, save_model_fn: Callable[[torch.nn.Module, Path], None] | None) -> dict[str, float]:
+    def _evaluate(
+        self,
+        model: torch.nn.Module,
+        eval_fn: EvalFn,
+        state: TrainerState,
+        select_metric: str | None,
+        select_mode: str,
+        save_model_fn: Callable[[torch.nn.Module, Path], None] | None,
+    ) -> dict[str, float]:
         """Run ``eval_fn``, log it, and keep the best model by ``select_metric``."""
         acc = self.accelerator
         model.eval()
@@ -509,7 +590,9 @@ class Trainer:
         if select_metric not in metrics:
             raise KeyError(f"selection metric {select_metric!r} not among eval metrics {sorted(metrics)}")
         val = float(metrics[select_metric])
-        better = state.best_metric is None or (val < state.best_metric if select_mode == "min" else val > state.best_metric)
+        better = state.best_metric is None or (
+            val < state.best_metric if select_mode == "min" else val > state.best_metric
+        )
         if better:
             state.best_metric, state.best_step = val, state.global_step
             if save_model_fn is not None and acc.is_main_process:
@@ -579,9 +662,14 @@ class Trainer:
             if acc.is_local_main_process and tcfg.get("progress_bar", True):
                 from tqdm.auto import tqdm
 
-                pbar = tqdm(total=len(run.loader) * run.global_bs, initial=state.batch_in_epoch * run.global_bs,
-                            desc=f"epoch {epoch + 1}/{run.max_epochs}", unit="sample", unit_scale=True,
-                            dynamic_ncols=True)
+                pbar = tqdm(
+                    total=len(run.loader) * run.global_bs,
+                    initial=state.batch_in_epoch * run.global_bs,
+                    desc=f"epoch {epoch + 1}/{run.max_epochs}",
+                    unit="sample",
+                    unit_scale=True,
+                    dynamic_ncols=True,
+                )
             t_last = time.time()
             for batch in epoch_loader:
                 loss, parts, grad_norm = self._train_step(run, batch, loss_fn, state)
@@ -601,10 +689,19 @@ class Trainer:
                 if state.global_step % log_every == 0 or state.global_step == run.total_steps:
                     self._stop_if_nonfinite(running, state)
                     now = time.time()
-                    last_train = self._log_train(running, meter, state, epoch + state.batch_in_epoch / len(run.loader),
-                                                 run.scheduler.get_last_lr()[0], grad_norm, now - t_last)
+                    last_train = self._log_train(
+                        running,
+                        meter,
+                        state,
+                        epoch + state.batch_in_epoch / len(run.loader),
+                        run.scheduler.get_last_lr()[0],
+                        grad_norm,
+                        now - t_last,
+                    )
                     if pbar is not None:
-                        pbar.set_postfix(loss=f"{last_train['train/loss']:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
+                        pbar.set_postfix(
+                            loss=f"{last_train['train/loss']:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}"
+                        )
                     running, t_last = _Running(sums={}), now
                     meter.reset()
                 for cb in self.callbacks:
@@ -620,7 +717,9 @@ class Trainer:
             if epoch_done:
                 state.epoch += 1
                 state.batch_in_epoch = 0
-            if eval_fn is not None and (epoch_done and (state.epoch % every == 0 or state.epoch >= run.max_epochs) or stop):
+            if eval_fn is not None and (
+                epoch_done and (state.epoch % every == 0 or state.epoch >= run.max_epochs) or stop
+            ):
                 self._stop_if_nonfinite(running, state)
                 last_eval = self._evaluate(model, eval_fn, state, select_metric, select_mode, save_model_fn)
             self._checkpoint(running, state)

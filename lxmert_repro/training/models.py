@@ -6,20 +6,22 @@ model.safetensors, via ``save_model``) plus ``answers.json`` (the head's answer 
 "Load pretrained weights only" (``finetune.init_from`` / ``pretrain.init_from``) lives here; full-state
 resume is ``trainer.resume`` (checkpointing.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from lxmert_repro.io_utils import atomic_dir
 from lxmert_repro.modeling.objectives import PretrainObjectives
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,9 @@ def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
     try:
         model.load_state_dict(src.state_dict(), strict=True)
     except RuntimeError as e:
-        raise RuntimeError(f"{path}: weights do not fit this model (another model config?): {str(e).splitlines()[0]}") from e
+        raise RuntimeError(
+            f"{path}: weights do not fit this model (another model config?): {str(e).splitlines()[0]}"
+        ) from e
 
 
 def load_init_model(cfg: DictConfig, data: Any) -> tuple[torch.nn.Module, Path] | None:
@@ -96,10 +100,14 @@ def load_init_model(cfg: DictConfig, data: Any) -> tuple[torch.nn.Module, Path] 
     src = load_model(str(path))
     feat_dim, vocab = int(data.store.feat_dim), len(data.tokenizer)
     if src.config.visual_feat_dim != feat_dim:
-        raise ValueError(f"finetune.init_from={path}: model expects {src.config.visual_feat_dim}-d features, "
-                         f"the feature store data.features has {feat_dim}-d")
+        raise ValueError(
+            f"finetune.init_from={path}: model expects {src.config.visual_feat_dim}-d features, "
+            f"the feature store data.features has {feat_dim}-d"
+        )
     if src.config.vocab_size < vocab:
-        raise ValueError(f"finetune.init_from={path}: model vocabulary {src.config.vocab_size} < tokenizer size {vocab}")
+        raise ValueError(
+            f"finetune.init_from={path}: model vocabulary {src.config.vocab_size} < tokenizer size {vocab}"
+        )
     _check_same_tokenizer(path, data.tokenizer_dir)
     return src, path
 
@@ -118,8 +126,10 @@ def build_vqa_model(cfg: DictConfig, data: Any, match: Callable[[str], str] | No
     src, path = init
     if src.ROLE == "vqa":
         if src.num_answers != len(task_answers):
-            raise ValueError(f"finetune.init_from={path}: a VQA model with {src.num_answers} answers, the task has "
-                             f"{len(task_answers)}")
+            raise ValueError(
+                f"finetune.init_from={path}: a VQA model with {src.num_answers} answers, the task has "
+                f"{len(task_answers)}"
+            )
         return src
     if src.ROLE != "pretraining":
         raise TypeError(f"finetune.init_from={path}: expected a pretraining or VQA model, got {type(src).__name__}")
@@ -136,7 +146,9 @@ def build_vqa_model(cfg: DictConfig, data: Any, match: Callable[[str], str] | No
         model = vqa_class.from_pretraining(src, len(task_answers), pre_answers, lookup)
         pre_set = set(pre_answers)
         matched = sum(1 for a in lookup if a in pre_set)
-        log.info("answer head initialised from the pretraining QA head: %d/%d answers matched", matched, len(task_answers))
+        log.info(
+            "answer head initialised from the pretraining QA head: %d/%d answers matched", matched, len(task_answers)
+        )
     else:
         model = vqa_class.from_pretraining(src, len(task_answers))
         log.info("pretrained model has no QA head / answers.json: answer head initialised randomly")
@@ -169,30 +181,20 @@ def load_vqa_model(path: str | os.PathLike) -> torch.nn.Module:
     return model
 
 
-def save_run_model(model: torch.nn.Module, out_dir: str | os.PathLike, answers: Any = None,
-                   tokenizer_dir: str | os.PathLike | None = None) -> Path:
+def save_run_model(
+    model: torch.nn.Module,
+    out_dir: str | os.PathLike,
+    answers: Any = None,
+    tokenizer_dir: str | os.PathLike | None = None,
+) -> Path:
     """Write the model dir atomically (temp dir beside it, then rename over the old one)."""
     from lxmert_repro.modeling import save_model
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_model(model, tmp)
         if answers is not None:
             answers.save(tmp / ANSWERS_FILE)
         if tokenizer_dir is not None:
             shutil.copytree(tokenizer_dir, tmp / TOKENIZER_DIR)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -6,11 +6,13 @@ BERT code: ``update = m / (sqrt(v) + eps) + wd * p``; ``p -= lr * update``). The
 scheduled the lr inside the optimizer; here the schedule is a separate ``LambdaLR`` so the same
 schedule serves AdamW too. AdamW with the usual no-decay groups (biases, LayerNorm) is the option.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,9 +48,18 @@ log = logging.getLogger(__name__)
 BERT_ADAM_IMPLEMENTATIONS = ("auto", "loop", "foreach", "fused")
 
 
-def _bert_adam_loop(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-                    exp_avg_sqs: list[torch.Tensor], *, lr: float, b1: float, b2: float, eps: float,
-                    weight_decay: float) -> None:
+def _bert_adam_loop(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    *,
+    lr: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
     """The reference: one parameter at a time, ~9 tensor operations each."""
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
         m.mul_(b1).add_(g, alpha=1.0 - b1)
@@ -59,9 +70,18 @@ def _bert_adam_loop(params: list[torch.Tensor], grads: list[torch.Tensor], exp_a
         p.add_(update, alpha=-lr)
 
 
-def _bert_adam_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-                       exp_avg_sqs: list[torch.Tensor], *, lr: float, b1: float, b2: float, eps: float,
-                       weight_decay: float) -> None:
+def _bert_adam_foreach(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    *,
+    lr: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
     """The same operations on whole lists (multi-tensor kernels on a GPU: a few launches per group, not
     ~9 per parameter); bit-identical to the loop. Lists must share one device and dtype."""
     torch._foreach_mul_(exp_avgs, b1)
@@ -77,8 +97,17 @@ def _bert_adam_foreach(params: list[torch.Tensor], grads: list[torch.Tensor], ex
     torch._foreach_add_(params, updates, alpha=-lr)
 
 
-def _bert_adam_one(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, neg_lr: torch.Tensor,
-                   b1: float, b2: float, eps: float, weight_decay: float) -> None:
+def _bert_adam_one(
+    p: torch.Tensor,
+    g: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    neg_lr: torch.Tensor,
+    b1: float,
+    b2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
     """One parameter, written for ``torch.compile``: the update becomes one generated loop that reads p, g, m,
     v once and writes p, m, v once (the eager loop makes ~9 passes over memory). Each line rounds as the
     eager operation in the comment does (those compute ``a + alpha * b`` as one fused multiply-add);
@@ -86,12 +115,12 @@ def _bert_adam_one(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.T
     from torch._inductor import inductor_prims  # noqa: F401  (registers prims.fma: a * b + c, rounded once)
 
     fma = torch.ops.prims.fma
-    m.copy_(fma(g, 1.0 - b1, m * b1))                 # m.mul_(b1).add_(g, alpha=1 - b1)
-    v.copy_(fma(g * (1.0 - b2), g, v * b2))           # v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    m.copy_(fma(g, 1.0 - b1, m * b1))  # m.mul_(b1).add_(g, alpha=1 - b1)
+    v.copy_(fma(g * (1.0 - b2), g, v * b2))  # v.mul_(b2).addcmul_(g, g, value=1 - b2)
     update = m / (v.sqrt() + eps)
     if weight_decay > 0.0:
-        update = fma(p, weight_decay, update)         # update.add_(p, alpha=weight_decay)
-    p.copy_(fma(update, neg_lr, p))                   # p.add_(update, alpha=-lr)
+        update = fma(p, weight_decay, update)  # update.add_(p, alpha=weight_decay)
+    p.copy_(fma(update, neg_lr, p))  # p.add_(update, alpha=-lr)
 
 
 _compiled_one: Any = None
@@ -102,8 +131,11 @@ def _mark_fused_unavailable(error: Exception) -> None:
     """``implementation=auto`` when the fused kernel cannot be compiled here: foreach from now on, said once."""
     global _fused_unavailable
     _fused_unavailable = True
-    log.warning("BertAdam: the fused kernel could not be compiled (%s); using the foreach implementation "
-                "(the same update, slower on a CPU)", str(error).strip().splitlines()[0][:200])
+    log.warning(
+        "BertAdam: the fused kernel could not be compiled (%s); using the foreach implementation "
+        "(the same update, slower on a CPU)",
+        str(error).strip().splitlines()[0][:200],
+    )
 
 
 FUSED_MIN_NUMEL = 4096  # smaller tensors (biases, LayerNorm) are updated together: a compiled call costs ~30 us
@@ -116,9 +148,18 @@ def _compiled() -> Any:
     return _compiled_one
 
 
-def _bert_adam_fused(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-                     exp_avg_sqs: list[torch.Tensor], *, lr: float, b1: float, b2: float, eps: float,
-                     weight_decay: float) -> None:
+def _bert_adam_fused(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    *,
+    lr: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
     """``_bert_adam_one`` compiled once per process with dynamic sizes (one kernel serves every tensor of a
     dtype), called on each tensor. Same formula: the moments come out bit-identical to the loop's, the
     parameters within an ulp (the generated sqrt rounds differently from the eager one; 1e-7 after 25 steps in
@@ -152,10 +193,20 @@ class _SmallPack:
     def matches(self, params: list[torch.Tensor], state: Mapping[torch.Tensor, dict[str, Any]]) -> bool:
         return self.ids == [id(p) for p in params] and all(
             state[p]["exp_avg"] is m and state[p]["exp_avg_sq"] is v
-            for p, m, v in zip(params, self.m_views, self.v_views))
+            for p, m, v in zip(params, self.m_views, self.v_views)
+        )
 
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], *, lr: float, b1: float, b2: float,
-             eps: float, weight_decay: float) -> None:
+    def step(
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        *,
+        lr: float,
+        b1: float,
+        b2: float,
+        eps: float,
+        weight_decay: float,
+    ) -> None:
         torch.cat([p.reshape(-1) for p in params], out=self.p)
         torch.cat([g.reshape(-1) for g in grads], out=self.g)
         neg_lr = torch.tensor(-lr, dtype=self.p.dtype, device=self.p.device)
@@ -206,8 +257,9 @@ class BertAdam(Optimizer):
         if eps < 0.0:
             raise ValueError(f"BertAdam: eps must be >= 0, got {eps}")
         if implementation not in BERT_ADAM_IMPLEMENTATIONS:
-            raise ValueError(f"BertAdam: implementation must be one of {BERT_ADAM_IMPLEMENTATIONS}, "
-                             f"got {implementation!r}")
+            raise ValueError(
+                f"BertAdam: implementation must be one of {BERT_ADAM_IMPLEMENTATIONS}, got {implementation!r}"
+            )
         self.implementation = implementation
         self._packs: dict[tuple, _SmallPack] = {}  # fused: the small tensors' flat buffers, per group part
         defaults = dict(lr=lr, betas=(float(b1), float(b2)), eps=eps, weight_decay=weight_decay)
@@ -219,13 +271,25 @@ class BertAdam(Optimizer):
             impl = "fused" if device.type == "cpu" and not _fused_unavailable else "foreach"
         return impl
 
-    def _fused(self, key: tuple, params: list[torch.Tensor], grads: list[torch.Tensor],
-               exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor], **kw: Any) -> None:
+    def _fused(
+        self,
+        key: tuple,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        exp_avgs: list[torch.Tensor],
+        exp_avg_sqs: list[torch.Tensor],
+        **kw: Any,
+    ) -> None:
         """Big tensors one compiled call each, the small ones of this group part together (``_SmallPack``)."""
         big = [i for i, p in enumerate(params) if p.numel() >= FUSED_MIN_NUMEL]
         if big:
-            _bert_adam_fused([params[i] for i in big], [grads[i] for i in big], [exp_avgs[i] for i in big],
-                             [exp_avg_sqs[i] for i in big], **kw)
+            _bert_adam_fused(
+                [params[i] for i in big],
+                [grads[i] for i in big],
+                [exp_avgs[i] for i in big],
+                [exp_avg_sqs[i] for i in big],
+                **kw,
+            )
         small = [i for i, p in enumerate(params) if p.numel() < FUSED_MIN_NUMEL]
         if not small:
             return

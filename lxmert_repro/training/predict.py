@@ -5,12 +5,14 @@ Scores are sigmoid probabilities (the VQA head is trained with per-answer BCE). 
 last cross-modality layer's language→vision attention of the [CLS] token (the pooled position),
 averaged over heads.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +23,9 @@ from lxmert_repro.features.store import RegionFeatures
 log = logging.getLogger(__name__)
 
 
-def detect_regions(detector_dir: str | os.PathLike, image_path: str | os.PathLike,
-                   reader: ImageReader | None = None) -> RegionFeatures:
+def detect_regions(
+    detector_dir: str | os.PathLike, image_path: str | os.PathLike, reader: ImageReader | None = None
+) -> RegionFeatures:
     """Run a detector checkpoint (lxmert-train-detector / converted) on one image: the regions a store would hold."""
     from lxmert_repro.features.detectors import load_detector
 
@@ -33,9 +36,15 @@ def detect_regions(detector_dir: str | os.PathLike, image_path: str | os.PathLik
     img = (reader or ImageReader()).tensor(p)
     det = detector.extract([img])[0]
     return RegionFeatures(
-        Path(image_path).stem, int(img.shape[1]), int(img.shape[2]), det.boxes.cpu().numpy().astype(np.float32),
-        det.features.cpu().float().numpy(), det.obj_ids.cpu().numpy(), det.obj_conf.cpu().float().numpy(),
-        det.attr_ids.cpu().numpy(), det.attr_conf.cpu().float().numpy(),
+        Path(image_path).stem,
+        int(img.shape[1]),
+        int(img.shape[2]),
+        det.boxes.cpu().numpy().astype(np.float32),
+        det.features.cpu().float().numpy(),
+        det.obj_ids.cpu().numpy(),
+        det.obj_conf.cpu().float().numpy(),
+        det.attr_ids.cpu().numpy(),
+        det.attr_conf.cpu().float().numpy(),
     )
 
 
@@ -50,8 +59,14 @@ def regions_from_store(store_path: str | os.PathLike, image_id: str) -> RegionFe
 
 
 @torch.no_grad()
-def answer_questions(model_dir: str | os.PathLike, regions: RegionFeatures, questions: Sequence[str], top_k: int = 5,
-                     device: str = "cpu", with_attention: bool = False) -> list[dict[str, Any]]:
+def answer_questions(
+    model_dir: str | os.PathLike,
+    regions: RegionFeatures,
+    questions: Sequence[str],
+    top_k: int = 5,
+    device: str = "cpu",
+    with_attention: bool = False,
+) -> list[dict[str, Any]]:
     """Top-k answers per question: ``[{question, answers: [{answer, score}], box_attention?}]``."""
     from lxmert_repro.data.answers import AnswerVocab
     from lxmert_repro.data.regions import normalize_boxes
@@ -64,13 +79,22 @@ def answer_questions(model_dir: str | os.PathLike, regions: RegionFeatures, ques
     answers = AnswerVocab.load(model_dir / ANSWERS_FILE)
     tok = load_tokenizer(str(model_dir / TOKENIZER_DIR))
     if regions.features.shape[1] != model.config.visual_feat_dim:
-        raise ValueError(f"the detector gives {regions.features.shape[1]}-d features, the model {model_dir} expects "
-                         f"{model.config.visual_feat_dim}-d: use the detector its training features came from")
+        raise ValueError(
+            f"the detector gives {regions.features.shape[1]}-d features, the model {model_dir} expects "
+            f"{model.config.visual_feat_dim}-d: use the detector its training features came from"
+        )
     boxes = normalize_boxes(regions.boxes, regions.img_h, regions.img_w)
     features = np.asarray(regions.features, np.float32)  # a store may hold float16
     items = [
-        VQAItem(np.asarray(tok(q, truncation=True, max_length=int(tok.model_max_length or 20))["input_ids"], np.int64),
-                i, regions.img_id, boxes, features, np.zeros(0, np.int64), np.zeros(0, np.float32))
+        VQAItem(
+            np.asarray(tok(q, truncation=True, max_length=int(tok.model_max_length or 20))["input_ids"], np.int64),
+            i,
+            regions.img_id,
+            boxes,
+            features,
+            np.zeros(0, np.int64),
+            np.zeros(0, np.float32),
+        )
         for i, q in enumerate(questions)
     ]
     batch = VQACollator(len(answers), pad_token_id=tok.pad_token_id)(items).to(device)
@@ -82,7 +106,9 @@ def answer_questions(model_dir: str | os.PathLike, regions: RegionFeatures, ques
     for i, q in enumerate(questions):
         r: dict[str, Any] = {
             "question": q,
-            "answers": [{"answer": answers[int(j)], "score": round(float(s), 4)} for s, j in zip(top.values[i], top.indices[i])],
+            "answers": [
+                {"answer": answers[int(j)], "score": round(float(s), 4)} for s, j in zip(top.values[i], top.indices[i])
+            ],
         }
         if with_attention and out.cross_attentions:
             att = out.cross_attentions[-1][i].float().mean(0)[0]  # (N,) [CLS] → boxes, last cross layer
@@ -91,14 +117,21 @@ def answer_questions(model_dir: str | os.PathLike, regions: RegionFeatures, ques
     return results
 
 
-def save_attention_picture(image_path: str | os.PathLike, regions: RegionFeatures, result: dict[str, Any],
-                           out_path: str | os.PathLike, top_boxes: int = 5, reader: ImageReader | None = None) -> Path:
+def save_attention_picture(
+    image_path: str | os.PathLike,
+    regions: RegionFeatures,
+    result: dict[str, Any],
+    out_path: str | os.PathLike,
+    top_boxes: int = 5,
+    reader: ImageReader | None = None,
+) -> Path:
     """The image with its most-attended boxes drawn, line width and opacity ∝ attention."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.patches as patches
     import matplotlib.pyplot as plt
+
     from lxmert_repro.io_utils import atomic_path
 
     att = np.asarray(result["box_attention"], np.float64)
@@ -109,8 +142,11 @@ def save_attention_picture(image_path: str | os.PathLike, regions: RegionFeature
     for rank, j in enumerate(order):
         x1, y1, x2, y2 = regions.boxes[j]
         w = float(att[j] / peak) if peak > 0 else 0.0
-        ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1 + 3 * w,
-                                       edgecolor=(1.0, 0.1, 0.1, 0.3 + 0.7 * w)))
+        ax.add_patch(
+            patches.Rectangle(
+                (x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1 + 3 * w, edgecolor=(1.0, 0.1, 0.1, 0.3 + 0.7 * w)
+            )
+        )
         ax.text(x1, y1, f"{att[j]:.2f}", color="white", fontsize=8, bbox=dict(facecolor="red", alpha=0.6, pad=1))
     best = result["answers"][0]
     ax.set_title(f"{result['question']} → {best['answer']} ({best['score']:.2f})", fontsize=9)

@@ -5,11 +5,13 @@ lxmert_repro/configs/objectives), apart from the architecture (``model``);
 the QA schedule (``pretrain.qa_start_epoch``: 0 = public code, 10 = the paper's 10 + 10) is applied by
 the dataset, which only samples QA targets from that epoch on. Returns the run's metrics.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -36,18 +38,24 @@ class PretrainTaskConfig:
     itm_prob: float = 0.5
     qa: bool = True
     qa_start_epoch: int = 0
-    init_from: Optional[str] = None
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         split = list(self.obj_mask_split)
-        check(len(split) == 3 and all(0 <= p <= 1 for p in split) and abs(sum(split) - 1) < 1e-6,
-              "pretrain.obj_mask_split", split, "3 probabilities (zeroed, swapped, unchanged) summing to 1")
+        check(
+            len(split) == 3 and all(0 <= p <= 1 for p in split) and abs(sum(split) - 1) < 1e-6,
+            "pretrain.obj_mask_split",
+            split,
+            "3 probabilities (zeroed, swapped, unchanged) summing to 1",
+        )
         for key in ("mlm_prob", "obj_mask_prob", "itm_prob"):
             check(0 <= getattr(self, key) <= 1, f"pretrain.{key}", getattr(self, key), "a probability in [0, 1]")
         check(self.qa_start_epoch >= 0, "pretrain.qa_start_epoch", self.qa_start_epoch, "an integer >= 0")
 
 
-def pretrain_loss(model: torch.nn.Module, batch: LxmertBatch, state: TrainerState) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def pretrain_loss(
+    model: torch.nn.Module, batch: LxmertBatch, state: TrainerState
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and each task's term (as it enters the total), left on the device for the trainer to sum."""
     out = model(**batch.model_inputs(), **batch.pretrain_targets())
     if out.loss is None:
@@ -70,8 +78,9 @@ def pretrain_flops_fn(model: torch.nn.Module) -> Callable[[LxmertBatch], torch.T
         feat = None
         if batch.masked_boxes is not None:
             feat = (batch.masked_boxes.bool() & batch.visual_mask.bool()).sum()
-        return torch.as_tensor(pretraining_forward_flops(config, b, t, n, mlm_rows=mlm, feat_rows=feat,
-                                                         objectives=objectives))
+        return torch.as_tensor(
+            pretraining_forward_flops(config, b, t, n, mlm_rows=mlm, feat_rows=feat, objectives=objectives)
+        )
 
     return flops
 
@@ -113,8 +122,12 @@ def train_pretrain(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, 
         model = build_pretrain_model(cfg, data)
         trainer.record_model(model)
         if trainer.is_main:
-            log.info("pretraining %s parameters on %d pairs (%d val)", f"{model.num_parameters():,}",
-                     len(data.train), len(data.val) if data.val is not None else 0)
+            log.info(
+                "pretraining %s parameters on %d pairs (%d val)",
+                f"{model.num_parameters():,}",
+                len(data.train),
+                len(data.val) if data.val is not None else 0,
+            )
         eval_fn = None
         if data.val is not None:
             eval_fn = make_pretrain_eval(trainer, trainer.eval_loader(data.val, data.collator))
@@ -124,8 +137,14 @@ def train_pretrain(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, 
             save_run_model(m, out_dir, answers=answers, tokenizer_dir=data.tokenizer_dir)
 
         result = trainer.fit(
-            model, data.train, data.collator, pretrain_loss, eval_fn,
-            select_metric="val/loss" if eval_fn is not None else None, select_mode="min", save_model_fn=save,
+            model,
+            data.train,
+            data.collator,
+            pretrain_loss,
+            eval_fn,
+            select_metric="val/loss" if eval_fn is not None else None,
+            select_mode="min",
+            save_model_fn=save,
             flops_fn=pretrain_flops_fn(model),
         )
         return result.metrics

@@ -4,9 +4,10 @@ Resuming mid-epoch then only needs the epoch number and how many batches were co
 permutation is rebuilt and ``accelerator.skip_first_batches`` drops the batches already seen.
 Every process builds the same permutation, so Accelerate's batch sharding splits one global order.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler

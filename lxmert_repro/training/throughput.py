@@ -4,6 +4,7 @@ MFU = model FLOPs per second (``lxmert_repro.modeling.flops``: 3 forwards per tr
 dense peak. The peak comes from ``trainer.peak_flops`` when set, else from ``PEAK_FLOPS`` by GPU name; on a CPU
 (or an unknown GPU) without ``trainer.peak_flops`` the MFU is left out rather than guessed.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,8 +57,9 @@ class ThroughputMeter:
             self.work[k] = self.work.get(k, 0) + v
 
     @staticmethod
-    def rates(samples: int, totals: dict[str, float], seconds: float, num_processes: int,
-              peak_flops: float | None) -> dict[str, float]:
+    def rates(
+        samples: int, totals: dict[str, float], seconds: float, num_processes: int, peak_flops: float | None
+    ) -> dict[str, float]:
         """Per-second figures from the totals of all processes over ``seconds``; MFU per device."""
         s = max(seconds, 1e-9)
         out = {"samples_per_s": samples / s}

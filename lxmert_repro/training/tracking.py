@@ -3,6 +3,7 @@
 wandb runs offline unless the user sets ``logger.wandb.mode=online`` (or WANDB_MODE): nothing leaves
 the machine by default. Only the main process writes.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any
 
 from lxmert_repro.config_schema import check
 
@@ -27,8 +29,8 @@ class LoggerConfig:
     """Schema of the ``logger`` group (configs/logger/)."""
 
     project: str = "lxmert-repro"
-    trackers: List[str] = field(default_factory=list)
-    wandb: Dict[str, Any] = field(default_factory=dict)  # wandb.init arguments (mode: null = offline)
+    trackers: list[str] = field(default_factory=list)
+    wandb: dict[str, Any] = field(default_factory=dict)  # wandb.init arguments (mode: null = offline)
 
     def __post_init__(self) -> None:
         for t in self.trackers:
@@ -84,7 +86,9 @@ class MetricsLogger:
     def log(self, values: Mapping[str, Any], step: int) -> None:
         if not self.accelerator.is_main_process:
             return
-        clean = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, str)) else v) for k, v in values.items()}
+        clean = {
+            k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, str)) else v) for k, v in values.items()
+        }
         record = {"step": int(step), "time": round(time.time() - self._t0, 3), **clean}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:

@@ -5,12 +5,13 @@ A detector config (Hydra group ``configs/detector/``):
     weights: null | path          # weight file to load after building
     weights_format: ours | detectron2 | torchvision
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -30,7 +31,7 @@ class DetectorConfig:
     """Schema of the ``detector`` group (configs/detector/); ``model`` is the builder's ``_target_`` node."""
 
     model: Any = None
-    weights: Optional[str] = None
+    weights: str | None = None
     weights_format: str = "ours"
 
     def __post_init__(self) -> None:
@@ -64,7 +65,9 @@ def resolved_config(cfg: DictConfig | dict) -> DictConfig:
     if "model" not in cfg:
         raise ValueError("detector config: missing field 'model' (the builder with _target_)")
     cfg.model.object_classes = resolve_class_names(cfg.model.get("object_classes"), "obj_", "model.object_classes")
-    cfg.model.attribute_classes = resolve_class_names(cfg.model.get("attribute_classes"), "attr_", "model.attribute_classes")
+    cfg.model.attribute_classes = resolve_class_names(
+        cfg.model.get("attribute_classes"), "attr_", "model.attribute_classes"
+    )
     if not cfg.model.object_classes:
         raise ValueError("detector config: field 'model.object_classes' is empty")
     return cfg

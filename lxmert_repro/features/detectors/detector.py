@@ -9,11 +9,13 @@ image, no kernel choices that depend on the batch size), so an image's regions d
 images of its batch; only the per-class NMS of ``BottomUpSelection`` runs batched (exact boolean logic).
 ``stack_same_shape`` trades this for speed (small detectors): same-shape images then run as one batch.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -81,8 +83,12 @@ class RegionDetector(nn.Module):
         self.bgr = bgr
         self.repool_final_boxes = repool_final_boxes
         self.stack_same_shape = stack_same_shape
-        self.transform = transform if transform is not None else GeneralizedRCNNTransform(
-            min_size, max_size, list(pixel_mean), list(pixel_std), size_divisible=size_divisible
+        self.transform = (
+            transform
+            if transform is not None
+            else GeneralizedRCNNTransform(
+                min_size, max_size, list(pixel_mean), list(pixel_std), size_divisible=size_divisible
+            )
         )
 
     @property
@@ -101,7 +107,7 @@ class RegionDetector(nn.Module):
             images = [im.flip(0) for im in images]
         return self.transform(images, targets)
 
-    def _features(self, image_tensors: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def _features(self, image_tensors: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         feats = self.backbone(image_tensors)
         if isinstance(feats, torch.Tensor):
             feats = OrderedDict([("0", feats)])
@@ -169,7 +175,11 @@ class RegionDetector(nn.Module):
                     extra = {"max_conf": confs[i]} if confs is not None else {}
                     sel = self.selection(b, p["regressed"], p["obj_probs"], **extra)
                     keep, sel_boxes, obj_ids, obj_conf, from_props = (
-                        sel.keep, sel.boxes, sel.obj_ids, sel.obj_conf, sel.from_proposals,
+                        sel.keep,
+                        sel.boxes,
+                        sel.obj_ids,
+                        sel.obj_conf,
+                        sel.from_proposals,
                     )
                 region_feats = p["feats"][keep]
                 if not from_props and self.repool_final_boxes:

@@ -4,10 +4,11 @@ RoI head that trains them (torchvision's Matcher, sampler and BoxCoder underneat
 Class convention: background is the LAST class (index C), as in the detectron2-format VG weights; the attribute
 head's "no attribute" is likewise last (index A). Object ids written to the store are 0..C-1.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,9 @@ from torchvision.ops import RoIAlign, RoIPool, box_iou, clip_boxes_to_image
 class SingleLevelPooler(nn.Module):
     """RoI pooling on one feature map (C4 detectors). Same call signature as torchvision's MultiScaleRoIAlign."""
 
-    def __init__(self, output_size: int = 14, spatial_scale: float = 1 / 16, kind: str = "pool", sampling_ratio: int = 0):
+    def __init__(
+        self, output_size: int = 14, spatial_scale: float = 1 / 16, kind: str = "pool", sampling_ratio: int = 0
+    ):
         super().__init__()
         if kind == "pool":
             self.op = RoIPool((output_size, output_size), spatial_scale)
@@ -28,7 +31,9 @@ class SingleLevelPooler(nn.Module):
         else:
             raise ValueError(f"pooler kind must be 'pool' or 'align', got {kind!r}")
 
-    def forward(self, features: "OrderedDict[str, torch.Tensor]", boxes: list[torch.Tensor], image_shapes=None) -> torch.Tensor:
+    def forward(
+        self, features: OrderedDict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes=None
+    ) -> torch.Tensor:
         x = next(iter(features.values()))  # (B, C, H, W)
         return self.op(x, boxes)  # (R, C, s, s)
 

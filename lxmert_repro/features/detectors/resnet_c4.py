@@ -4,10 +4,11 @@ Module names equal the detectron2 names of the ``frcnn-vg-finetuned`` weights (`
 ``backbone.res{2,3,4}.N.{conv1,conv2,conv3,shortcut}[.norm]``, ``roi_heads.res5``...) up to the prefix mapping
 in ``weights.py``; norms are torchvision's FrozenBatchNorm2d (weight, bias, running_mean, running_var).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,9 @@ class ConvNorm(nn.Conv2d):
 class Bottleneck(nn.Module):
     """MSRA bottleneck: stride in the first 1x1 conv (``stride_in_1x1``, the Caffe ResNet's convention)."""
 
-    def __init__(self, cin: int, cout: int, bottleneck: int, stride: int = 1, dilation: int = 1, stride_in_1x1: bool = True):
+    def __init__(
+        self, cin: int, cout: int, bottleneck: int, stride: int = 1, dilation: int = 1, stride_in_1x1: bool = True
+    ):
         super().__init__()
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.shortcut = ConvNorm(cin, cout, 1, stride=stride) if (cin != cout or stride != 1) else None
@@ -63,8 +66,13 @@ class Bottleneck(nn.Module):
         return F.relu_(out)
 
 
-def make_stage(n: int, cin: int, cout: int, bottleneck: int, stride: int, dilation: int = 1, stride_in_1x1: bool = True) -> nn.Sequential:
-    blocks = [Bottleneck(cin if i == 0 else cout, cout, bottleneck, stride if i == 0 else 1, dilation, stride_in_1x1) for i in range(n)]
+def make_stage(
+    n: int, cin: int, cout: int, bottleneck: int, stride: int, dilation: int = 1, stride_in_1x1: bool = True
+) -> nn.Sequential:
+    blocks = [
+        Bottleneck(cin if i == 0 else cout, cout, bottleneck, stride if i == 0 else 1, dilation, stride_in_1x1)
+        for i in range(n)
+    ]
     return nn.Sequential(*blocks)
 
 
@@ -84,8 +92,14 @@ class Stem(nn.Module):
 class ResNetC4(nn.Module):
     """stem + res2..res4 (stride 16); returns {"res4": (B, 4*res2_channels... , H/16, W/16)}."""
 
-    def __init__(self, blocks: Sequence[int] = (3, 4, 23), stem_channels: int = 64, res2_channels: int = 256,
-                 stride_in_1x1: bool = True, caffe_maxpool: bool = True):
+    def __init__(
+        self,
+        blocks: Sequence[int] = (3, 4, 23),
+        stem_channels: int = 64,
+        res2_channels: int = 256,
+        stride_in_1x1: bool = True,
+        caffe_maxpool: bool = True,
+    ):
         super().__init__()
         self.stem = Stem(stem_channels, caffe_maxpool)
         cin, cout, bott = stem_channels, res2_channels, res2_channels // 4
@@ -94,15 +108,22 @@ class ResNetC4(nn.Module):
         self.res4 = make_stage(blocks[2], cout * 2, cout * 4, bott * 4, 2, stride_in_1x1=stride_in_1x1)
         self.out_channels = cout * 4
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict([("res4", self.res4(self.res3(self.res2(self.stem(x)))))])
 
 
 class Res5Head(nn.Module):
     """RoI box head of C4 detectors: res5 stage on the pooled res4 crop, then average pool -> (R, 8*res2)."""
 
-    def __init__(self, cin: int, blocks: int = 3, res5_stride: int = 2, res5_dilation: int = 1, stride_in_1x1: bool = True,
-                 channels_last: bool = False):
+    def __init__(
+        self,
+        cin: int,
+        blocks: int = 3,
+        res5_stride: int = 2,
+        res5_dilation: int = 1,
+        stride_in_1x1: bool = True,
+        channels_last: bool = False,
+    ):
         """``channels_last``: run res5 on NHWC crops (CPU, 2 threads, 40 regions of 1024x14x14: 1.94 s vs 2.27 s
         NCHW, conv + separate BN 2.52 s; same values up to 2e-7)."""
         super().__init__()
@@ -148,12 +169,23 @@ def build_resnet_c4_detector(
     backbone = ResNetC4(blocks, stem_channels, res2_channels, stride_in_1x1, caffe_maxpool)
     rpn_module = build_rpn(backbone.out_channels, **{"anchor_stride": 16, **(rpn or {})})
     head = Res5Head(backbone.out_channels, res5_blocks, res5_stride, res5_dilation, stride_in_1x1, res5_channels_last)
-    predictor = AttributePredictor(head.out_channels, len(object_classes), len(attribute_classes), cls_embed_dim, attr_hidden_dim)
+    predictor = AttributePredictor(
+        head.out_channels, len(object_classes), len(attribute_classes), cls_embed_dim, attr_hidden_dim
+    )
     pooler = SingleLevelPooler(pooler_resolution, 1 / 16, pooler_type)
     roi_heads = RegionRoIHeads(pooler, head, predictor, **(roi or {}))
     return RegionDetector(
-        backbone, rpn_module, roi_heads, selection or BottomUpSelection(), list(object_classes), list(attribute_classes),
-        min_size=min_size, max_size=max_size, pixel_mean=tuple(pixel_mean), pixel_std=tuple(pixel_std), bgr=bgr,
+        backbone,
+        rpn_module,
+        roi_heads,
+        selection or BottomUpSelection(),
+        list(object_classes),
+        list(attribute_classes),
+        min_size=min_size,
+        max_size=max_size,
+        pixel_mean=tuple(pixel_mean),
+        pixel_std=tuple(pixel_std),
+        bgr=bgr,
         repool_final_boxes=repool_final_boxes,
         transform=RoundedResizeTransform(min_size, max_size, tuple(pixel_mean), tuple(pixel_std)),
     )

@@ -1,9 +1,10 @@
 """RPN pieces: a head with detectron2's parameter names, detectron2's anchor order and grid, and proposal
 selection by objectness LOGITS, on top of torchvision's RegionProposalNetwork (decoding and the training losses)."""
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

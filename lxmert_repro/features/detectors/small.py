@@ -1,7 +1,8 @@
 """A small configurable conv detector: tests and the default easy-VQA run (fast on 2 CPU cores)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -21,8 +22,12 @@ class SmallConvBackbone(nn.Module):
         layers, cin = [], 3
         for c in channels:
             layers += [
-                nn.Conv2d(cin, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                nn.Conv2d(cin, c, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
             ]
             cin = c
         self.body = nn.Sequential(*layers)
@@ -58,11 +63,23 @@ def build_small_detector(
     rpn_module = build_rpn(backbone.out_channels, **rpn_cfg)
     pooler = MultiScaleRoIAlign(["0"], pool_size, sampling_ratio=2)
     head = MLPBoxHead(backbone.out_channels, pool_size, feat_dim)
-    predictor = AttributePredictor(feat_dim, len(object_classes), len(attribute_classes), cls_embed_dim, attr_hidden_dim)
+    predictor = AttributePredictor(
+        feat_dim, len(object_classes), len(attribute_classes), cls_embed_dim, attr_hidden_dim
+    )
     roi_heads = RegionRoIHeads(pooler, head, predictor, **(roi or {}))
     return RegionDetector(
-        backbone, rpn_module, roi_heads, selection or BottomUpSelection(min_boxes=1, max_boxes=10),
-        list(object_classes), list(attribute_classes), min_size=min_size, max_size=max_size,
-        pixel_mean=tuple(pixel_mean), pixel_std=tuple(pixel_std), bgr=bgr, size_divisible=size_divisible,
-        repool_final_boxes=repool_final_boxes, stack_same_shape=stack_same_shape,
+        backbone,
+        rpn_module,
+        roi_heads,
+        selection or BottomUpSelection(min_boxes=1, max_boxes=10),
+        list(object_classes),
+        list(attribute_classes),
+        min_size=min_size,
+        max_size=max_size,
+        pixel_mean=tuple(pixel_mean),
+        pixel_std=tuple(pixel_std),
+        bgr=bgr,
+        size_divisible=size_divisible,
+        repool_final_boxes=repool_final_boxes,
+        stack_same_shape=stack_same_shape,
     )

@@ -8,6 +8,7 @@ Differences from torchvision's ``GeneralizedRCNNTransform`` that change the dete
 - padding only up to the largest image of the batch (a single image is not padded at all), with 0 after
   normalisation; no rounding up to a multiple of 32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,7 +42,9 @@ class RoundedResizeTransform(nn.Module):
         super().__init__()
         self.min_size = min_size
         self.max_size = max_size
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1), persistent=False
+        )
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), persistent=False)
 
     def resized_size(self, h: int, w: int) -> tuple[int, int]:
@@ -64,5 +67,7 @@ class RoundedResizeTransform(nn.Module):
             targets = [dict(t) for t in targets]
             for t, im, (h, w) in zip(targets, images, sizes):
                 sy, sx = h / im.shape[-2], w / im.shape[-1]
-                t["boxes"] = t["boxes"] * torch.tensor([sx, sy, sx, sy], dtype=t["boxes"].dtype, device=t["boxes"].device)
+                t["boxes"] = t["boxes"] * torch.tensor(
+                    [sx, sy, sx, sy], dtype=t["boxes"].dtype, device=t["boxes"].device
+                )
         return ImageList(batch, [(int(h), int(w)) for h, w in sizes]), targets

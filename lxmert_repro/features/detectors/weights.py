@@ -2,11 +2,12 @@
 ``pytorch_model.bin``) and torchvision Faster R-CNN state dicts. Every tensor of a file is either loaded,
 checked (the anchors), or named in the error; nothing is silently dropped except BatchNorm step counters.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -51,12 +52,18 @@ def load_into(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], source: st
     own = model.state_dict()
     unexpected = sorted(k for k in sd if k not in own)
     missing = sorted(k for k in own if k not in sd)
-    bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and sd[k].shape != own[k].shape]
+    bad = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sd
+        if k in own and sd[k].shape != own[k].shape
+    ]
     problems = []
     if bad:
         problems.append("shape mismatch:\n  " + "\n  ".join(bad))
     if unexpected:
-        problems.append(f"{len(unexpected)} tensors in the file that the model lacks:\n  " + "\n  ".join(unexpected[:50]))
+        problems.append(
+            f"{len(unexpected)} tensors in the file that the model lacks:\n  " + "\n  ".join(unexpected[:50])
+        )
     if missing and strict:
         problems.append(f"{len(missing)} model tensors missing from the file:\n  " + "\n  ".join(missing[:50]))
     if problems:
@@ -66,7 +73,9 @@ def load_into(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], source: st
 
 
 # ---- detectron2 (frcnn-vg-finetuned) ----------------------------------------------------------------------------
-def detectron2_to_ours(sd: Mapping[str, torch.Tensor], source: str = "<state dict>") -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+def detectron2_to_ours(
+    sd: Mapping[str, torch.Tensor], source: str = "<state dict>"
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Rename detectron2-format keys; returns (our state dict, cell anchors tensor or None)."""
     out, anchors, unknown = {}, None, []
     for k, v in sd.items():
@@ -77,7 +86,7 @@ def detectron2_to_ours(sd: Mapping[str, torch.Tensor], source: str = "<state dic
             continue
         for old, new in D2_PREFIXES:
             if k.startswith(old):
-                out[new + k[len(old):]] = v
+                out[new + k[len(old) :]] = v
                 break
         else:
             unknown.append(k)
@@ -92,7 +101,7 @@ def ours_to_detectron2(model: RegionDetector) -> dict[str, torch.Tensor]:
     for k, v in model.state_dict().items():
         for old, new in D2_PREFIXES:
             if k.startswith(new):
-                out[old + k[len(new):]] = v.clone()
+                out[old + k[len(new) :]] = v.clone()
                 break
         else:
             raise ValueError(f"no detectron2 name for {k}")
@@ -126,8 +135,11 @@ def torchvision_to_ours(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def ours_to_torchvision(model: RegionDetector) -> dict[str, torch.Tensor]:
-    sd = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("roi_heads.box_predictor.") or
-          k.split(".")[2] in ("cls_score", "bbox_pred")}
+    sd = {
+        k: v.clone()
+        for k, v in model.state_dict().items()
+        if not k.startswith("roi_heads.box_predictor.") or k.split(".")[2] in ("cls_score", "bbox_pred")
+    }
     w, b = sd["roi_heads.box_predictor.cls_score.weight"], sd["roi_heads.box_predictor.cls_score.bias"]
     sd["roi_heads.box_predictor.cls_score.weight"] = torch.cat([w[-1:], w[:-1]])
     sd["roi_heads.box_predictor.cls_score.bias"] = torch.cat([b[-1:], b[:-1]])

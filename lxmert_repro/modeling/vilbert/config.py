@@ -1,5 +1,6 @@
 """ViLBERT configuration. Defaults: facebookresearch/vilbert-multi-task config/bert_base_6layer_6conect.json
 (the multi-task model): BERT-base text stream, a 6-layer 1024-d vision stream, 6 co-attention layers."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,15 +73,19 @@ class VilbertConfig(ModelConfig):
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, h, n in (("hidden_size", self.hidden_size, self.num_attention_heads),
-                           ("v_hidden_size", self.v_hidden_size, self.v_num_attention_heads),
-                           ("bi_hidden_size", self.bi_hidden_size, self.bi_num_attention_heads)):
+        for name, h, n in (
+            ("hidden_size", self.hidden_size, self.num_attention_heads),
+            ("v_hidden_size", self.v_hidden_size, self.v_num_attention_heads),
+            ("bi_hidden_size", self.bi_hidden_size, self.bi_num_attention_heads),
+        ):
             if h % n:
                 raise ValueError(f"VilbertConfig: {name} ({h}) must be a multiple of its number of heads ({n})")
         if len(self.v_biattention_id) != len(self.t_biattention_id):
             raise ValueError("VilbertConfig: v_biattention_id and t_biattention_id must have the same length")
-        for name, ids, layers in (("v_biattention_id", self.v_biattention_id, self.v_num_hidden_layers),
-                                  ("t_biattention_id", self.t_biattention_id, self.num_hidden_layers)):
+        for name, ids, layers in (
+            ("v_biattention_id", self.v_biattention_id, self.v_num_hidden_layers),
+            ("t_biattention_id", self.t_biattention_id, self.num_hidden_layers),
+        ):
             if list(ids) != sorted(ids) or (ids and (ids[0] < 0 or ids[-1] >= layers)):
                 raise ValueError(f"VilbertConfig: {name} must be ascending layer indices below {layers}, got {ids}")
         if self.fusion_method not in FUSIONS:
@@ -98,17 +103,38 @@ class VilbertConfig(ModelConfig):
         return None  # BERT's tables: no padding rows kept at zero
 
     def text_sizes(self) -> StreamSizes:
-        return StreamSizes(self.hidden_size, self.num_attention_heads, self.intermediate_size, self.hidden_act,
-                           self.hidden_dropout_prob, self.attention_probs_dropout_prob, self.layer_norm_eps)
+        return StreamSizes(
+            self.hidden_size,
+            self.num_attention_heads,
+            self.intermediate_size,
+            self.hidden_act,
+            self.hidden_dropout_prob,
+            self.attention_probs_dropout_prob,
+            self.layer_norm_eps,
+        )
 
     def vision_sizes(self) -> StreamSizes:
-        return StreamSizes(self.v_hidden_size, self.v_num_attention_heads, self.v_intermediate_size, self.v_hidden_act,
-                           self.v_hidden_dropout_prob, self.v_attention_probs_dropout_prob, self.layer_norm_eps)
+        return StreamSizes(
+            self.v_hidden_size,
+            self.v_num_attention_heads,
+            self.v_intermediate_size,
+            self.v_hidden_act,
+            self.v_hidden_dropout_prob,
+            self.v_attention_probs_dropout_prob,
+            self.layer_norm_eps,
+        )
 
     def co_sizes(self, attention_dropout: float) -> StreamSizes:
         """Co-attention width (bi_hidden_size, bi_num_attention_heads) with the given attention dropout."""
-        return StreamSizes(self.bi_hidden_size, self.bi_num_attention_heads, 0, self.hidden_act, 0.0,
-                           attention_dropout, self.layer_norm_eps)
+        return StreamSizes(
+            self.bi_hidden_size,
+            self.bi_num_attention_heads,
+            0,
+            self.hidden_act,
+            0.0,
+            attention_dropout,
+            self.layer_norm_eps,
+        )
 
     def schedule(self) -> list[tuple[str, int]]:
         """The layer order of the reference encoder: ("text", i), ("vision", j), ("co", k) steps."""

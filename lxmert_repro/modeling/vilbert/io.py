@@ -8,6 +8,7 @@ is built, the heads of the repository's other tasks. Anything else is unexpected
 The file carries no config: sizes are read from the tensors, head counts and the co-attention schedule
 come from the given config (default: bert_base_6layer_6conect.json's).
 """
+
 from __future__ import annotations
 
 import re
@@ -33,14 +34,22 @@ FILE_DESCRIPTION = "a facebookresearch/vilbert-multi-task state dict (.bin)"
 _LAYER_RE = re.compile(r"^vilbert\.(text_layers|vision_layers|co_layers)\.(\d+)\.(.*)$")
 _GROUP = {"text_layers": "layer", "vision_layers": "v_layer", "co_layers": "c_layer"}
 _CO_LAYER = [
-    ("vision_attn.query.", "biattention.query1."), ("vision_attn.key.", "biattention.key1."),
-    ("vision_attn.value.", "biattention.value1."), ("text_attn.query.", "biattention.query2."),
-    ("text_attn.key.", "biattention.key2."), ("text_attn.value.", "biattention.value2."),
-    ("vision_output.dense.", "biOutput.dense1."), ("vision_output.layer_norm.", "biOutput.LayerNorm1."),
-    ("text_output.dense.", "biOutput.dense2."), ("text_output.layer_norm.", "biOutput.LayerNorm2."),
-    ("vision_ffn.intermediate.", "v_intermediate.dense."), ("vision_ffn.output.", "v_output.dense."),
-    ("vision_ffn.layer_norm.", "v_output.LayerNorm."), ("text_ffn.intermediate.", "t_intermediate.dense."),
-    ("text_ffn.output.", "t_output.dense."), ("text_ffn.layer_norm.", "t_output.LayerNorm."),
+    ("vision_attn.query.", "biattention.query1."),
+    ("vision_attn.key.", "biattention.key1."),
+    ("vision_attn.value.", "biattention.value1."),
+    ("text_attn.query.", "biattention.query2."),
+    ("text_attn.key.", "biattention.key2."),
+    ("text_attn.value.", "biattention.value2."),
+    ("vision_output.dense.", "biOutput.dense1."),
+    ("vision_output.layer_norm.", "biOutput.LayerNorm1."),
+    ("text_output.dense.", "biOutput.dense2."),
+    ("text_output.layer_norm.", "biOutput.LayerNorm2."),
+    ("vision_ffn.intermediate.", "v_intermediate.dense."),
+    ("vision_ffn.output.", "v_output.dense."),
+    ("vision_ffn.layer_norm.", "v_output.LayerNorm."),
+    ("text_ffn.intermediate.", "t_intermediate.dense."),
+    ("text_ffn.output.", "t_output.dense."),
+    ("text_ffn.layer_norm.", "t_output.LayerNorm."),
 ]
 _PREFIXES = [
     ("vilbert.embeddings.layer_norm.", "bert.embeddings.LayerNorm."),
@@ -63,8 +72,15 @@ _PREFIXES = [
 ]
 TIED = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
 UNUSED_BY_REFERENCE = re.compile(r"^bert\.encoder\.c_layer\.\d+\.biOutput\.q_dense[12]\.(weight|bias)$")
-OTHER_TASK_HEADS = ("cls.", "vil_prediction_gqa.", "vil_binary_prediction.", "vil_logit.", "vil_tri_prediction.",
-                    "vision_logit.", "linguisic_logit.")
+OTHER_TASK_HEADS = (
+    "cls.",
+    "vil_prediction_gqa.",
+    "vil_binary_prediction.",
+    "vil_logit.",
+    "vil_tri_prediction.",
+    "vision_logit.",
+    "linguisic_logit.",
+)
 
 
 def to_reference(key: str) -> str:
@@ -89,6 +105,7 @@ def _count(ref: dict[str, torch.Tensor], group: str) -> int:
 
 def infer_config(ref: dict[str, torch.Tensor], base: VilbertConfig | None, source: str) -> VilbertConfig:
     """Sizes from the tensors; head counts and the schedule from ``base``."""
+
     def shape(key: str) -> tuple[int, ...]:
         if key not in ref:
             raise CheckpointError(f"{source}: no {key!r}: not a vilbert-multi-task checkpoint?")
@@ -97,10 +114,14 @@ def infer_config(ref: dict[str, torch.Tensor], base: VilbertConfig | None, sourc
     vocab, hidden = shape("bert.embeddings.word_embeddings.weight")
     v_hidden, feat = shape("bert.v_embeddings.image_embeddings.weight")
     changes: dict[str, Any] = dict(
-        vocab_size=vocab, hidden_size=hidden, visual_feat_dim=feat, v_hidden_size=v_hidden,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        visual_feat_dim=feat,
+        v_hidden_size=v_hidden,
         max_position_embeddings=shape("bert.embeddings.position_embeddings.weight")[0],
         type_vocab_size=shape("bert.embeddings.token_type_embeddings.weight")[0],
-        num_hidden_layers=_count(ref, "layer"), v_num_hidden_layers=_count(ref, "v_layer"),
+        num_hidden_layers=_count(ref, "layer"),
+        v_num_hidden_layers=_count(ref, "v_layer"),
         intermediate_size=shape("bert.encoder.layer.0.intermediate.dense.weight")[0],
         v_intermediate_size=shape("bert.encoder.v_layer.0.intermediate.dense.weight")[0],
         bi_hidden_size=shape("bert.encoder.c_layer.0.biattention.query1.weight")[0],
@@ -111,8 +132,10 @@ def infer_config(ref: dict[str, torch.Tensor], base: VilbertConfig | None, sourc
     if not isinstance(base, VilbertConfig):
         raise CheckpointError(f"{source}: --config must be a ViLBERT config, got {type(base).__name__}")
     if _count(ref, "c_layer") != len(base.v_biattention_id):
-        raise CheckpointError(f"{source}: {_count(ref, 'c_layer')} co-attention layers, the config's schedule has "
-                              f"{len(base.v_biattention_id)} (v_biattention_id / t_biattention_id)")
+        raise CheckpointError(
+            f"{source}: {_count(ref, 'c_layer')} co-attention layers, the config's schedule has "
+            f"{len(base.v_biattention_id)} (v_biattention_id / t_biattention_id)"
+        )
     try:
         return base.replace(**changes)
     except ValueError as e:
@@ -138,8 +161,18 @@ def read_file(path: Path, fmt: str, state: dict[str, torch.Tensor], base: Any | 
     if cls is VilbertForVQA:
         dropped += [k for k in unused if k.startswith(OTHER_TASK_HEADS)]
     unexpected = [k for k in unused if k not in set(dropped)]
-    return Checkpoint(config, cls, state_ours, objectives, num_answers, {}, str(path), unexpected,
-                      {k: to_reference(k) for k in keys}, sorted(dropped))
+    return Checkpoint(
+        config,
+        cls,
+        state_ours,
+        objectives,
+        num_answers,
+        {},
+        str(path),
+        unexpected,
+        {k: to_reference(k) for k in keys},
+        sorted(dropped),
+    )
 
 
 def reference_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ regions are embedded as LN(Linear(feature) + Linear(5-d location)); a global ima
 real regions' features, location (0, 0, 1, 1, 1)) is prepended, as the repository's data loaders do; the
 layers run in ``config.schedule()`` order; the pooled vector is text_pool * vision_pool ("mul" fusion).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,9 @@ class VilbertModelOutput:
     text_pooled: torch.Tensor  # (B, Hb) ReLU(Linear(text at [CLS]))
     vision_pooled: torch.Tensor  # (B, Hb) ReLU(Linear(vision at the global token))
     global_output: torch.Tensor | None = None  # (B, Hv) the global image token's state
-    attentions: dict[str, tuple[torch.Tensor, ...]] | None = None  # "text", "vision", "text_to_vision", "vision_to_text"
+    attentions: dict[str, tuple[torch.Tensor, ...]] | None = (
+        None  # "text", "vision", "text_to_vision", "vision_to_text"
+    )
 
 
 def region_locations(boxes: torch.Tensor) -> torch.Tensor:
@@ -47,8 +50,11 @@ def with_global_token(
     m = mask.to(feats.dtype).unsqueeze(-1)  # (B, N, 1)
     mean = (feats * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1, F)
     loc = locations.new_tensor(GLOBAL_LOCATION).expand(feats.shape[0], 1, 5)
-    return (torch.cat([mean, feats], 1), torch.cat([loc, locations], 1),
-            torch.cat([mask.new_ones(mask.shape[0], 1), mask], 1))
+    return (
+        torch.cat([mean, feats], 1),
+        torch.cat([loc, locations], 1),
+        torch.cat([mask.new_ones(mask.shape[0], 1), mask], 1),
+    )
 
 
 class ImageEmbeddings(nn.Module):
@@ -63,8 +69,10 @@ class ImageEmbeddings(nn.Module):
 
     def forward(self, feats: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
         if feats.shape[-1] != self.feat_fc.in_features:
-            raise ValueError(f"visual_feats has feature size {feats.shape[-1]}, the model expects "
-                             f"visual_feat_dim={self.feat_fc.in_features}")
+            raise ValueError(
+                f"visual_feats has feature size {feats.shape[-1]}, the model expects "
+                f"visual_feat_dim={self.feat_fc.in_features}"
+            )
         return self.dropout(self.layer_norm(self.feat_fc(feats) + self.loc_fc(locations)))
 
 
@@ -80,10 +88,12 @@ class CoAttentionLayer(nn.Module):
         super().__init__()
         text, vision = config.text_sizes(), config.vision_sizes()
         # Each module's dropout is the one the reference applies to probabilities over ITS keys.
-        self.vision_attn = MultiHeadAttention(config.co_sizes(config.v_attention_probs_dropout_prob),
-                                              in_size=config.v_hidden_size)
-        self.text_attn = MultiHeadAttention(config.co_sizes(config.attention_probs_dropout_prob),
-                                            in_size=config.hidden_size)
+        self.vision_attn = MultiHeadAttention(
+            config.co_sizes(config.v_attention_probs_dropout_prob), in_size=config.v_hidden_size
+        )
+        self.text_attn = MultiHeadAttention(
+            config.co_sizes(config.attention_probs_dropout_prob), in_size=config.hidden_size
+        )
         self.vision_output = AttentionOutput(vision, in_size=config.bi_hidden_size)
         self.text_output = AttentionOutput(text, in_size=config.bi_hidden_size)
         self.vision_ffn = FeedForward(vision)
@@ -128,7 +138,8 @@ class VilbertModel(ModelBase):
         self.image_embeddings = ImageEmbeddings(config)
         self.text_layers = nn.ModuleList(TransformerLayer(config.text_sizes()) for _ in range(config.num_hidden_layers))
         self.vision_layers = nn.ModuleList(
-            TransformerLayer(config.vision_sizes()) for _ in range(config.v_num_hidden_layers))
+            TransformerLayer(config.vision_sizes()) for _ in range(config.v_num_hidden_layers)
+        )
         self.co_layers = nn.ModuleList(CoAttentionLayer(config) for _ in config.v_biattention_id)
         self.text_pooler = ReluPooler(config.hidden_size, config.bi_hidden_size)
         self.vision_pooler = ReluPooler(config.v_hidden_size, config.bi_hidden_size)
@@ -148,13 +159,16 @@ class VilbertModel(ModelBase):
     ) -> VilbertModelOutput:
         b, n = visual_feats.shape[:2]
         if visual_feats.dim() != 3 or visual_boxes.shape != (b, n, 4) or b != input_ids.shape[0]:
-            raise ValueError(f"visual_feats must be (B, N, F) and visual_boxes (B, N, 4) with B = {input_ids.shape[0]}; "
-                             f"got {tuple(visual_feats.shape)} and {tuple(visual_boxes.shape)}")
+            raise ValueError(
+                f"visual_feats must be (B, N, F) and visual_boxes (B, N, 4) with B = {input_ids.shape[0]}; "
+                f"got {tuple(visual_feats.shape)} and {tuple(visual_boxes.shape)}"
+            )
         wdtype = self.text_pooler.dense.weight.dtype
         if visual_mask is None:
             visual_mask = input_ids.new_ones(b, n)
-        feats, locs, vmask = with_global_token(visual_feats.to(wdtype), region_locations(visual_boxes.to(wdtype)),
-                                               visual_mask)  # (B, 1+N, F), (B, 1+N, 5), (B, 1+N)
+        feats, locs, vmask = with_global_token(
+            visual_feats.to(wdtype), region_locations(visual_boxes.to(wdtype)), visual_mask
+        )  # (B, 1+N, F), (B, 1+N, 5), (B, 1+N)
         dtype = compute_dtype(self.text_pooler.dense.weight)
         text_mask, vision_mask = additive_mask(attention_mask, dtype), additive_mask(vmask, dtype)
 

@@ -10,6 +10,7 @@ Region target: each region's class distribution from the detector (``region_targ
 (stores that keep only the top class), the target is the top class with its confidence, 0 elsewhere
 (``obj_labels``, ``obj_conf``) -- logged once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,8 @@ from torch import nn
 
 from ..base import model_output
 from ..heads import MaskedLMHead, PredictionHeadTransform
-from ..pretraining_base import PretrainingModel
 from ..objectives import PretrainObjectives
+from ..pretraining_base import PretrainingModel
 from .config import VilbertConfig
 from .model import VilbertModel
 
@@ -100,11 +101,16 @@ class VilbertForPreTraining(PretrainingModel):
         **unused_targets: torch.Tensor | None,  # other objectives' targets: not ViLBERT's
     ) -> VilbertPreTrainingOutput:
         obj = self.objectives
-        enc = self.vilbert(input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids,
-                           output_attentions)
-        out = VilbertPreTrainingOutput(loss=None, language_output=enc.language_output,
-                                       vision_output=enc.vision_output, pooled_output=enc.pooled_output,
-                                       attentions=enc.attentions)
+        enc = self.vilbert(
+            input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
+        )
+        out = VilbertPreTrainingOutput(
+            loss=None,
+            language_output=enc.language_output,
+            vision_output=enc.vision_output,
+            pooled_output=enc.pooled_output,
+            attentions=enc.attentions,
+        )
         losses: dict[str, torch.Tensor] = {}
         word_emb = self.vilbert.embeddings.word_embeddings.weight
         self.mlm_term(out, losses, enc.language_output, word_emb, mlm_labels)
@@ -115,8 +121,10 @@ class VilbertForPreTraining(PretrainingModel):
                 if obj_labels is None or obj_conf is None:
                     raise ValueError("region_kl needs region_targets, or obj_labels and obj_conf (top-class fallback)")
                 if not VilbertForPreTraining._warned_fallback:
-                    log.info("region_kl: no class distributions in the feature store; target = the detector's top "
-                             "class with its confidence")
+                    log.info(
+                        "region_kl: no class distributions in the feature store; target = the detector's top "
+                        "class with its confidence"
+                    )
                     VilbertForPreTraining._warned_fallback = True
                 region_targets = top_class_targets(obj_labels, obj_conf, self.config.num_object_labels)
             masked = masked_boxes.bool() if visual_mask is None else masked_boxes.bool() & visual_mask.bool()

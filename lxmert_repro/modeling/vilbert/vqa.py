@@ -1,9 +1,10 @@
 """VilbertForVQA: vilbert-multi-task's VQA head (``vil_prediction``, a SimpleClassifier: Linear(Hb -> 2 Hb),
 GELU, LN, Linear(2 Hb -> answers)) on dropout(fused pooled vector); soft-target BCE x answers, as that
 repository's VQA loss (the same formula as LXMERT's)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -59,20 +60,25 @@ class VilbertForVQA(ModelBase):
         vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
         output_attentions: bool = False,
     ) -> VilbertVQAOutput:
-        enc = self.vilbert(input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids,
-                           output_attentions)
+        enc = self.vilbert(
+            input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
+        )
         logits = self.answer_head(self.dropout(enc.pooled_output))  # (B, A)
         loss = None
         if vqa_targets is not None:
             if vqa_targets.shape != logits.shape:
                 raise ValueError(f"vqa_targets has shape {tuple(vqa_targets.shape)}, logits {tuple(logits.shape)}")
             loss = L.vqa_loss(logits, vqa_targets)
-        return VilbertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output,
-                                enc.attentions)
+        return VilbertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output, enc.attentions)
 
     @classmethod
-    def from_pretraining(cls, pretrained: nn.Module, num_answers: int, pretrain_answers: Sequence[str] | None = None,
-                         task_answers: Sequence[str] | None = None) -> "VilbertForVQA":
+    def from_pretraining(
+        cls,
+        pretrained: nn.Module,
+        num_answers: int,
+        pretrain_answers: Sequence[str] | None = None,
+        task_answers: Sequence[str] | None = None,
+    ) -> VilbertForVQA:
         """The encoder of ``pretrained``; the answer head at its init (ViLBERT pretrains no QA head)."""
         model = cls(pretrained.config, num_answers)
         model.vilbert.load_state_dict(pretrained.vilbert.state_dict())

@@ -3,6 +3,7 @@
 As transformers' ``VisualBertModel`` / ``VisualBertForPreTraining`` / ``VisualBertForQuestionAnswering``
 compute it (models/visual_bert/modeling_visual_bert.py); checkpoints move both ways (io.py).
 """
+
 from .config import VisualBertConfig
 from .model import VisualBertModel, VisualBertModelOutput
 from .pretraining import VisualBertForPreTraining, VisualBertPreTrainingOutput

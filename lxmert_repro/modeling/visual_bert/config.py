@@ -1,5 +1,6 @@
 """VisualBERT configuration. Defaults: the COCO-pretrained base model of transformers'
 VisualBertConfig / uclanlp visualbert (BERT-base sizes, 2048-d detector features)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -54,8 +55,10 @@ class VisualBertConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"VisualBertConfig: hidden_size ({self.hidden_size}) must be a multiple of "
-                             f"num_attention_heads ({self.num_attention_heads})")
+            raise ValueError(
+                f"VisualBertConfig: hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
         if self.hidden_act not in ("gelu", "relu"):
             raise ValueError(f"VisualBertConfig: hidden_act must be 'gelu' or 'relu', got {self.hidden_act!r}")
         if self.vqa_loss not in VQA_LOSSES:

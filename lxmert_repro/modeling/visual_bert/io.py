@@ -8,6 +8,7 @@ LXMERT), ``*.layer_norm`` <-> ``*.LayerNorm``, pretraining heads ``mlm_head`` <-
 ``itm_head`` <-> ``cls.seq_relationship``, the VQA classifier <-> ``cls``. The MLM decoder is tied to the
 word embeddings and its bias to ``cls.predictions.bias``: stored by transformers, checked equal on import.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,9 +32,12 @@ TRANSFORMERS_MODEL_TYPE = "visual_bert"
 FILE_FORMATS = ("visualbert-uclanlp",)
 FILE_DESCRIPTION = "a uclanlp/visualbert .th state dict"
 _UCLANLP_RENAMES = [  # applied in order to each key, as transformers' convert_visual_bert_original_... script
-    ("bert.bert.", "visual_bert."), ("bert.cls.", "cls."), ("bert.classifier.", "cls."),
+    ("bert.bert.", "visual_bert."),
+    ("bert.cls.", "cls."),
+    ("bert.classifier.", "cls."),
     ("token_type_embeddings_visual", "visual_token_type_embeddings"),
-    ("position_embeddings_visual", "visual_position_embeddings"), ("embeddings.projection.", "embeddings.visual_projection."),
+    ("position_embeddings_visual", "visual_position_embeddings"),
+    ("embeddings.projection.", "embeddings.visual_projection."),
 ]
 _TRANSFORMERS_CLASS = {
     VisualBertModel: "VisualBertModel",
@@ -42,13 +46,21 @@ _TRANSFORMERS_CLASS = {
 }
 # transformers config field -> ours (same meaning).
 _CONFIG_FIELDS = {
-    "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_hidden_layers": "num_hidden_layers",
-    "num_attention_heads": "num_attention_heads", "intermediate_size": "intermediate_size",
-    "hidden_act": "hidden_act", "hidden_dropout_prob": "hidden_dropout_prob",
-    "attention_probs_dropout_prob": "attention_probs_dropout_prob", "layer_norm_eps": "layer_norm_eps",
-    "max_position_embeddings": "max_position_embeddings", "type_vocab_size": "type_vocab_size",
-    "initializer_range": "initializer_range", "pad_token_id": "pad_token_id",
-    "visual_embedding_dim": "visual_feat_dim", "special_visual_initialize": "special_visual_initialize",
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_hidden_layers": "num_hidden_layers",
+    "num_attention_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "hidden_act": "hidden_act",
+    "hidden_dropout_prob": "hidden_dropout_prob",
+    "attention_probs_dropout_prob": "attention_probs_dropout_prob",
+    "layer_norm_eps": "layer_norm_eps",
+    "max_position_embeddings": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size",
+    "initializer_range": "initializer_range",
+    "pad_token_id": "pad_token_id",
+    "visual_embedding_dim": "visual_feat_dim",
+    "special_visual_initialize": "special_visual_initialize",
 }
 OUR_CONFIG_ATTR = "lxmert_repro_config"
 _LAYER_RE = re.compile(r"^visual_bert\.layers\.(\d+)\.(.*)$")
@@ -80,7 +92,7 @@ def to_reference(key: str) -> str:
         if key.startswith(ours):
             if ref is None:
                 raise CheckpointError(f"{key}: the box ablation (use_boxes=True) has no transformers equivalent")
-            return ref + key[len(ours):]
+            return ref + key[len(ours) :]
     raise KeyError(f"no reference name for VisualBERT parameter {key!r}")
 
 
@@ -114,11 +126,14 @@ def read_file(path: Path, fmt: str, state: dict[str, torch.Tensor], base: Any | 
 
     vocab, hidden = shape("visual_bert.embeddings.word_embeddings.weight")
     changes = dict(
-        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=_count_layers(ref),
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=_count_layers(ref),
         intermediate_size=shape("visual_bert.encoder.layer.0.intermediate.dense.weight")[0],
         max_position_embeddings=shape("visual_bert.embeddings.position_embeddings.weight")[0],
         type_vocab_size=shape("visual_bert.embeddings.token_type_embeddings.weight")[0],
-        visual_feat_dim=shape("visual_bert.embeddings.visual_projection.weight")[1], itm_match_class=1,
+        visual_feat_dim=shape("visual_bert.embeddings.visual_projection.weight")[1],
+        itm_match_class=1,
     )
     base = base or VisualBertConfig(num_attention_heads=max(1, hidden // 64))
     try:
@@ -153,21 +168,27 @@ def config_to_transformers(config: VisualBertConfig, num_labels: int | None = No
 
 def read_transformers(path: Path, values: dict[str, Any], weights: dict[str, torch.Tensor]) -> Checkpoint:
     config = config_from_transformers(values, str(path / "config.json"))
-    ref = {("visual_bert." + k if k.split(".", 1)[0] in ("embeddings", "encoder", "pooler") else k): v
-           for k, v in weights.items()}  # a bare VisualBertModel has no prefix
+    ref = {
+        ("visual_bert." + k if k.split(".", 1)[0] in ("embeddings", "encoder", "pooler") else k): v
+        for k, v in weights.items()
+    }  # a bare VisualBertModel has no prefix
     return _checkpoint_from_reference(ref, config, values.get("architectures") or [], str(path), [])
 
 
-def _checkpoint_from_reference(ref: dict[str, torch.Tensor], config: VisualBertConfig, archs: list[str],
-                               source: str, dropped: list[str]) -> Checkpoint:
+def _checkpoint_from_reference(
+    ref: dict[str, torch.Tensor], config: VisualBertConfig, archs: list[str], source: str, dropped: list[str]
+) -> Checkpoint:
     """Transformers-named tensors -> the checkpoint of the model class they belong to."""
     objectives = None
     if "VisualBertForQuestionAnswering" in archs or "cls.weight" in ref:
         cls, num_answers = VisualBertForVQA, int(ref["cls.weight"].shape[0]) if "cls.weight" in ref else None
         args: tuple = (config, num_answers or 1)
     elif "VisualBertForPreTraining" in archs or any(k.startswith("cls.predictions.") for k in ref):
-        cls, num_answers, objectives = VisualBertForPreTraining, None, PretrainObjectives(
-            task_mask_lm=True, task_matched=True)
+        cls, num_answers, objectives = (
+            VisualBertForPreTraining,
+            None,
+            PretrainObjectives(task_mask_lm=True, task_matched=True),
+        )
         args = (config, objectives)
     else:
         cls, num_answers, args = VisualBertModel, None, (config,)
@@ -191,8 +212,10 @@ def export_transformers(model: nn.Module, out_dir: str | Path) -> Path:
         tm = getattr(transformers, name)(tcfg)
     state = model.state_dict()
     if type(model) is VisualBertModel:
-        ref = {k[len("visual_bert."):]: v for k, v in export_state(
-            {"visual_bert." + k: v for k, v in state.items()}, to_reference).items()}
+        ref = {
+            k[len("visual_bert.") :]: v
+            for k, v in export_state({"visual_bert." + k: v for k, v in state.items()}, to_reference).items()
+        }
     else:
         ref = export_state(state, to_reference, TIED if hasattr(model, "mlm_head") else None)
     result = tm.load_state_dict(ref, strict=False)

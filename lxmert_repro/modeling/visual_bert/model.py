@@ -1,4 +1,5 @@
 """VisualBertModel: text and region embeddings concatenated into one sequence, one BERT encoder, a pooler."""
+
 from __future__ import annotations
 
 import torch
@@ -57,18 +58,27 @@ class VisualBertEmbeddings(nn.Module):
         """-> (B, T + N, H)."""
         t = input_ids.shape[1]
         if t > self.position_embeddings.num_embeddings:
-            raise ValueError(f"input_ids has {t} tokens but max_position_embeddings is "
-                             f"{self.position_embeddings.num_embeddings}")
+            raise ValueError(
+                f"input_ids has {t} tokens but max_position_embeddings is {self.position_embeddings.num_embeddings}"
+            )
         if visual_feats.shape[-1] != self.visual_projection.in_features:
-            raise ValueError(f"visual_feats has feature size {visual_feats.shape[-1]}, the model expects "
-                             f"visual_feat_dim={self.visual_projection.in_features}")
+            raise ValueError(
+                f"visual_feats has feature size {visual_feats.shape[-1]}, the model expects "
+                f"visual_feat_dim={self.visual_projection.in_features}"
+            )
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        text = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-                + self.position_embeddings(torch.arange(t, device=input_ids.device)))  # (B, T, H)
+        text = (
+            self.word_embeddings(input_ids)
+            + self.token_type_embeddings(token_type_ids)
+            + self.position_embeddings(torch.arange(t, device=input_ids.device))
+        )  # (B, T, H)
         # Every region gets visual position 0 (no image-text alignment) and one token type.
-        visual = (self.visual_projection(visual_feats) + self.visual_position_embeddings.weight[0]
-                  + self.visual_token_type_embeddings.weight[self.visual_token_type])  # (B, N, H)
+        visual = (
+            self.visual_projection(visual_feats)
+            + self.visual_position_embeddings.weight[0]
+            + self.visual_token_type_embeddings.weight[self.visual_token_type]
+        )  # (B, N, H)
         if self.box_projection is not None:
             if visual_boxes is None:
                 raise ValueError("use_boxes=True needs visual_boxes")
@@ -98,8 +108,9 @@ class VisualBertModel(ModelBase):
         output_attentions: bool = False,
     ) -> VisualBertModelOutput:
         if visual_feats.dim() != 3 or visual_feats.shape[0] != input_ids.shape[0]:
-            raise ValueError(f"visual_feats must be (B, N, F) with B = {input_ids.shape[0]}, "
-                             f"got {tuple(visual_feats.shape)}")
+            raise ValueError(
+                f"visual_feats must be (B, N, F) with B = {input_ids.shape[0]}, got {tuple(visual_feats.shape)}"
+            )
         b, t = input_ids.shape
         n = visual_feats.shape[1]
         dtype = compute_dtype(self.pooler.dense.weight)
@@ -107,7 +118,9 @@ class VisualBertModel(ModelBase):
         visual_keep = visual_mask if visual_mask is not None else input_ids.new_ones(b, n)
         mask = additive_mask(torch.cat([text_keep.bool(), visual_keep.bool()], dim=1), dtype)  # (B, 1, 1, T+N)
 
-        x = self.embeddings(input_ids, token_type_ids, visual_feats.to(self.pooler.dense.weight.dtype), visual_boxes)  # (B, T+N, H)
+        x = self.embeddings(
+            input_ids, token_type_ids, visual_feats.to(self.pooler.dense.weight.dtype), visual_boxes
+        )  # (B, T+N, H)
         probs: list[torch.Tensor] = []
         for layer in self.layers:
             x, p = layer(x, mask, output_attentions)

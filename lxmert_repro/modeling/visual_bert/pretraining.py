@@ -6,6 +6,7 @@ when its .th checkpoints are imported). The head's weights are copied as they ar
 ``itm_logits`` is returned in our order (column 1 = match, as ``itm_labels``), the same for every
 architecture, and the loss is the cross-entropy against our labels.
 """
+
 from __future__ import annotations
 
 from dataclasses import field
@@ -15,10 +16,11 @@ from torch import nn
 
 from ..base import model_output
 from ..heads import MaskedLMHead
-from ..pretraining_base import PretrainingModel
 from ..objectives import PretrainObjectives
+from ..pretraining_base import PretrainingModel
 from .config import VisualBertConfig
 from .model import VisualBertModel
+
 
 def to_our_matching_order(head_logits: torch.Tensor, match_class: int) -> torch.Tensor:
     """(B, 2) logits of a head whose row ``match_class`` means match -> column 1 = match (our ``itm_labels``)."""
@@ -61,14 +63,23 @@ class VisualBertForPreTraining(PretrainingModel):
         output_attentions: bool = False,
         **unused_targets: torch.Tensor | None,  # other objectives' targets (obj_labels, ...): not VisualBERT's
     ) -> VisualBertPreTrainingOutput:
-        enc = self.visual_bert(input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids,
-                               output_attentions)
-        out = VisualBertPreTrainingOutput(loss=None, language_output=enc.language_output,
-                                          vision_output=enc.vision_output, pooled_output=enc.pooled_output,
-                                          attentions=enc.attentions)
+        enc = self.visual_bert(
+            input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
+        )
+        out = VisualBertPreTrainingOutput(
+            loss=None,
+            language_output=enc.language_output,
+            vision_output=enc.vision_output,
+            pooled_output=enc.pooled_output,
+            attentions=enc.attentions,
+        )
         losses: dict[str, torch.Tensor] = {}
         word_emb = self.visual_bert.embeddings.word_embeddings.weight  # (V, H)
         self.mlm_term(out, losses, enc.language_output, word_emb, mlm_labels)
-        self.itm_term(out, losses, to_our_matching_order(self.itm_head(enc.pooled_output), self.config.itm_match_class),
-                      itm_labels)
+        self.itm_term(
+            out,
+            losses,
+            to_our_matching_order(self.itm_head(enc.pooled_output), self.config.itm_match_class),
+            itm_labels,
+        )
         return self.finish(out, losses)

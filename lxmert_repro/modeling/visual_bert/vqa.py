@@ -5,9 +5,10 @@ The head reads the hidden state at index (number of real text tokens - 2), the l
 KL-divergence of the soft targets to softmax(logits), summed over answers and averaged over the batch
 (transformers); "bce" = LXMERT's soft-target BCE x answers.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,8 +70,9 @@ class VisualBertForVQA(ModelBase):
         vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
         output_attentions: bool = False,
     ) -> VisualBertVQAOutput:
-        enc = self.visual_bert(input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids,
-                               output_attentions)
+        enc = self.visual_bert(
+            input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
+        )
         b, t = input_ids.shape
         lengths = attention_mask.sum(1) if attention_mask is not None else input_ids.new_full((b,), t)
         index = (lengths.long() - 2).clamp(min=0)  # (B,) the last word before [SEP]
@@ -80,13 +82,21 @@ class VisualBertForVQA(ModelBase):
         if vqa_targets is not None:
             if vqa_targets.shape != logits.shape:
                 raise ValueError(f"vqa_targets has shape {tuple(vqa_targets.shape)}, logits {tuple(logits.shape)}")
-            loss = kl_answer_loss(logits, vqa_targets) if self.config.vqa_loss == "kl" else L.vqa_loss(logits, vqa_targets)
-        return VisualBertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output,
-                                   enc.attentions)
+            loss = (
+                kl_answer_loss(logits, vqa_targets) if self.config.vqa_loss == "kl" else L.vqa_loss(logits, vqa_targets)
+            )
+        return VisualBertVQAOutput(
+            logits, loss, enc.language_output, enc.vision_output, enc.pooled_output, enc.attentions
+        )
 
     @classmethod
-    def from_pretraining(cls, pretrained: nn.Module, num_answers: int, pretrain_answers: Sequence[str] | None = None,
-                         task_answers: Sequence[str] | None = None) -> "VisualBertForVQA":
+    def from_pretraining(
+        cls,
+        pretrained: nn.Module,
+        num_answers: int,
+        pretrain_answers: Sequence[str] | None = None,
+        task_answers: Sequence[str] | None = None,
+    ) -> VisualBertForVQA:
         """The encoder of ``pretrained``; the classifier at its init (VisualBERT pretrains no QA head)."""
         model = cls(pretrained.config, num_answers)
         model.visual_bert.load_state_dict(pretrained.visual_bert.state_dict())

@@ -228,6 +228,7 @@ def report(root: Path, done: list[dict]) -> Path:
         plot_curves,
         write_summary,
     )
+    from lxmert_repro.training.tracking import METRICS_FILE
 
     t0 = time.time()
     out = root / "runs" / "demo"
@@ -235,15 +236,14 @@ def report(root: Path, done: list[dict]) -> Path:
     runs = root / "runs"
     pre, ft = runs / "pretrain" / "easy_vqa_pretrain", runs / "finetune_vqa" / "easy_vqa_vqa"
     gqa, nlvr2 = runs / "finetune_gqa" / "easy_vqa_gqa", runs / "finetune_nlvr2" / "easy_vqa_nlvr2"
+    plots = (
+        (pre, "pretrain_losses.png", "pretraining losses"),
+        (ft, "finetune_losses.png", "VQA fine-tuning loss"),
+        (gqa, "gqa_losses.png", "GQA fine-tuning loss"),  # GQA and NLVR2: only after --task gqa / nlvr2
+        (nlvr2, "nlvr2_losses.png", "NLVR2 fine-tuning loss"),
+    )
     curves = [
-        c
-        for c in (
-            plot_curves(pre, out / "pretrain_losses.png", "pretraining losses"),
-            plot_curves(ft, out / "finetune_losses.png", "VQA fine-tuning loss"),
-            plot_curves(gqa, out / "gqa_losses.png", "GQA fine-tuning loss"),
-            plot_curves(nlvr2, out / "nlvr2_losses.png", "NLVR2 fine-tuning loss"),
-        )
-        if c
+        c for run, png, title in plots if (run / METRICS_FILE).is_file() and (c := plot_curves(run, out / png, title))
     ]
     metrics = _metrics(ft) or {}
     examples = []

@@ -24,3 +24,21 @@ def test_summary_lists_accuracy_per_answer_type_and_stage_times(tmp_path):
     assert "| pretraining | 100.0 | ran |" in md and "| **total** | 150.5 | |" in md
     assert "pretrain/samples_per_s: 900.0" in md
     assert json.loads((tmp_path / "report.json").read_text())["metrics"] == metrics
+
+
+def test_demo_report_draws_only_the_runs_that_exist(tmp_path):
+    """`make demo` without --task has no GQA/NLVR2 runs: the report still comes out, with the curves it can draw."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("demo", Path(__file__).parents[1] / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    pre = tmp_path / "runs" / "pretrain" / "easy_vqa_pretrain"
+    pre.mkdir(parents=True)
+    lines = [json.dumps({"step": s, "train/loss": 2.0 / s}) for s in (1, 2, 3)]
+    (pre / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    path = demo.report(tmp_path, [{"name": "pretraining", "seconds": 1.0, "status": "ran"}])
+    assert path.is_file()
+    assert (tmp_path / "runs" / "demo" / "pretrain_losses.png").is_file()
+    assert not (tmp_path / "runs" / "demo" / "gqa_losses.png").exists()

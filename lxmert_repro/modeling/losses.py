@@ -105,6 +105,12 @@ def feature_regression_loss(
     return per_box.sum() / denom
 
 
+def check_vqa_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """Every architecture's answer head scores the same (B, A) targets: one message when they do not fit."""
+    if targets.shape != logits.shape:
+        raise ValueError(f"vqa_targets has shape {tuple(targets.shape)}, logits {tuple(logits.shape)}")
+
+
 def vqa_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """VQA fine-tuning: BCE-with-logits against soft scores (mean) multiplied by the number of answers."""
     return F.binary_cross_entropy_with_logits(logits.float(), targets.float()) * logits.shape[-1]

@@ -66,8 +66,7 @@ class VilbertForVQA(ModelBase):
         logits = self.answer_head(self.dropout(enc.pooled_output))  # (B, A)
         loss = None
         if vqa_targets is not None:
-            if vqa_targets.shape != logits.shape:
-                raise ValueError(f"vqa_targets has shape {tuple(vqa_targets.shape)}, logits {tuple(logits.shape)}")
+            L.check_vqa_targets(logits, vqa_targets)
             loss = L.vqa_loss(logits, vqa_targets)
         return VilbertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output, enc.attentions)
 

@@ -80,8 +80,7 @@ class VisualBertForVQA(ModelBase):
         logits = self.classifier(self.dropout(gathered))  # (B, A)
         loss = None
         if vqa_targets is not None:
-            if vqa_targets.shape != logits.shape:
-                raise ValueError(f"vqa_targets has shape {tuple(vqa_targets.shape)}, logits {tuple(logits.shape)}")
+            L.check_vqa_targets(logits, vqa_targets)
             loss = (
                 kl_answer_loss(logits, vqa_targets) if self.config.vqa_loss == "kl" else L.vqa_loss(logits, vqa_targets)
             )

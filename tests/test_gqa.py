@@ -280,6 +280,10 @@ def test_gqa_finetune_loss_falls_beats_majority_writes_submission(gqa_data, tmp_
         assert metrics[f"test/{k}"] == pytest.approx(official[k])
     exact = sum(preds[u] == a for u, a in zip(test["uid"], test["main_answer"])) / len(test) * 100
     assert official["accuracy"] == pytest.approx(exact)
+    # evaluation throughput, each epoch's and the test pass's: rows scored / seconds (make compare's eval column)
+    evals = [r for r in read_metrics(out) if "val/accuracy" in r and "event" not in r]
+    assert evals and all(r["val/samples_per_s"] > 0 for r in evals)
+    assert metrics["test/samples_per_s"] > 0
 
 
 def test_gqa_init_from_pretraining_matches_answers_after_lxmert_conversion(gqa_data, tmp_path, caplog):

@@ -6,6 +6,7 @@ builds data and model (from a pretraining checkpoint, ours or converted), gives 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,21 @@ def make_task_eval(
     answers = list(data.answers.answers)
 
     def evaluate(model: torch.nn.Module, state: TrainerState) -> dict[str, float]:
-        predictions, score = task.predict(trainer.accelerator, model, loader, answers)
-        return task.metrics(data, split, predictions, score)
+        predictions, score, speed = timed_predict(task, trainer.accelerator, model, loader, answers, split)
+        return {**task.metrics(data, split, predictions, score), **speed}
 
     return evaluate
+
+
+def timed_predict(
+    task: Task, accelerator: Any, model: torch.nn.Module, loader: Any, answers: list[str], split: str
+) -> tuple[dict[int, str], float | None, dict[str, float]]:
+    """``task.predict`` and its throughput, ``{split}/samples_per_s`` = rows predicted (all processes) / seconds,
+    so that architectures can be compared on evaluation speed as well as on training speed."""
+    t0 = time.perf_counter()
+    predictions, score = task.predict(accelerator, model, loader, answers)
+    seconds = time.perf_counter() - t0  # predict ends with a host read of the gathered predictions: work is done
+    return predictions, score, {f"{split}/samples_per_s": len(predictions) / max(seconds, 1e-9)}
 
 
 def train_task(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, ...] = ()) -> dict[str, float]:
@@ -81,12 +93,12 @@ def train_task(cfg: DictConfig, callbacks: list[Callback] | tuple[Callback, ...]
             if best_dir.is_dir():
                 final = acc.prepare(task.load_model(best_dir))
             test_loader = trainer.eval_loader(data.test, data.collator)
-            predictions, score = task.predict(acc, final, test_loader, answers)
+            predictions, score, speed = timed_predict(task, acc, final, test_loader, answers, "test")
             if trainer.is_main:
                 task.write_predictions(
                     trainer.run_dir / f"predictions_test{task.predictions_suffix}", predictions, data.test.records
                 )
-            metrics.update(task.metrics(data, "test", predictions, score))
+            metrics.update(task.metrics(data, "test", predictions, score), **speed)
             trainer.logger.log(
                 {k: v for k, v in metrics.items() if k.startswith("test/")}, step=result.state.global_step
             )

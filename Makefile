@@ -31,7 +31,7 @@ test: install
 demo: install
 	$(PY) scripts/demo.py
 
-.PHONY: demo-gqa demo-nlvr2
+.PHONY: demo-gqa demo-nlvr2 compare
 # The same pretrained model fine-tuned on easy-VQA in GQA's format (official GQA figures), or on an NLVR2-format
 # pair task of easy-VQA images (official accuracy and consistency, beside a text-only baseline); added to the report.
 demo-gqa: install
@@ -44,6 +44,11 @@ demo-nlvr2: install
 # scratch (scripts/ablation.py; runs the demo's earlier stages first when they are missing).
 ablation: install
 	$(PY) scripts/ablation.py
+
+# LXMERT, VisualBERT and ViLBERT at matched parameter counts: same features, pretraining and fine-tuning recipes,
+# 3 seeds, on easy-VQA and the NLVR2-format pair task (scripts/compare_architectures.py; table in runs/compare/).
+compare: install
+	$(PY) scripts/compare_architectures.py
 
 # Speed and memory figures: each benchmark prints a table (see benchmarks/README.md).
 bench: install

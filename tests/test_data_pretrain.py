@@ -192,8 +192,14 @@ def test_missing_image_is_named(tmp_path, setup):
 def test_batches_carry_the_stored_class_distributions(tmp_path, setup, dist):
     written = make_store(tmp_path / "s", class_dist=dist)
     ds = PretrainDataset(
-        make_records(), tmp_path / "s", pad_token_id=PAD, cls_token_id=CLS, sep_token_id=SEP, mask_token_id=MASK,
-        vocab_size=VOCAB, max_boxes=9,
+        make_records(),
+        tmp_path / "s",
+        pad_token_id=PAD,
+        cls_token_id=CLS,
+        sep_token_id=SEP,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        max_boxes=9,
     )
     items = [ds[i] for i in range(0, len(ds), 5)]  # one sentence of each image
     batch = PretrainCollator(pad_token_id=PAD)(items)

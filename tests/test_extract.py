@@ -288,7 +288,9 @@ def test_extract_writes_the_class_distribution_top_k_from_config(tmp_path, detec
     assert full.class_dist == ClassDist(4, full=True)  # every class, and the background column
     r = full[store.image_ids[0]]
     assert r.class_ids is None
-    np.testing.assert_allclose(r.class_probs, softmax_of_the_detectors_class_scores(detector_ckpt, r.features), atol=1e-6)
+    np.testing.assert_allclose(
+        r.class_probs, softmax_of_the_detectors_class_scores(detector_ckpt, r.features), atol=1e-6
+    )
     np.testing.assert_allclose(r.class_probs.sum(axis=1), 1.0, atol=1e-5)
     run(extract_cfg(**base, output=tmp_path / "k9", class_distribution_topk=9))  # k above the class count: all
     assert FeatureStore(tmp_path / "k9").class_dist == ClassDist(4, full=True)

@@ -401,9 +401,20 @@ def test_pretraining_batches_from_a_store_with_class_distributions(cfg, tmp_path
     from lxmert_repro.modeling import LxmertForPreTraining
 
     make_store(tmp_path / "s", feat_dim=cfg.visual_feat_dim, class_dist=ClassDist(4, False), num_classes=11)
+    records = make_records()
+    for r in records:  # word ids inside the tiny vocabulary
+        r["input_ids"] = [CLS] + [20 + int(r["image_id"][3:])] * (len(r["input_ids"]) - 2) + [SEP]
     ds = PretrainDataset(
-        make_records(), tmp_path / "s", pad_token_id=PAD, cls_token_id=CLS, sep_token_id=SEP, mask_token_id=MASK,
-        vocab_size=cfg.vocab_size, obj_mask_prob=0.5, answers=None, seed=2,
+        records,
+        tmp_path / "s",
+        pad_token_id=PAD,
+        cls_token_id=CLS,
+        sep_token_id=SEP,
+        mask_token_id=MASK,
+        vocab_size=cfg.vocab_size,
+        obj_mask_prob=0.5,
+        answers=None,
+        seed=2,
     )
     batch = PretrainCollator(pad_token_id=PAD)([ds[i] for i in range(0, 30, 5)])
     torch.manual_seed(0)

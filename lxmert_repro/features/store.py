@@ -16,7 +16,7 @@ before class distributions existed, so older readers and writers keep working on
 not keep consistent.
 
 Why flat numpy-layout files rather than HDF5:
-- Crash safety is by construction. An image's rows are appended and flushed to the two .bin files first, and only
+- Crash safety is by construction. An image's rows are appended and flushed to the .bin files first, and only
   then its index line is appended. A killed writer leaves at most unindexed trailing bytes (the image in flight),
   which the next writer truncates away; earlier images are never touched. A resizable HDF5 dataset killed
   mid-write can leave the file's internal metadata inconsistent (the whole file unreadable).

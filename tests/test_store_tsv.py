@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lxmert_repro.cli.features import main as features_main
+from lxmert_repro.cli.features import summarize
 from lxmert_repro.features.store import ClassDist, FeatureStore, FeatureStoreWriter
 from lxmert_repro.features.tsv import export_tsv, import_tsv, iter_tsv
 
@@ -258,6 +259,7 @@ def test_tsv_class_distribution_columns_are_imported_and_exported(tmp_path, full
     assert import_tsv([tsv], tmp_path / "store", feat_dtype="float32") == 5
     store = FeatureStore(tmp_path / "store")
     assert store.class_dist == ClassDist(4, full)
+    assert summarize(store)["class_dist"] == {"k": 4, "full": full}
     check_store(store, rows, exact=True)
     for r in rows:
         got = store[r["img_id"]]

@@ -428,3 +428,48 @@ def test_pretraining_batches_from_a_store_with_class_distributions(cfg, tmp_path
     objectives = PretrainObjectives(visual_obj_loss=False, visual_attr_loss=False, task_qa=False)  # store ids: 0..1599
     lxmert = LxmertForPreTraining(model_config("lxmert_tiny"), objectives)
     assert torch.isfinite(lxmert(**batch.model_inputs(), **batch.pretrain_targets()).loss)
+
+
+def test_a_run_gives_vilbert_the_detector_classes_and_the_background(tmp_path):
+    """From a store of C detector classes, a pretraining run builds ViLBERT's region head over C + 1 columns (the
+    store's class distributions: classes, then the background; the reference's 1601 for Visual Genome's 1600),
+    LXMERT's object head over C; a full store of C + 1 columns then trains without a shape error."""
+    from types import SimpleNamespace
+
+    from data_helpers import CLS, MASK, PAD, SEP, make_records, make_store
+    from training_helpers import compose
+
+    from lxmert_repro.data.pretrain_dataset import PretrainCollator, PretrainDataset
+    from lxmert_repro.features.store import ClassDist, FeatureStore, FeatureStoreWriter
+    from lxmert_repro.training.models import build_pretrain_model
+
+    make_store(tmp_path / "s", feat_dim=24, class_dist=ClassDist(4, full=True), num_classes=4)
+    with FeatureStoreWriter(tmp_path / "s", feat_dim=24) as w:  # the detector's classes, as extraction records
+        w.set_metadata(object_classes=["circle", "rectangle", "triangle"])
+    store = FeatureStore(tmp_path / "s")
+    data = SimpleNamespace(tokenizer=list(range(99)), store=store, answers=None)
+    vilbert = build_pretrain_model(compose("pretrain", ["model=vilbert_tiny"]), data)
+    assert vilbert.config.num_object_labels == 4 and vilbert.region_head.decoder.out_features == 4
+    lxmert = build_pretrain_model(compose("pretrain", ["model=lxmert_tiny"]), data)
+    assert lxmert.config.num_object_labels == 3
+    records = make_records()
+    for r in records:  # word ids inside the tiny vocabulary
+        r["input_ids"] = [CLS] + [20 + int(r["image_id"][3:])] * (len(r["input_ids"]) - 2) + [SEP]
+    ds = PretrainDataset(
+        records,
+        store,
+        pad_token_id=PAD,
+        cls_token_id=CLS,
+        sep_token_id=SEP,
+        mask_token_id=MASK,
+        vocab_size=99,
+        obj_mask_prob=0.5,
+        seed=2,
+    )
+    batch = PretrainCollator(pad_token_id=PAD)([ds[i] for i in range(0, 30, 5)])
+    assert batch.region_class_probs.shape[-1] == 4 and batch.region_class_ids is None
+    with torch.no_grad():
+        out = vilbert.eval()(**batch.model_inputs(), **batch.pretrain_targets())
+    masked = batch.masked_boxes & batch.visual_mask.bool()
+    want = kl_by_hand(out.region_logits, None, batch.region_class_probs, masked)
+    assert out.losses["region_kl"].item() == pytest.approx(want, rel=1e-5)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lxmert_repro.features.store import FeatureStoreWriter
+from lxmert_repro.features.store import ClassDist, FeatureStoreWriter
 
 CLS, SEP, PAD, MASK, VOCAB = 2, 3, 0, 4, 1000
 
@@ -18,11 +18,14 @@ def make_store(
     boxes=(10, 7, 10, 4, 9, 10),
     feat_dtype: str = "float16",
     seed: int = 0,
+    class_dist: ClassDist | None = None,
+    num_classes: int = 11,
 ) -> dict[str, dict]:
-    """A store of ``num_images`` images "img{i}" with varying box counts; returns what was written."""
+    """A store of ``num_images`` images "img{i}" with varying box counts; returns what was written. With
+    ``class_dist``, each box also gets a class distribution over ``num_classes`` (its top k, or all of them)."""
     rng = np.random.default_rng(seed)
     written = {}
-    with FeatureStoreWriter(path, feat_dim=feat_dim, feat_dtype=feat_dtype) as w:
+    with FeatureStoreWriter(path, feat_dim=feat_dim, feat_dtype=feat_dtype, class_dist=class_dist) as w:
         for i in range(num_images):
             n = boxes[i % len(boxes)]
             h, w_ = 100 + 10 * i, 200 + 5 * i
@@ -41,6 +44,13 @@ def make_store(
                 attr_ids=rng.integers(0, 400, n),
                 attr_conf=rng.uniform(0, 1, n).astype(np.float32),
             )
+            if class_dist is not None:
+                probs = rng.dirichlet(np.ones(num_classes), n).astype(np.float32)  # (n, C)
+                if class_dist.full:
+                    rec["class_probs"] = probs
+                else:
+                    order = np.argsort(-probs, axis=1)[:, : class_dist.k]
+                    rec["class_ids"], rec["class_probs"] = order, np.take_along_axis(probs, order, 1)
             w.add(**rec)
             written[rec["img_id"]] = rec
     return written

@@ -12,6 +12,7 @@ from lxmert_repro.data.answers import AnswerVocab
 from lxmert_repro.data.batch import LxmertBatch
 from lxmert_repro.data.masking import BOX_RANDOM, BOX_UNCHANGED, BOX_ZERO, IGNORE_INDEX
 from lxmert_repro.data.pretrain_dataset import PretrainCollator, PretrainDataset
+from lxmert_repro.features.store import ClassDist
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,8 @@ def test_dataloader_workers_match_in_process(setup):
     for x, y in zip(ref, got):
         assert x.input_ids.shape[1] == 20 and x.visual_feats.shape[1:] == (12, 16)
         for name in LxmertBatch.MODEL_INPUTS + LxmertBatch.PRETRAIN_TARGETS:
-            assert torch.equal(getattr(x, name), getattr(y, name)), name
+            a, b = getattr(x, name), getattr(y, name)
+            assert (a is None and b is None) or torch.equal(a, b), name
 
 
 def test_missing_image_is_named(tmp_path, setup):
@@ -184,3 +186,37 @@ def test_missing_image_is_named(tmp_path, setup):
     )
     with pytest.raises(KeyError, match="nope"):
         bad[3]
+
+
+@pytest.mark.parametrize("dist", [ClassDist(3, full=False), ClassDist(11, full=True)])
+def test_batches_carry_the_stored_class_distributions(tmp_path, setup, dist):
+    written = make_store(tmp_path / "s", class_dist=dist)
+    ds = PretrainDataset(
+        make_records(),
+        tmp_path / "s",
+        pad_token_id=PAD,
+        cls_token_id=CLS,
+        sep_token_id=SEP,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        max_boxes=9,
+    )
+    items = [ds[i] for i in range(0, len(ds), 5)]  # one sentence of each image
+    batch = PretrainCollator(pad_token_id=PAD)(items)
+    B, N = batch.visual_mask.shape
+    assert N == 9 and batch.region_class_probs.shape == (B, N, dist.k)
+    assert batch.region_class_probs.dtype == torch.float32
+    for b, it in enumerate(items):
+        w, n = written[it.image_id], int(batch.visual_mask[b].sum())
+        np.testing.assert_array_equal(batch.region_class_probs[b, :n].numpy(), w["class_probs"][:n])
+        assert not batch.region_class_probs[b, n:].any()
+        if not dist.full:
+            np.testing.assert_array_equal(batch.region_class_ids[b, :n].numpy(), w["class_ids"][:n])
+            assert not batch.region_class_ids[b, n:].any()
+    if dist.full:
+        assert batch.region_class_ids is None
+    assert batch.pretrain_targets()["region_class_probs"] is batch.region_class_probs
+    # a store without them: no such fields
+    ds0, _, _ = setup
+    plain = PretrainCollator(pad_token_id=PAD)([ds0[0], ds0[1]])
+    assert plain.region_class_probs is None and plain.region_class_ids is None

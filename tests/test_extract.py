@@ -20,7 +20,7 @@ from lxmert_repro.cli import CONFIG_DIR
 from lxmert_repro.cli.extract import run
 from lxmert_repro.features.detectors import build_detector, load_detector, save_detector
 from lxmert_repro.features.extract import UnreadableImagesError, list_images
-from lxmert_repro.features.store import FeatureStore
+from lxmert_repro.features.store import ClassDist, FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -250,3 +250,60 @@ def test_two_processes_shard_and_merge(tmp_path, detector_ckpt):
     assert sorted(a.image_ids) == sorted(b.image_ids) and len(b.image_ids) == 10
     for i in a.image_ids:
         np.testing.assert_allclose(a[i].features, b[i].features, rtol=1e-4, atol=1e-5)
+
+
+def softmax_of_the_detectors_class_scores(detector_ckpt, features: np.ndarray) -> np.ndarray:
+    """(n, C+1) softmax of the detector's class scores for stored box features, background last, computed here from
+    the classifier's weights (the boxes' region features are what the classifier reads)."""
+    detector, _ = load_detector(detector_ckpt)
+    cls = detector.roi_heads.box_predictor.cls_score
+    logits = features.astype(np.float64) @ cls.weight.detach().double().numpy().T + cls.bias.detach().double().numpy()
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_extract_writes_the_class_distribution_top_k_from_config(tmp_path, detector_ckpt):
+    folder = image_folder(tmp_path, 4)
+    base = dict(checkpoint=detector_ckpt, input=folder, progress=False, feat_dtype="float32")
+    run(extract_cfg(**base, output=tmp_path / "top2", class_distribution_topk=2))
+    store = FeatureStore(tmp_path / "top2")
+    assert store.class_dist == ClassDist(2, full=False)
+    checked = 0
+    for img_id in store.image_ids:
+        r = store[img_id]
+        probs = softmax_of_the_detectors_class_scores(detector_ckpt, r.features)  # (n, 4): 3 shapes + background
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :2]
+        assert r.class_ids.shape == r.class_probs.shape == (r.num_boxes, 2)
+        np.testing.assert_array_equal(r.class_ids, order)
+        np.testing.assert_allclose(r.class_probs, np.take_along_axis(probs, order, 1), rtol=1e-5, atol=1e-6)
+        # the top object class and its confidence are the same numbers, the background column aside
+        objects = probs[:, :3]
+        np.testing.assert_allclose(r.obj_conf, objects.max(axis=1), rtol=1e-5, atol=1e-6)
+        top_is_object = r.class_ids[:, 0] < 3
+        np.testing.assert_array_equal(r.class_ids[top_is_object, 0], r.obj_ids[top_is_object])
+        checked += r.num_boxes
+    assert checked >= 16
+    run(extract_cfg(**base, output=tmp_path / "full", class_distribution_topk="full"))
+    full = FeatureStore(tmp_path / "full")
+    assert full.class_dist == ClassDist(4, full=True)  # every class, and the background column
+    r = full[store.image_ids[0]]
+    assert r.class_ids is None
+    np.testing.assert_allclose(
+        r.class_probs, softmax_of_the_detectors_class_scores(detector_ckpt, r.features), atol=1e-6
+    )
+    np.testing.assert_allclose(r.class_probs.sum(axis=1), 1.0, atol=1e-5)
+    run(extract_cfg(**base, output=tmp_path / "k9", class_distribution_topk=9))  # k above the class count: all
+    assert FeatureStore(tmp_path / "k9").class_dist == ClassDist(4, full=True)
+    run(extract_cfg(**base, output=tmp_path / "off", class_distribution_topk=0))
+    assert FeatureStore(tmp_path / "off").class_dist is None and FeatureStore(tmp_path / "off").image_ids
+    with pytest.raises(ValueError, match=r"top2: existing store has class_dist=ClassDist\(k=2, full=False\); asked"):
+        run(extract_cfg(**base, output=tmp_path / "top2", class_distribution_topk=3))  # resuming with another k
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "1.5"])
+def test_class_distribution_topk_config_is_checked(value):
+    from lxmert_repro.cli.extract import ExtractApp
+    from lxmert_repro.config_schema import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match=rf"class_distribution_topk: .*{value}.* is not .*null, 0 .* or full"):
+        validate_config(extract_cfg(input="x", output="y", class_distribution_topk=value), ExtractApp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import pickle
@@ -15,8 +16,10 @@ import torch
 
 from lxmert_repro.features.store import (
     BOXES_FILE,
+    CLASSES_FILE,
     FEATURES_FILE,
     INDEX_FILE,
+    ClassDist,
     FeatureStore,
     FeatureStoreWriter,
     RegionFeatures,
@@ -238,3 +241,107 @@ def test_read_features_into_a_batch_buffer(tmp_path, access):
     np.testing.assert_array_equal(batch[1, :5], regions[1].features.astype(np.float16))
     with pytest.raises(ValueError, match="out must be C-contiguous float16"):
         store.read_features("img_1", out=np.zeros((2, F), np.float16))
+
+
+def with_class_dist(r: RegionFeatures, k: int, full: bool, num_classes: int = 1601) -> RegionFeatures:
+    """``r`` with a class distribution per box: ``k`` classes (all ``k`` columns when ``full``, else the top ``k``
+    of ``num_classes``, most probable first)."""
+    rng = np.random.default_rng(1000 + r.num_boxes)
+    n = r.num_boxes
+    if full:
+        r.class_probs = rng.dirichlet(np.ones(k), n).astype(np.float32)
+        return r
+    probs = -np.sort(-rng.dirichlet(np.ones(num_classes), n), axis=1)[:, :k]
+    r.class_probs = probs.astype(np.float32)
+    r.class_ids = np.array([rng.permutation(num_classes)[:k] for _ in range(n)], np.int64).reshape(n, k)
+    return r
+
+
+@pytest.mark.parametrize("access", ["pread", "mmap"])
+@pytest.mark.parametrize("dist", [ClassDist(3, full=False), ClassDist(5, full=True)])
+def test_class_distribution_round_trip_resume_and_merge(tmp_path, access, dist):
+    regions = [with_class_dist(make_region(i, n), dist.k, dist.full) for i, n in enumerate(COUNTS)]
+    path = tmp_path / "s"
+    with FeatureStoreWriter(path, feat_dim=F, feat_dtype="float32", class_dist=dist) as w:
+        for r in regions[:4]:
+            w.add_region(r)
+    with open(path / CLASSES_FILE, "ab") as f:  # a writer killed inside image 4: torn bytes, no index line
+        f.write(b"\x03" * 13)
+    with FeatureStoreWriter(path, feat_dim=F, feat_dtype="float32") as w:  # resuming adopts the store's k
+        assert w.class_dist == dist
+        for r in regions[4:]:
+            w.add_region(r)
+    store = FeatureStore(path, access=access)
+    assert store.class_dist == dist
+    rows = sum(COUNTS)
+    assert (path / CLASSES_FILE).stat().st_size == rows * (4 if dist.full else 8) * dist.k
+    for r in reversed(regions):
+        got = store[r.img_id]
+        assert_same(r, got)
+        assert got.class_probs.dtype == np.float32 and got.class_probs.shape == (r.num_boxes, dist.k)
+        np.testing.assert_array_equal(got.class_probs, r.class_probs)
+        if dist.full:
+            assert got.class_ids is None  # the columns are the classes
+        else:
+            assert got.class_ids.dtype == np.int64
+            np.testing.assert_array_equal(got.class_ids, r.class_ids)
+    merge_stores([path], tmp_path / "m")
+    merged = FeatureStore(tmp_path / "m")
+    assert merged.class_dist == dist
+    np.testing.assert_array_equal(merged["img_2"].class_probs, regions[2].class_probs)
+    with pytest.raises(ValueError, match=rf"class_dist=.*k={dist.k}.*asked to resume with .*k={dist.k + 1}"):
+        FeatureStoreWriter(path, feat_dim=F, feat_dtype="float32", class_dist=ClassDist(dist.k + 1, dist.full))
+
+
+def test_class_distribution_is_checked_when_written(tmp_path):
+    r = with_class_dist(make_region(0, 4), 3, full=False)
+    with FeatureStoreWriter(tmp_path / "s", feat_dim=F, class_dist=ClassDist(3, full=False)) as w:
+        with pytest.raises(ValueError, match=r"image 'img_0': field 'class_probs' is missing, expected \(4, 3\)"):
+            w.add_region(RegionFeatures(**{**r.__dict__, "class_probs": None}))
+        with pytest.raises(ValueError, match=r"field 'class_ids' has shape \(4, 2\), expected \(4, 3\)"):
+            w.add_region(RegionFeatures(**{**r.__dict__, "class_ids": r.class_ids[:, :2]}))
+        with pytest.raises(ValueError, match=r"field 'class_probs' has values outside \[0, 1\]"):
+            w.add_region(RegionFeatures(**{**r.__dict__, "class_probs": r.class_probs + 1}))
+        with pytest.raises(ValueError, match=r"field 'class_ids' has -1, expected class indices >= 0"):
+            w.add_region(RegionFeatures(**{**r.__dict__, "class_ids": -np.ones_like(r.class_ids)}))
+    with FeatureStoreWriter(tmp_path / "full", feat_dim=F, class_dist=ClassDist(3, full=True)) as w:
+        with pytest.raises(ValueError, match=r"field 'class_ids' is given, expected none .*full distribution"):
+            w.add_region(r)
+    with FeatureStoreWriter(tmp_path / "plain", feat_dim=F) as w:
+        with pytest.raises(ValueError, match=r"field 'class_probs' is given but the store .* has no class dist"):
+            w.add_region(r)
+        w.add_region(make_region(1, 2))
+    with pytest.raises(ValueError, match=r"plain: existing store has no class distributions; asked to resume with"):
+        FeatureStoreWriter(tmp_path / "plain", feat_dim=F, class_dist=ClassDist(3, full=False))
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        ClassDist(0, full=False)
+
+
+def test_a_store_written_before_class_distributions_opens(tmp_path):
+    """The version-1 layout, written byte by byte here: no class file, no ``class_dist`` key."""
+    path = tmp_path / "old"
+    path.mkdir()
+    r = make_region(0, 3)
+    meta = {"format": "lxmert-repro-features", "version": 1, "feat_dim": F, "feat_dtype": "float32", "metadata": {}}
+    (path / "store.json").write_text(json.dumps(meta))
+    (path / FEATURES_FILE).write_bytes(r.features.astype("<f4").tobytes())
+    rec = b"".join(
+        np.asarray(b, "<f4").tobytes()
+        + np.int64(o).tobytes()
+        + np.float32(oc).tobytes()
+        + np.int64(a).tobytes()
+        + np.float32(ac).tobytes()
+        for b, o, oc, a, ac in zip(r.boxes, r.obj_ids, r.obj_conf, r.attr_ids, r.attr_conf)
+    )
+    (path / BOXES_FILE).write_bytes(rec)
+    (path / INDEX_FILE).write_text(json.dumps({"id": "img_0", "h": r.img_h, "w": r.img_w, "start": 0, "n": 3}) + "\n")
+    store = FeatureStore(path)
+    assert store.class_dist is None
+    got = store["img_0"]
+    assert_same(r, got)
+    assert got.class_probs is None and got.class_ids is None
+    with FeatureStoreWriter(path, feat_dim=F, feat_dtype="float32") as w:  # resumed as it is
+        w.add_region(make_region(1, 2))
+    assert json.loads((path / "store.json").read_text())["version"] == 1
+    assert not (path / CLASSES_FILE).exists()
+    assert FeatureStore(path)["img_1"].class_probs is None

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lxmert_repro.cli.features import main as features_main
-from lxmert_repro.features.store import FeatureStore, FeatureStoreWriter
+from lxmert_repro.cli.features import summarize
+from lxmert_repro.features.store import ClassDist, FeatureStore, FeatureStoreWriter
 from lxmert_repro.features.tsv import export_tsv, import_tsv, iter_tsv
 
 
@@ -236,3 +237,73 @@ def test_import_tsv_cli_checks_the_stated_feature_dim(tmp_path, capsys):
     features_main(["import-tsv", str(tsv), "--out", str(tmp_path / "s"), "--feat-dim", "16"])
     assert "imported 3 images" in capsys.readouterr().out
     assert FeatureStore(tmp_path / "s").feat_dim == 16
+
+
+def add_class_columns(tsv, out, rows: list[dict], k: int, full: bool, seed: int = 3) -> list[dict]:
+    """``tsv`` with the two class-distribution columns appended to every line (``class_ids`` empty when ``full``)."""
+    rng = np.random.default_rng(seed)
+    with open(out, "w") as f:
+        for line, r in zip(tsv.read_text().splitlines(), rows):
+            n = r["num_boxes"]
+            r["class_probs"] = rng.uniform(0, 1, (n, k)).astype(np.float32)
+            r["class_ids"] = None if full else rng.integers(0, 1601, (n, k)).astype(np.int64)
+            f.write(f"{line}\t{'' if full else b64(r['class_ids'])}\t{b64(r['class_probs'])}\n")
+    return rows
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_tsv_class_distribution_columns_are_imported_and_exported(tmp_path, full):
+    rows = write_lxmert_tsv(tmp_path / "plain.tsv", 5, feat_dim=8)
+    tsv = tmp_path / "dist.tsv"
+    rows = add_class_columns(tmp_path / "plain.tsv", tsv, rows, k=4, full=full)
+    assert import_tsv([tsv], tmp_path / "store", feat_dtype="float32") == 5
+    store = FeatureStore(tmp_path / "store")
+    assert store.class_dist == ClassDist(4, full)
+    assert summarize(store)["class_dist"] == {"k": 4, "full": full}
+    check_store(store, rows, exact=True)
+    for r in rows:
+        got = store[r["img_id"]]
+        np.testing.assert_array_equal(got.class_probs, r["class_probs"])
+        if full:
+            assert got.class_ids is None
+        else:
+            np.testing.assert_array_equal(got.class_ids, r["class_ids"])
+    assert export_tsv(tmp_path / "store", tmp_path / "out.tsv") == 5
+    assert (tmp_path / "out.tsv").read_bytes() == tsv.read_bytes()
+    # the plain file into its own store: no class distributions, 10 columns out
+    import_tsv([tmp_path / "plain.tsv"], tmp_path / "plain_store")
+    assert FeatureStore(tmp_path / "plain_store").class_dist is None
+    assert FeatureStore(tmp_path / "plain_store")[rows[0]["img_id"]].class_probs is None
+
+
+def test_tsv_class_distribution_columns_are_checked(tmp_path):
+    rows = write_lxmert_tsv(tmp_path / "plain.tsv", 3, feat_dim=8)
+    tsv = tmp_path / "dist.tsv"
+    add_class_columns(tmp_path / "plain.tsv", tsv, rows, k=4, full=False)
+    lines = tsv.read_text().splitlines(keepends=True)
+    plain = (tmp_path / "plain.tsv").read_text().splitlines(keepends=True)
+    n = rows[1]["num_boxes"]
+    for bad, match in [
+        (plain[1], r"dist.tsv:2: image '.*': field 'class_probs' is missing, expected \(\d+, 4\) float32"),
+        (
+            set_field(lines[1], 10, b64(np.zeros((n, 3), np.int64))),
+            rf"dist.tsv:2: field 'class_ids' has {8 * n * 3} bytes, expected {8 * n * 4} \(int64 \({n}, 4\)",
+        ),
+        (
+            set_field(lines[1], 11, b64(np.full((n, 4), np.nan, np.float32))),
+            r"dist.tsv:2: field 'class_probs' has non-finite values",
+        ),
+        ("\t".join(lines[1].split("\t")[:11]) + "\n", r"dist.tsv:2: 11 tab-separated fields, expected 10 .* or 12"),
+    ]:
+        tsv.write_text("".join([lines[0], bad, lines[2]]))
+        with pytest.raises(ValueError, match=match):
+            import_tsv([tsv], tmp_path / "s", feat_dim=8)
+    # a file without the columns into a store that keeps class distributions, and the other way round
+    tsv.write_text("".join(lines))
+    import_tsv([tsv], tmp_path / "with", feat_dim=8)
+    write_lxmert_tsv(tmp_path / "plain4.tsv", 4, feat_dim=8)  # the same 3 images and a 4th
+    with pytest.raises(ValueError, match=r"plain4.tsv:4: image '.*': field 'class_probs' is missing"):
+        import_tsv([tmp_path / "plain4.tsv"], tmp_path / "with")
+    import_tsv([tmp_path / "plain.tsv"], tmp_path / "without", feat_dim=8)
+    with pytest.raises(ValueError, match=r"without: existing store has no class distributions; asked to resume"):
+        import_tsv([tsv], tmp_path / "without")

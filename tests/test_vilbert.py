@@ -7,6 +7,7 @@ the test suite, the reference not being installable; docs/architectures.md has t
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -334,3 +335,141 @@ def test_cli_converts_reference_file_to_ours_and_back(cfg, tmp_path, capsys):
     assert set(back) == set(ref) and torch.equal(
         back["cls.imagePredictions.decoder.weight"], ref["cls.imagePredictions.decoder.weight"]
     )
+
+
+def kl_by_hand(logits, ids, probs, masked) -> float:
+    """vilbert.py (visual_target 0): KLDivLoss(log_softmax(prediction), target) summed over the classes and the masked
+    boxes, divided by their number; target = the stored probabilities at their class ids, 0 elsewhere."""
+    total, count = 0.0, 0
+    for i, j in masked.nonzero().tolist():
+        logq = torch.log_softmax(logits[i, j].double(), -1).tolist()
+        columns = range(len(logq)) if ids is None else ids[i, j].tolist()
+        total += sum(p * (math.log(p) - logq[c]) for c, p in zip(columns, probs[i, j].tolist()) if p > 0)
+        count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_region_kl_with_stored_class_distributions_by_hand(cfg, batch, full):
+    torch.manual_seed(3)
+    model = noisy(VilbertForPreTraining(cfg))
+    b, n = batch["visual_mask"].shape
+    C = cfg.num_object_labels
+    g = torch.Generator().manual_seed(4)
+    if full:
+        ids, probs = None, torch.rand(b, n, C, generator=g).softmax(-1)  # (B, N, C), every class
+    else:  # the top 3 classes of each box, most probable first; sums below 1
+        ids = torch.stack([torch.randperm(C, generator=g)[:3] for _ in range(b * n)]).reshape(b, n, 3)
+        probs = torch.tensor([0.5, 0.2, 0.1]).expand(b, n, 3) * torch.rand(b, n, 1, generator=g)
+    probs = probs * batch["visual_mask"][..., None]  # padded boxes: zeros, as collated
+    with torch.no_grad():
+        out = model(**batch, region_class_probs=probs, region_class_ids=ids)
+        fallback = model(**batch)
+    masked = batch["masked_boxes"] & batch["visual_mask"].bool()
+    want = kl_by_hand(out.region_logits, ids, probs, masked)
+    assert out.losses["region_kl"].item() == pytest.approx(want, rel=1e-5)
+    assert abs(out.losses["region_kl"].item() - fallback.losses["region_kl"].item()) > 0.05
+    if full:
+        with pytest.raises(ValueError, match=rf"region_class_probs: {C + 1} classes per box .* num_object_labels={C}"):
+            model(**batch, region_class_probs=torch.cat([probs, probs[..., :1]], -1))
+    else:
+        with pytest.raises(ValueError, match=rf"region_class_ids: class {C} .* num_object_labels={C}"):
+            model(**batch, region_class_probs=probs, region_class_ids=ids.clamp(max=C - 1) + 1)
+
+
+def test_top_class_fallback_is_logged_once(cfg, batch, caplog, monkeypatch):
+    monkeypatch.setattr(VilbertForPreTraining, "_warned_fallback", False)
+    model = VilbertForPreTraining(cfg).eval()
+    b, n = batch["visual_mask"].shape
+    probs = torch.zeros(b, n, cfg.num_object_labels)
+    with caplog.at_level(logging.INFO, logger="lxmert_repro.modeling.vilbert.pretraining"), torch.no_grad():
+        model(**batch, region_class_probs=probs)  # the stored distributions: no fallback, no message
+        assert not caplog.records
+        model(**batch)
+        model(**batch)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "top class with its confidence" in said[0] and "class_distribution_topk" in said[0]
+
+
+def test_pretraining_batches_from_a_store_with_class_distributions(cfg, tmp_path):
+    """Store -> dataset -> collator -> model: the region KL target is the stored distribution; LXMERT, which has no
+    use for it, takes the same batch."""
+    from data_helpers import CLS, MASK, PAD, SEP, make_records, make_store
+
+    from lxmert_repro.data.pretrain_dataset import PretrainCollator, PretrainDataset
+    from lxmert_repro.features.store import ClassDist
+    from lxmert_repro.modeling import LxmertForPreTraining
+
+    make_store(tmp_path / "s", feat_dim=cfg.visual_feat_dim, class_dist=ClassDist(4, False), num_classes=11)
+    records = make_records()
+    for r in records:  # word ids inside the tiny vocabulary
+        r["input_ids"] = [CLS] + [20 + int(r["image_id"][3:])] * (len(r["input_ids"]) - 2) + [SEP]
+    ds = PretrainDataset(
+        records,
+        tmp_path / "s",
+        pad_token_id=PAD,
+        cls_token_id=CLS,
+        sep_token_id=SEP,
+        mask_token_id=MASK,
+        vocab_size=cfg.vocab_size,
+        obj_mask_prob=0.5,
+        answers=None,
+        seed=2,
+    )
+    batch = PretrainCollator(pad_token_id=PAD)([ds[i] for i in range(0, 30, 5)])
+    torch.manual_seed(0)
+    model = noisy(VilbertForPreTraining(cfg))
+    with torch.no_grad():
+        out = model(**batch.model_inputs(), **batch.pretrain_targets())
+    masked = batch.masked_boxes & batch.visual_mask.bool()
+    assert masked.sum() > 3
+    want = kl_by_hand(out.region_logits, batch.region_class_ids, batch.region_class_probs, masked)
+    assert out.losses["region_kl"].item() == pytest.approx(want, rel=1e-5)
+    objectives = PretrainObjectives(visual_obj_loss=False, visual_attr_loss=False, task_qa=False)  # store ids: 0..1599
+    lxmert = LxmertForPreTraining(model_config("lxmert_tiny"), objectives)
+    assert torch.isfinite(lxmert(**batch.model_inputs(), **batch.pretrain_targets()).loss)
+
+
+def test_a_run_gives_vilbert_the_detector_classes_and_the_background(tmp_path):
+    """From a store of C detector classes, a pretraining run builds ViLBERT's region head over C + 1 columns (the
+    store's class distributions: classes, then the background; the reference's 1601 for Visual Genome's 1600),
+    LXMERT's object head over C; a full store of C + 1 columns then trains without a shape error."""
+    from types import SimpleNamespace
+
+    from data_helpers import CLS, MASK, PAD, SEP, make_records, make_store
+    from training_helpers import compose
+
+    from lxmert_repro.data.pretrain_dataset import PretrainCollator, PretrainDataset
+    from lxmert_repro.features.store import ClassDist, FeatureStore, FeatureStoreWriter
+    from lxmert_repro.training.models import build_pretrain_model
+
+    make_store(tmp_path / "s", feat_dim=24, class_dist=ClassDist(4, full=True), num_classes=4)
+    with FeatureStoreWriter(tmp_path / "s", feat_dim=24) as w:  # the detector's classes, as extraction records
+        w.set_metadata(object_classes=["circle", "rectangle", "triangle"])
+    store = FeatureStore(tmp_path / "s")
+    data = SimpleNamespace(tokenizer=list(range(99)), store=store, answers=None)
+    vilbert = build_pretrain_model(compose("pretrain", ["model=vilbert_tiny"]), data)
+    assert vilbert.config.num_object_labels == 4 and vilbert.region_head.decoder.out_features == 4
+    lxmert = build_pretrain_model(compose("pretrain", ["model=lxmert_tiny"]), data)
+    assert lxmert.config.num_object_labels == 3
+    records = make_records()
+    for r in records:  # word ids inside the tiny vocabulary
+        r["input_ids"] = [CLS] + [20 + int(r["image_id"][3:])] * (len(r["input_ids"]) - 2) + [SEP]
+    ds = PretrainDataset(
+        records,
+        store,
+        pad_token_id=PAD,
+        cls_token_id=CLS,
+        sep_token_id=SEP,
+        mask_token_id=MASK,
+        vocab_size=99,
+        obj_mask_prob=0.5,
+        seed=2,
+    )
+    batch = PretrainCollator(pad_token_id=PAD)([ds[i] for i in range(0, 30, 5)])
+    assert batch.region_class_probs.shape[-1] == 4 and batch.region_class_ids is None
+    with torch.no_grad():
+        out = vilbert.eval()(**batch.model_inputs(), **batch.pretrain_targets())
+    masked = batch.masked_boxes & batch.visual_mask.bool()
+    want = kl_by_hand(out.region_logits, None, batch.region_class_probs, masked)
+    assert out.losses["region_kl"].item() == pytest.approx(want, rel=1e-5)

@@ -46,11 +46,19 @@ class ExtractApp:
     progress: bool = True
     fail_on_skipped: bool = True
     cpu: bool = False
+    class_distribution_topk: Any = None  # null / 0 | k | "full" (an int or a word: checked below)
 
     def __post_init__(self) -> None:
         check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
         check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")
         one_of("feat_dtype", self.feat_dtype, ("float16", "float32"))
+        k = self.class_distribution_topk
+        check(
+            k is None or k == "full" or (type(k) is int and k >= 0),
+            "class_distribution_topk",
+            k,
+            "null, 0 (off), a positive integer k, or full",
+        )
 
 
 def run(cfg: DictConfig) -> dict:
@@ -80,6 +88,7 @@ def run(cfg: DictConfig) -> dict:
         given_boxes=given,
         accelerator=accelerator,
         image_reader=image_reader_from_cfg(cfg),
+        class_topk=cfg.get("class_distribution_topk"),
         progress=cfg.progress and accelerator.is_local_main_process,
         metadata={"detector": det_cfg.model._target_.rsplit(".", 1)[-1], "checkpoint": str(cfg.checkpoint or "")},
     )

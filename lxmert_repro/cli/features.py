@@ -48,6 +48,7 @@ def summarize(store: FeatureStore, sample: int = 2000) -> dict[str, Any]:
         "object_classes": len(meta.get("object_classes", [])),
         "attribute_classes": len(meta.get("attribute_classes", [])),
         "detector": meta.get("detector"),
+        "class_dist": store.class_dist.to_json() if store.class_dist else None,  # per-box class distributions kept
         "disk_mb": round(size / 2**20, 1),
     }
 

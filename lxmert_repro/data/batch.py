@@ -33,6 +33,9 @@ class LxmertBatch:
     feat_targets: torch.Tensor | None = None  # (B, N, F) float, original (unmasked) features
     masked_boxes: torch.Tensor | None = None  # (B, N) bool, True where the box was selected for masking
     qa_labels: torch.Tensor | None = None  # (B,) long, index into the pretraining answer table, -100 = none
+    region_class_probs: torch.Tensor | None = None  # (B, N, k) float, the store's class distribution per box
+                                                    # (0 on padding); None when the store keeps none
+    region_class_ids: torch.Tensor | None = None  # (B, N, k) long, their classes; None: the k columns are the classes
 
     # --- downstream targets / bookkeeping ---
     vqa_targets: torch.Tensor | None = None  # (B, A) float answer-head targets: VQA soft scores, GQA one-hot
@@ -46,7 +49,7 @@ class LxmertBatch:
     )
     PRETRAIN_TARGETS = (
         "mlm_labels", "itm_labels", "obj_labels", "obj_conf", "attr_labels", "attr_conf",
-        "feat_targets", "masked_boxes", "qa_labels",
+        "feat_targets", "masked_boxes", "qa_labels", "region_class_probs", "region_class_ids",
     )
 
     def to(self, device: torch.device | str) -> "LxmertBatch":

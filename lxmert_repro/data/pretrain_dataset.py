@@ -43,6 +43,8 @@ class PretrainItem:
     obj_conf: np.ndarray  # (n,) float32
     attr_ids: np.ndarray  # (n,) int64
     attr_conf: np.ndarray  # (n,) float32
+    class_probs: np.ndarray | None = None  # (n, k) float32, the store's class distributions (None: it keeps none)
+    class_ids: np.ndarray | None = None  # (n, k) int64 (None: the k columns are the classes)
 
 
 class PretrainDataset(Dataset):
@@ -126,7 +128,7 @@ class PretrainDataset(Dataset):
         n_random = int((ops == BOX_RANDOM).sum())
         random_feats = self.regions.random_rows(n_random, rng, exclude_img_id=img_id)
         return PretrainItem(ids, mlm_labels, itm, qa_label, img_id, r.boxes, r.features, ops, random_feats,
-                            r.obj_ids, r.obj_conf, r.attr_ids, r.attr_conf)
+                            r.obj_ids, r.obj_conf, r.attr_ids, r.attr_conf, r.class_probs, r.class_ids)
 
 
 class PretrainCollator:
@@ -170,6 +172,15 @@ class PretrainCollator:
             out[box_mask] = np.concatenate([getattr(it, name) for it in items])
             return torch.from_numpy(out)
 
+        def class_field(name: str, dtype: np.dtype) -> torch.Tensor | None:
+            """(B, N, k) of a per-box class-distribution field, zeros on padding; None when the store has none."""
+            if getattr(items[0], name) is None:
+                return None
+            k = getattr(items[0], name).shape[1]
+            out = np.zeros((B, N, k), dtype)
+            out[box_mask] = np.concatenate([getattr(it, name) for it in items])
+            return torch.from_numpy(out)
+
         boxes = np.zeros((B, N, 4), np.float32)
         boxes[box_mask] = np.concatenate([it.boxes for it in items])
         return LxmertBatch(
@@ -182,5 +193,7 @@ class PretrainCollator:
             attr_labels=boxes_field("attr_ids", np.int64, IGNORE_INDEX), attr_conf=boxes_field("attr_conf", np.float32, 0.0),
             feat_targets=feat_targets, masked_boxes=torch.from_numpy(ops > 0),
             qa_labels=torch.tensor([it.qa_label for it in items], dtype=torch.long),
+            region_class_probs=class_field("class_probs", np.float32),
+            region_class_ids=class_field("class_ids", np.int64),
             image_ids=[it.image_id for it in items],
         )

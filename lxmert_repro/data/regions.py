@@ -24,6 +24,8 @@ class Regions:
     obj_conf: np.ndarray  # (n,) float32
     attr_ids: np.ndarray  # (n,) int64
     attr_conf: np.ndarray  # (n,) float32
+    class_probs: np.ndarray | None = None  # (n, k) float32, the store's class distributions (None: it keeps none)
+    class_ids: np.ndarray | None = None  # (n, k) int64, their classes (None: all k columns, in class order)
 
     @property
     def num_boxes(self) -> int:
@@ -58,7 +60,9 @@ class RegionSource:
         r = self.store[img_id]
         k = r.num_boxes if self.max_boxes is None else min(r.num_boxes, self.max_boxes)
         return Regions(img_id, normalize_boxes(r.boxes[:k], r.img_h, r.img_w), r.features[:k],
-                       r.obj_ids[:k], r.obj_conf[:k], r.attr_ids[:k], r.attr_conf[:k])
+                       r.obj_ids[:k], r.obj_conf[:k], r.attr_ids[:k], r.attr_conf[:k],
+                       None if r.class_probs is None else r.class_probs[:k],
+                       None if r.class_ids is None else r.class_ids[:k])
 
     def _open_rows(self) -> None:
         if self._rows is None:

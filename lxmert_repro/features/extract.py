@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lxmert_repro.features.detectors.detector import RegionDetector
+from lxmert_repro.features.detectors.detector import Detections, RegionDetector
 from lxmert_repro.features.images import ImageReader
-from lxmert_repro.features.store import FeatureStore, FeatureStoreWriter, merge_stores
+from lxmert_repro.features.store import ClassDist, FeatureStore, FeatureStoreWriter, merge_stores
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -93,6 +93,29 @@ class ExtractStats:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
 
+def class_dist_for(topk: int | str | None, num_columns: int) -> ClassDist | None:
+    """What the store keeps of each box's class distribution, from ``class_distribution_topk``: None or 0 nothing;
+    k the k most probable of the detector's ``num_columns`` (its classes and the background); ``"full"`` (or
+    k >= ``num_columns``) every column."""
+    if topk is None or topk == 0:
+        return None
+    if topk == "full" or (isinstance(topk, int) and topk >= num_columns):
+        return ClassDist(num_columns, full=True)
+    if not isinstance(topk, int) or isinstance(topk, bool) or topk < 0:
+        raise ValueError(f"class_distribution_topk: {topk!r} is not null, 0 (off), a positive integer k, or full")
+    return ClassDist(topk, full=False)
+
+
+def _class_fields(d: Detections, dist: ClassDist | None) -> dict[str, torch.Tensor]:
+    """``add`` arguments for the store's class distribution of one image's detections."""
+    if dist is None:
+        return {}
+    if dist.full:
+        return {"class_probs": d.class_probs.cpu()}
+    probs, ids = d.class_probs.topk(dist.k, dim=1)  # (n, k), most probable first
+    return {"class_probs": probs.cpu(), "class_ids": ids.cpu()}
+
+
 def extract_to_store(
     detector: RegionDetector,
     items: list[tuple[str, str]],
@@ -105,15 +128,18 @@ def extract_to_store(
     progress: bool = True,
     metadata: dict | None = None,
     image_reader: ImageReader | None = None,
+    class_topk: int | str | None = None,
 ) -> ExtractStats:
     """Run ``detector`` on every image not yet in ``store_path``. With several processes (``accelerator``),
-    process r handles items r, r+W, ... into ``<store>.shards/rank{r}``; the main process merges at the end."""
+    process r handles items r, r+W, ... into ``<store>.shards/rank{r}``; the main process merges at the end.
+    ``class_topk``: keep each box's class distribution (``class_dist_for``)."""
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
     device = accelerator.device if accelerator else torch.device("cpu")
     store_path = Path(store_path)
     shard_root = store_path.with_name(store_path.name + ".shards")
     meta = {**detector.metadata(), **(metadata or {})}
+    class_dist = class_dist_for(class_topk, len(detector.object_classes) + 1)
 
     done: set[str] = set()
     if (store_path / "store.json").exists():
@@ -123,7 +149,7 @@ def extract_to_store(
     mine = items[rank::world]
     detector = detector.to(device).eval()
     start = time.perf_counter()
-    with FeatureStoreWriter(out_path, detector.feat_dim, feat_dtype, metadata=meta) as writer:
+    with FeatureStoreWriter(out_path, detector.feat_dim, feat_dtype, metadata=meta, class_dist=class_dist) as writer:
         done |= writer.done_ids
         todo = [it for it in mine if it[0] not in done]
         stats.skipped_done = len(mine) - len(todo)
@@ -170,6 +196,7 @@ def extract_to_store(
                         d.obj_conf.cpu(),
                         d.attr_ids.cpu(),
                         d.attr_conf.cpu(),
+                        **_class_fields(d, class_dist),
                     )
                     stats.written += 1
             bar.update(len(batch))

@@ -6,6 +6,11 @@ arrays are base64 of raw little-endian bytes: ids int64 (n,), confs float32 (n,)
 x1y1x2y2, features float32 (n, F) (the fields and decoding of airsplay/lxmert src/utils.py ``load_obj_tsv``).
 Memory use is one line at a time, whatever the file size.
 
+Two optional trailing fields (ours: the LXMERT files have none) carry each box's class distribution, which the
+store keeps when they are there: ``class_ids`` int64 (n, k), the k most probable classes, most probable first, or
+empty when the distribution is full (the k columns are the classes in order), and ``class_probs`` float32 (n, k);
+k from the byte count. LXMERT's reader (``csv.DictReader`` with its 10 field names) ignores them.
+
 Import checks every record (errors name file:line and the field): each array against ``num_boxes``, the feature
 size against one dim for the whole import (given, the existing store's, or agreed by the first records: never
 one record's byte count alone), finite values, boxes ordered and inside img_w x img_h.
@@ -20,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lxmert_repro.features.store import META_FILE, FeatureStore, FeatureStoreWriter, RegionFeatures
+from lxmert_repro.features.store import META_FILE, ClassDist, FeatureStore, FeatureStoreWriter, RegionFeatures
 from lxmert_repro.io_utils import atomic_path
 
 TSV_FIELDS = (
@@ -35,6 +40,7 @@ TSV_FIELDS = (
     "boxes",
     "features",
 )
+CLASS_FIELDS = ("class_ids", "class_probs")  # optional, after TSV_FIELDS
 
 
 # A box may reach one pixel past the image edge (detectors clip to [0, w] or [0, w - 1]); further out, the
@@ -82,6 +88,26 @@ def _decode_features(b64: str, n: int, feat_dim: int | None, dim_source: str, wh
     return np.frombuffer(raw, dtype="<f4").reshape(n, dim).astype(np.float32)
 
 
+def _decode_class_dist(rec: dict[str, str], n: int, where: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(class_probs (n, k), class_ids (n, k) or None for a full distribution) from the optional fields; k from the
+    probabilities' byte count."""
+    if "class_probs" not in rec:
+        return None, None
+    try:
+        raw = base64.b64decode(rec["class_probs"], validate=True)
+    except ValueError as e:
+        raise ValueError(f"{where}: field 'class_probs' is not valid base64 ({e})") from None
+    if (n == 0 and raw) or (n and (not raw or len(raw) % (4 * n))):
+        raise ValueError(
+            f"{where}: field 'class_probs' has {len(raw)} bytes, expected a positive multiple of {4 * n} "
+            f"(float32 (num_boxes={n}, k))"
+        )
+    k = len(raw) // (4 * n) if n else 0
+    probs = np.frombuffer(raw, dtype="<f4").reshape(n, k).astype(np.float32)
+    ids = _decode(rec["class_ids"], "int64", (n, k), where, "class_ids") if rec["class_ids"] else None
+    return probs, ids
+
+
 def _int_field(rec: dict[str, str], key: str, where: str, minimum: int) -> int:
     try:
         value = int(rec[key])
@@ -97,13 +123,16 @@ def _check_values(r: RegionFeatures, where: str) -> None:
     for field, ids in (("objects_id", r.obj_ids), ("attrs_id", r.attr_ids)):
         if ids.size and ids.min() < 0:
             raise ValueError(f"{where}: field '{field}' has {int(ids.min())}, expected class indices >= 0")
+    if r.class_ids is not None and r.class_ids.size and r.class_ids.min() < 0:
+        raise ValueError(f"{where}: field 'class_ids' has {int(r.class_ids.min())}, expected class indices >= 0")
     for field, arr in (
         ("objects_conf", r.obj_conf),
         ("attrs_conf", r.attr_conf),
         ("boxes", r.boxes),
         ("features", r.features),
+        ("class_probs", r.class_probs),
     ):
-        if not np.isfinite(arr).all():
+        if arr is not None and not np.isfinite(arr).all():
             raise ValueError(f"{where}: field '{field}' has non-finite values (NaN or inf)")
     if r.num_boxes:
         b = r.boxes
@@ -132,9 +161,12 @@ def parse_tsv_line(
     """One TSV line -> RegionFeatures (features float32 as stored in the file), every field checked against
     ``num_boxes`` and the feature dim (``feat_dim``; inferred from the byte count when None)."""
     parts = line.rstrip("\r\n").split("\t")
-    if len(parts) != len(TSV_FIELDS):
-        raise ValueError(f"{where}: {len(parts)} tab-separated fields, expected {len(TSV_FIELDS)} {TSV_FIELDS}")
-    rec = dict(zip(TSV_FIELDS, parts))
+    if len(parts) not in (len(TSV_FIELDS), len(TSV_FIELDS) + len(CLASS_FIELDS)):
+        raise ValueError(
+            f"{where}: {len(parts)} tab-separated fields, expected {len(TSV_FIELDS)} {TSV_FIELDS}, or "
+            f"{len(TSV_FIELDS) + len(CLASS_FIELDS)} with the class distribution fields {CLASS_FIELDS}"
+        )
+    rec = dict(zip(TSV_FIELDS + CLASS_FIELDS, parts))
     if not rec["img_id"]:
         raise ValueError(f"{where}: field 'img_id' is empty, expected an image id")
     h, w = _int_field(rec, "img_h", where, 1), _int_field(rec, "img_w", where, 1)
@@ -150,6 +182,7 @@ def parse_tsv_line(
         boxes=_decode(rec["boxes"], "float32", (n, 4), where, "boxes"),
         features=_decode_features(rec["features"], n, feat_dim, dim_source, where),
     )
+    r.class_probs, r.class_ids = _decode_class_dist(rec, n, where)
     _check_values(r, where)
     return r
 
@@ -218,29 +251,38 @@ def infer_feat_dim(tsv_paths: Sequence[Path], probe: int = 3) -> tuple[int, str]
     return best, "records " + ", ".join(w for d, w, _ in seen if d == best)
 
 
+def infer_class_dist(tsv_paths: Sequence[Path]) -> ClassDist | None:
+    """The class distribution the first record with boxes carries (None: the files have no class fields)."""
+    for p in tsv_paths:
+        for _, r, _ in _records(p):
+            if r.num_boxes:
+                if r.class_probs is None:
+                    return None
+                return ClassDist(r.class_probs.shape[1], full=r.class_ids is None)
+    return None
+
+
 def format_tsv_line(r: RegionFeatures) -> str:
     def enc(a: np.ndarray, dtype: str) -> str:
         return base64.b64encode(np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()).decode()
 
     if "\t" in r.img_id or "\n" in r.img_id:
         raise ValueError(f"image id {r.img_id!r} contains a tab or newline; cannot be written to TSV")
-    return (
-        "\t".join(
-            [
-                r.img_id,
-                str(int(r.img_h)),
-                str(int(r.img_w)),
-                enc(r.obj_ids, "int64"),
-                enc(r.obj_conf, "float32"),
-                enc(r.attr_ids, "int64"),
-                enc(r.attr_conf, "float32"),
-                str(r.num_boxes),
-                enc(r.boxes, "float32"),
-                enc(r.features, "float32"),
-            ]
-        )
-        + "\n"
-    )
+    fields = [
+        r.img_id,
+        str(int(r.img_h)),
+        str(int(r.img_w)),
+        enc(r.obj_ids, "int64"),
+        enc(r.obj_conf, "float32"),
+        enc(r.attr_ids, "int64"),
+        enc(r.attr_conf, "float32"),
+        str(r.num_boxes),
+        enc(r.boxes, "float32"),
+        enc(r.features, "float32"),
+    ]
+    if r.class_probs is not None:
+        fields += ["" if r.class_ids is None else enc(r.class_ids, "int64"), enc(r.class_probs, "float32")]
+    return "\t".join(fields) + "\n"
 
 
 def import_tsv(
@@ -254,8 +296,10 @@ def import_tsv(
     """Append every image of the TSV files to a store (resumable: images already there are skipped).
 
     Returns the number of images added. Every record must have the feature dim ``feat_dim``; when None, that of
-    an existing store, else the one the first records agree on (``infer_feat_dim``). A bad record stops the
-    import with its file:line; the images before it stay stored (each one is written whole or not at all).
+    an existing store, else the one the first records agree on (``infer_feat_dim``). The store keeps class
+    distributions when the first record with boxes has the class fields (``infer_class_dist``; an existing
+    store must keep the same); then every record needs them, of the same k. A bad record stops the import with its file:line; the images before it
+    stay stored (each one is written whole or not at all).
     """
     tsv_paths = [Path(p) for p in tsv_paths]
     for p in tsv_paths:
@@ -270,6 +314,7 @@ def import_tsv(
         dim, source = FeatureStore(store_path).feat_dim, f"the existing store {store_path}"
     else:
         dim, source = infer_feat_dim(tsv_paths)
+    class_dist = infer_class_dist(tsv_paths)  # an existing store without them refuses it; None: the store's
     added = seen = 0
     first_at: dict[str, str] = {}  # image id -> file:line of its record in these files
     writer: FeatureStoreWriter | None = None  # opened at the first good record: a bad first line writes nothing
@@ -280,7 +325,7 @@ def import_tsv(
                     return added
                 seen += 1
                 if writer is None:
-                    writer = FeatureStoreWriter(store_path, dim, feat_dtype, metadata=metadata)
+                    writer = FeatureStoreWriter(store_path, dim, feat_dtype, metadata=metadata, class_dist=class_dist)
                     done = writer.done_ids
                 if r.img_id in first_at:
                     raise ValueError(f"{where}: field 'img_id' {r.img_id!r} repeats the image of {first_at[r.img_id]}")

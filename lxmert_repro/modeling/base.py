@@ -62,11 +62,14 @@ class ModelConfig:
     Subclasses set ``MODEL_CLASSES`` (role -> import path of the model class), ``ENCODER_PREFIX`` (the
     attribute under which the head models keep the encoder, the first part of their state-dict keys) and
     ``ADAPTERS`` (import path of the module that reads/writes the architecture's reference formats).
+    ``OBJECT_LABELS_WITH_BACKGROUND``: its ``num_object_labels`` counts the detector's background too (ViLBERT's
+    region head: classes + background, 1601 for Visual Genome), so a run built from a store of C classes gets C + 1.
     """
 
     MODEL_CLASSES: ClassVar[dict[str, str]] = {}
     ENCODER_PREFIX: ClassVar[str] = ""
     ADAPTERS: ClassVar[str] = ""
+    OBJECT_LABELS_WITH_BACKGROUND: ClassVar[bool] = False
     initializer_range: float
 
     def model_class(self, role: str) -> type[ModelBase]:

@@ -79,6 +79,7 @@ class LxmertForPreTraining(PretrainingModel):
         masked_boxes: torch.Tensor | None = None,  # (B, N) bool
         qa_labels: torch.Tensor | None = None,  # (B,) -100 = none
         output_attentions: bool = False,
+        **unused_targets: torch.Tensor | None,  # other objectives' targets (region_class_probs, ...): not LXMERT's
     ) -> LxmertPreTrainingOutput:
         obj = self.objectives
         enc = self.lxmert(

@@ -42,10 +42,13 @@ def _data_overrides(data: Any) -> dict[str, Any]:
 
 
 def model_config(cfg: DictConfig, **overrides: Any) -> Any:
-    """``cfg.model`` instantiated (the architecture's config) with the data-decided fields it has replaced."""
+    """``cfg.model`` instantiated (the architecture's config) with the data-decided fields it has replaced
+    (``num_object_labels``: the detector's classes, plus its background where the architecture counts it)."""
     mcfg = instantiate(cfg.model, _convert_="all")
     names = {f.name for f in dataclasses.fields(mcfg)}
     overrides = {k: v for k, v in overrides.items() if k in names}
+    if "num_object_labels" in overrides and mcfg.OBJECT_LABELS_WITH_BACKGROUND:
+        overrides["num_object_labels"] += 1
     return mcfg.replace(**overrides) if overrides else mcfg
 
 

@@ -37,6 +37,7 @@ class Detections:
     obj_conf: torch.Tensor  # (n,) float
     attr_ids: torch.Tensor  # (n,) long, 0..A-1 (0 when the detector has no attribute head)
     attr_conf: torch.Tensor  # (n,) float (0 when the detector has no attribute head)
+    class_probs: torch.Tensor | None = None  # (n, C+1) softmax over the classes and the background (last)
 
     @property
     def num_boxes(self) -> int:
@@ -189,7 +190,10 @@ class RegionDetector(nn.Module):
                 else:
                     attr_ids = torch.zeros_like(keep)
                     attr_conf = torch.zeros(keep.shape[0], device=keep.device)
-                out.append(Detections(sel_boxes / scales[i], region_feats, obj_ids, obj_conf, attr_ids, attr_conf))
+                class_probs = p["class_probs"][keep]
+                out.append(
+                    Detections(sel_boxes / scales[i], region_feats, obj_ids, obj_conf, attr_ids, attr_conf, class_probs)
+                )
             for d, o in zip(out, orig_sizes):
                 d.boxes[:, 0::2].clamp_(0, o[1])
                 d.boxes[:, 1::2].clamp_(0, o[0])

@@ -201,11 +201,12 @@ class RegionRoIHeads(nn.Module):
         return F.softmax(attr_logits, dim=1)[:, :-1]
 
     def predict(self, features, boxes: list[torch.Tensor], image_sizes) -> list[dict[str, torch.Tensor]]:
-        """Per image: feats (R,F), obj_probs (R,C) without background, regressed (R,C,4) clipped,
-        attr_probs (R,A) without "no attribute" (by ``attr_softmax``) or None."""
+        """Per image: feats (R,F), class_probs (R,C+1) the softmax over every class and the background (last),
+        obj_probs (R,C) its object columns, regressed (R,C,4) clipped, attr_probs (R,A) without "no attribute"
+        (by ``attr_softmax``) or None."""
         feats = self.region_features(features, boxes, image_sizes)
         cls_logits, box_deltas, attr_logits = self.box_predictor(feats)
-        probs = F.softmax(cls_logits, dim=1)[:, :-1]
+        probs = F.softmax(cls_logits, dim=1)  # (R, C+1)
         counts = [b.shape[0] for b in boxes]
         cat_boxes = torch.cat(boxes) if boxes else feats.new_zeros((0, 4))
         regressed = self.box_coder.decode_single(box_deltas, cat_boxes).reshape(-1, self.num_classes, 4)
@@ -215,5 +216,5 @@ class RegionRoIHeads(nn.Module):
             h, w = image_sizes[i]
             r = clip_boxes_to_image(r.reshape(-1, 4), (h, w)).reshape(-1, self.num_classes, 4)
             a = attr_probs.split(counts)[i] if attr_probs is not None else None
-            out.append({"feats": f, "obj_probs": p, "regressed": r, "attr_probs": a})
+            out.append({"feats": f, "class_probs": p, "obj_probs": p[:, :-1], "regressed": r, "attr_probs": a})
         return out

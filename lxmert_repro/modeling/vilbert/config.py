@@ -37,6 +37,7 @@ class VilbertConfig(ModelConfig):
     }
     ENCODER_PREFIX: ClassVar[str] = "vilbert"
     ADAPTERS: ClassVar[str] = "lxmert_repro.modeling.vilbert.io"
+    OBJECT_LABELS_WITH_BACKGROUND: ClassVar[bool] = True  # the region KL covers the background column too
 
     # --- text stream (BERT-base) ---
     vocab_size: int = 30522

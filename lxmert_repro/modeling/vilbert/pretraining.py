@@ -6,9 +6,15 @@ Matching convention: the reference head (``cls.bi_seq_relationship``) has class 
 caption (the opposite of LXMERT); its weights stay in that order, ``itm_logits`` is returned with
 column 1 = match, as ``itm_labels`` and every architecture here.
 
-Region target: each region's class distribution from the detector (``region_targets`` (B, N, C)). Without it
-(stores that keep only the top class), the target is the top class with its confidence, 0 elsewhere
-(``obj_labels``, ``obj_conf``) -- logged once.
+Region target: each region's class distribution from the detector, as the feature store keeps it
+(``region_class_probs`` (B, N, k), with ``region_class_ids`` (B, N, k) for a top-k store, None for a full one)
+and AS STORED: the reference's target (``image_target``) is the detector's softmax over all 1601 columns,
+background included, used unchanged; a top-k store gives that target with the other classes at 0 (no
+renormalisation: the per-box loss is then s * KL(renormalised || prediction) + s * log s for the kept mass s,
+the same minimum, weighted by s). Without a stored distribution, the target is the top class with its
+confidence, 0 elsewhere (``obj_labels``, ``obj_conf``: the k = 1 case) -- logged once.
+Columns: the detector's class order with the background LAST (column C), as the store and ``obj_labels``;
+the reference's head has the background first.
 """
 
 from __future__ import annotations
@@ -44,11 +50,28 @@ class VilbertPreTrainingOutput:
     attentions: dict[str, tuple[torch.Tensor, ...]] | None = None
 
 
+def class_distribution_targets(probs: torch.Tensor, ids: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """(B, N, k) probabilities of classes ``ids`` (B, N, k) (negative = none), or of every class when ``ids`` is
+    None -> (B, N, C) targets with the probabilities at their classes, 0 elsewhere."""
+    if ids is None:
+        if probs.shape[-1] != num_classes:
+            raise ValueError(
+                f"region_class_probs: {probs.shape[-1]} classes per box (a full distribution), the model has "
+                f"num_object_labels={num_classes}"
+            )
+        return probs
+    if ids.numel() and int(ids.max()) >= num_classes:
+        raise ValueError(
+            f"region_class_ids: class {int(ids.max())} in the batch, the model has num_object_labels={num_classes} "
+            f"(classes 0..{num_classes - 1})"
+        )
+    out = probs.new_zeros(*ids.shape[:-1], num_classes)
+    return out.scatter_add_(-1, ids.clamp(min=0), probs * (ids >= 0))
+
+
 def top_class_targets(labels: torch.Tensor, conf: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, N) class ids (-100 on padding) and confidences -> (B, N, C) with the confidence at the class."""
-    out = conf.new_zeros(*labels.shape, num_classes)
-    valid = labels >= 0
-    return out.scatter_(-1, labels.clamp(min=0).unsqueeze(-1), (conf * valid).unsqueeze(-1))
+    return class_distribution_targets(conf.unsqueeze(-1), labels.unsqueeze(-1), num_classes)
 
 
 def region_kl_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -94,7 +117,8 @@ class VilbertForPreTraining(PretrainingModel):
         mlm_labels: torch.Tensor | None = None,  # (B, T) -100 = no loss
         itm_labels: torch.Tensor | None = None,  # (B,) 1 = matched (our convention)
         masked_boxes: torch.Tensor | None = None,  # (B, N) bool, regions whose features were masked
-        region_targets: torch.Tensor | None = None,  # (B, N, C) detector class distribution
+        region_class_probs: torch.Tensor | None = None,  # (B, N, k) the store's class distribution per box
+        region_class_ids: torch.Tensor | None = None,  # (B, N, k) its classes; None: the k columns are the classes
         obj_labels: torch.Tensor | None = None,  # (B, N) top class (fallback target)
         obj_conf: torch.Tensor | None = None,  # (B, N) its confidence
         output_attentions: bool = False,
@@ -117,16 +141,21 @@ class VilbertForPreTraining(PretrainingModel):
 
         out.region_logits = self.region_head(enc.vision_output)  # (B, N, C)
         if masked_boxes is not None and obj.task_region_kl:
-            if region_targets is None:
+            num_classes = self.config.num_object_labels
+            if region_class_probs is not None:
+                region_targets = class_distribution_targets(region_class_probs, region_class_ids, num_classes)
+            else:
                 if obj_labels is None or obj_conf is None:
-                    raise ValueError("region_kl needs region_targets, or obj_labels and obj_conf (top-class fallback)")
+                    raise ValueError(
+                        "region_kl needs region_class_probs, or obj_labels and obj_conf (top-class fallback)"
+                    )
                 if not VilbertForPreTraining._warned_fallback:
                     log.info(
-                        "region_kl: no class distributions in the feature store; target = the detector's top "
-                        "class with its confidence"
+                        "region_kl: the feature store keeps no class distributions; target = the detector's top "
+                        "class with its confidence (extract with class_distribution_topk=K or full to keep them)"
                     )
                     VilbertForPreTraining._warned_fallback = True
-                region_targets = top_class_targets(obj_labels, obj_conf, self.config.num_object_labels)
+                region_targets = top_class_targets(obj_labels, obj_conf, num_classes)
             masked = masked_boxes.bool() if visual_mask is None else masked_boxes.bool() & visual_mask.bool()
             losses["region_kl"] = obj.region_kl_loss_weight * region_kl_loss(out.region_logits, region_targets, masked)
 

@@ -10,7 +10,14 @@ import torch
 import transformers
 from model_helpers import inputs_of, make_batch, model_config
 
-from lxmert_repro.modeling import PretrainObjectives, build_model, export_transformers, load_model, save_model
+from lxmert_repro.modeling import (
+    CheckpointError,
+    PretrainObjectives,
+    build_model,
+    export_transformers,
+    load_model,
+    save_model,
+)
 from lxmert_repro.modeling.visual_bert import (
     VisualBertConfig,
     VisualBertForPreTraining,
@@ -159,6 +166,15 @@ def test_export_and_our_format_round_trip(cfg, batch, tmp_path, role):
         close(out.itm_logits, ref.seq_relationship_logits.flip(-1))
     else:
         close(out.pooled_output, ref.pooler_output)
+
+
+def test_nlvr2_model_export_to_transformers_is_a_clear_refusal(cfg, tmp_path):
+    """Our NLVR2 model is the pair encoding (two sequences, a 2H head); transformers' VisualBertForVisualReasoning
+    reads one sequence with both images and has a Linear(H, 2) head: no class to export to."""
+    model = build_model(cfg, "nlvr2")
+    with pytest.raises(CheckpointError, match=r"transformers has no class for NLVR2Model; only \['VisualBertFor"):
+        export_transformers(model, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 def test_boxes_are_ignored_unless_the_ablation_is_on(cfg, batch):

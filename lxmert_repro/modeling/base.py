@@ -20,7 +20,7 @@ from torch import nn
 
 T = TypeVar("T")
 C = TypeVar("C", bound="ModelConfig")
-ROLES = ("encoder", "pretraining", "vqa", "nlvr2")  # nlvr2: LXMERT only so far
+ROLES = ("encoder", "pretraining", "vqa", "nlvr2")
 
 
 def model_output(cls: type[T]) -> type[T]:
@@ -68,6 +68,14 @@ class ModelConfig:
     ENCODER_PREFIX: ClassVar[str] = ""
     ADAPTERS: ClassVar[str] = ""
     initializer_range: float
+    hidden_size: int
+    layer_norm_eps: float
+
+    @property
+    def pooled_size(self) -> int:
+        """Width of the encoder's ``pooled_output``, what the task heads read: ``hidden_size`` unless the
+        architecture pools to another width (ViLBERT: ``bi_hidden_size``)."""
+        return self.hidden_size
 
     def model_class(self, role: str) -> type[ModelBase]:
         if role not in self.MODEL_CLASSES:

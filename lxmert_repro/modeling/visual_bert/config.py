@@ -17,6 +17,7 @@ class VisualBertConfig(ModelConfig):
         "encoder": "lxmert_repro.modeling.visual_bert.model.VisualBertModel",
         "pretraining": "lxmert_repro.modeling.visual_bert.pretraining.VisualBertForPreTraining",
         "vqa": "lxmert_repro.modeling.visual_bert.vqa.VisualBertForVQA",
+        "nlvr2": "lxmert_repro.modeling.nlvr2.NLVR2Model",
     }
     ENCODER_PREFIX: ClassVar[str] = "visual_bert"
     ADAPTERS: ClassVar[str] = "lxmert_repro.modeling.visual_bert.io"

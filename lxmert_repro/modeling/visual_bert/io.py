@@ -205,6 +205,11 @@ def export_transformers(model: nn.Module, out_dir: str | Path) -> Path:
     loads; our config rides along under ``lxmert_repro_config``."""
     import transformers
 
+    if type(model) not in _TRANSFORMERS_CLASS:  # e.g. NLVR2Model: VisualBertForVisualReasoning has another head
+        raise CheckpointError(
+            f"transformers has no class for {type(model).__name__}; only "
+            f"{sorted(c.__name__ for c in _TRANSFORMERS_CLASS)} export"
+        )
     name = _TRANSFORMERS_CLASS[type(model)]
     tcfg = config_to_transformers(model.config, getattr(model, "num_answers", None))
     tcfg.architectures = [name]

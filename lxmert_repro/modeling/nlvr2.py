@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ModelBase, ModelConfig, model_output
+from .base import HeadModel, ModelConfig, model_output
 
 
 @model_output
@@ -71,25 +71,16 @@ class PairHead(nn.Module):
         return self.classifier(self.layer_norm(F.gelu(self.dense(pooled))))
 
 
-class NLVR2Model(ModelBase):
+class NLVR2Model(HeadModel):
     """Any architecture's encoder + pair head; cross-entropy over {False, True} (label 1 = True), not rescaled."""
 
     ROLE = "nlvr2"
     images_per_example = 2
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
-        prefix = config.ENCODER_PREFIX
-        if not prefix:
-            raise ValueError(f"{type(config).__name__}: ENCODER_PREFIX is empty (the encoder's attribute name)")
-        self.add_module(prefix, config.model_class("encoder")(config, init=False))
+        super().__init__(config)  # the encoder, under config.ENCODER_PREFIX
         self.pair_head = PairHead(config, self.images_per_example, 2)
         self.init_weights()
-
-    @property
-    def encoder(self) -> nn.Module:
-        """The architecture's encoder (the submodule named ``config.ENCODER_PREFIX``)."""
-        return getattr(self, self.config.ENCODER_PREFIX)
 
     def forward(
         self,
@@ -118,9 +109,7 @@ class NLVR2Model(ModelBase):
         """The encoder of ``pretrained`` (its architecture's encoder, or a pretraining / VQA / NLVR2 model holding
         one); the pair head fresh (the original loads no head)."""
         model = cls(pretrained.config)
-        prefix = pretrained.config.ENCODER_PREFIX
-        src = pretrained if getattr(pretrained, "ROLE", None) == "encoder" else getattr(pretrained, prefix)
-        model.encoder.load_state_dict(src.state_dict())
+        model.load_encoder_from(pretrained)
         return model
 
 

@@ -14,24 +14,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import ModelBase
+from ..base import HeadModel
 from ..nlvr2 import PairOutput
 from .config import VisualBertConfig
-from .model import VisualBertModel
 
 
-class VisualBertForVisualReasoning(ModelBase):
+class VisualBertForVisualReasoning(HeadModel):
     ROLE = "nlvr2"
     images_per_example = 2
 
     def __init__(self, config: VisualBertConfig) -> None:
-        super().__init__(config)
         if config.type_vocab_size < self.images_per_example:
             raise ValueError(
                 f"VisualBertConfig: one-sequence NLVR2 gives image k token type k, so type_vocab_size must be >= "
                 f"{self.images_per_example}, got {config.type_vocab_size}"
             )
-        self.visual_bert = VisualBertModel(config, init=False)
+        super().__init__(config)  # the encoder, as self.visual_bert
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, 2)
         self.init_weights()
@@ -74,6 +72,5 @@ class VisualBertForVisualReasoning(ModelBase):
     def from_pretraining(cls, pretrained: nn.Module) -> VisualBertForVisualReasoning:
         """The encoder of ``pretrained`` (a VisualBERT encoder or any model holding one); the head fresh."""
         model = cls(pretrained.config.replace(nlvr2_one_sequence=True))
-        src = pretrained if getattr(pretrained, "ROLE", None) == "encoder" else pretrained.visual_bert
-        model.visual_bert.load_state_dict(src.state_dict())
+        model.load_encoder_from(pretrained)
         return model

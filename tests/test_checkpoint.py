@@ -63,26 +63,35 @@ def test_our_format_round_trip(tmp_path, cfg, batch, arch):
 
 
 def test_nlvr2_model_round_trips_through_the_model_interface(tmp_path, cfg, batch):
-    """LxmertForNLVR2 is LXMERT's nlvr2 role: saved with its class path, rebuilt by load_model, convertible by
-    role name; transformers has no such class, so exporting it is a clear refusal."""
-    from lxmert_repro.modeling import LxmertForNLVR2, build_model
+    """LXMERT's nlvr2 role is the generic NLVR2Model (LxmertForNLVR2 its old name): saved with its class path,
+    rebuilt by load_model, convertible by role name; transformers has no such class, so exporting it is a clear
+    refusal. A checkpoint written before, which records the old class path, still loads."""
+    from lxmert_repro.modeling import LxmertForNLVR2, NLVR2Model, build_model
 
     torch.manual_seed(4)
     model = build_model(cfg, "nlvr2")
-    assert type(model) is LxmertForNLVR2
+    assert type(model) is NLVR2Model and LxmertForNLVR2 is NLVR2Model
+    assert sorted({k.split(".")[0] for k in model.state_dict()}) == ["lxmert", "pair_head"]
     save_model(model, tmp_path / "ck")
-    meta = json.loads((tmp_path / "ck" / "model_config.json").read_text())
-    assert meta["model_class"] == "lxmert_repro.modeling.nlvr2.LxmertForNLVR2"
+    meta_path = tmp_path / "ck" / "model_config.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["model_class"] == "lxmert_repro.modeling.nlvr2.NLVR2Model"
     loaded = load_model(tmp_path / "ck")
-    assert type(loaded) is LxmertForNLVR2 and loaded.load_report.ok
+    assert type(loaded) is NLVR2Model and loaded.load_report.ok
     two = {k: v for k, v in inputs_of(batch).items() if k not in ("visual_feats", "visual_boxes", "visual_mask")}
     two.update(
         {k: torch.stack([batch[k], batch[k].flip(0)], 1) for k in ("visual_feats", "visual_boxes", "visual_mask")}
     )
     with torch.no_grad():
         assert_same(loaded.eval()(**two).logits, model.eval()(**two).logits)
+    meta["model_class"] = "lxmert_repro.modeling.nlvr2.LxmertForNLVR2"  # as checkpoints of the LXMERT-only class
+    meta_path.write_text(json.dumps(meta))
+    old = load_model(tmp_path / "ck")
+    assert type(old) is NLVR2Model and old.load_report.ok
+    with torch.no_grad():
+        assert_same(old.eval()(**two).logits, model.eval()(**two).logits)
     assert type(load_model(tmp_path / "ck", "encoder", strict=False)) is LxmertModel
-    with pytest.raises(CheckpointError, match="transformers has no class for LxmertForNLVR2"):
+    with pytest.raises(CheckpointError, match="transformers has no class for NLVR2Model"):
         export_transformers(model, tmp_path / "hf")
 
 

@@ -290,6 +290,39 @@ def test_reference_vqa_checkpoint_keeps_its_answer_head_and_names_other_heads(cf
     assert type(load_model(tmp_path / "ours")) is VilbertForVQA
 
 
+def test_reference_nlvr2_head_is_our_pair_head(cfg, tmp_path):
+    """vilbert-multi-task's NLVR2 head (vil_binary_prediction: SimpleClassifier(2 Hb, 2 Hb, 2) over the two images'
+    pooled vectors) is NLVR2Model's pair head: a file with it (and no VQA head) imports as our NLVR2 model, other
+    task heads dropped by name, and exports back to the same names."""
+    from lxmert_repro.modeling import NLVR2Model
+
+    g = torch.Generator().manual_seed(7)
+    ref = {k: v for k, v in _reference_named_state(cfg, g).items() if not k.startswith("cls.")}
+    hb = 2 * cfg.bi_hidden_size
+    for name, shape in (
+        ("vil_binary_prediction.logit_fc.0.weight", (hb, hb)),
+        ("vil_binary_prediction.logit_fc.0.bias", (hb,)),
+        ("vil_binary_prediction.logit_fc.2.weight", (hb,)),
+        ("vil_binary_prediction.logit_fc.2.bias", (hb,)),
+        ("vil_binary_prediction.logit_fc.3.weight", (2, hb)),
+        ("vil_binary_prediction.logit_fc.3.bias", (2,)),
+        ("vil_logit.weight", (1, cfg.bi_hidden_size)),
+    ):
+        ref[name] = torch.randn(shape, generator=g)
+    torch.save(ref, tmp_path / "nlvr2.bin")
+    model = load_model(tmp_path / "nlvr2.bin", config=cfg)
+    assert type(model) is NLVR2Model and model.load_report.ok and "vil_logit.weight" in model.load_report.dropped
+    assert torch.equal(model.pair_head.dense.weight, ref["vil_binary_prediction.logit_fc.0.weight"])
+    assert torch.equal(model.pair_head.layer_norm.bias, ref["vil_binary_prediction.logit_fc.2.bias"])
+    assert torch.equal(model.pair_head.classifier.weight, ref["vil_binary_prediction.logit_fc.3.weight"])
+    export_reference(model, tmp_path / "back.bin")
+    back = torch.load(tmp_path / "back.bin")
+    assert set(back) == set(ref) - {"vil_logit.weight"}  # the other task head was dropped
+    for k, v in back.items():
+        if ".q_dense" not in k:
+            assert torch.equal(v, ref[k]), k
+
+
 def test_matching_class_0_is_match_in_the_reference_head(cfg, batch):
     torch.manual_seed(6)
     model = VilbertForPreTraining(cfg).eval()

@@ -10,7 +10,14 @@ import torch
 import transformers
 from model_helpers import inputs_of, make_batch, model_config
 
-from lxmert_repro.modeling import PretrainObjectives, build_model, export_transformers, load_model, save_model
+from lxmert_repro.modeling import (
+    CheckpointError,
+    PretrainObjectives,
+    build_model,
+    export_transformers,
+    load_model,
+    save_model,
+)
 from lxmert_repro.modeling.visual_bert import (
     VisualBertConfig,
     VisualBertForPreTraining,
@@ -159,6 +166,105 @@ def test_export_and_our_format_round_trip(cfg, batch, tmp_path, role):
         close(out.itm_logits, ref.seq_relationship_logits.flip(-1))
     else:
         close(out.pooled_output, ref.pooler_output)
+
+
+def test_nlvr2_model_export_to_transformers_is_a_clear_refusal(cfg, tmp_path):
+    """The default NLVR2 model is the pair encoding (two sequences, a 2H head), which transformers has no class for;
+    its VisualBertForVisualReasoning is our nlvr2_one_sequence option (below)."""
+    model = build_model(cfg, "nlvr2")
+    with pytest.raises(CheckpointError, match=r"transformers has no class for NLVR2Model; only \['VisualBertFor"):
+        export_transformers(model, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def _two_images(batch):
+    """The batch's text with two images per example: its own boxes, then the batch's reversed (B, 2, N, .)."""
+    two = {k: v for k, v in inputs_of(batch).items() if k not in ("visual_feats", "visual_boxes", "visual_mask")}
+    two.update(
+        {k: torch.stack([batch[k], batch[k].flip(0)], 1) for k in ("visual_feats", "visual_boxes", "visual_mask")}
+    )
+    return two
+
+
+def test_one_sequence_nlvr2_matches_transformers_visual_reasoning(cfg, batch, tmp_path):
+    """nlvr2_one_sequence=true: uclanlp/visualbert's NLVR2 input (the regions of both images after the text, region
+    token type = image index) and transformers' VisualBertForVisualReasoning head (dropout + Linear(H, 2) on the
+    pooled vector): logits and loss at 1e-5 with padded text and boxes; the transformers directory loads as
+    this model and exports back."""
+    from lxmert_repro.modeling.visual_bert import VisualBertForVisualReasoning
+
+    hf = hf_model(transformers.VisualBertForVisualReasoning, cfg, seed=7, num_labels=2)
+    with torch.no_grad():  # token types 0 and 1 far apart, so that giving both images one type would show
+        hf.visual_bert.embeddings.visual_token_type_embeddings.weight.add_(torch.randn(2, cfg.hidden_size))
+    ours = via_transformers_dir(hf, tmp_path)
+    assert type(ours) is VisualBertForVisualReasoning and ours.load_report.ok and ours.config.nlvr2_one_sequence
+    two = _two_images(batch)
+    b, _, n, f = two["visual_feats"].shape
+    labels = torch.tensor([1, 0, 0, 1])
+    with torch.no_grad():
+        ref = hf(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            visual_embeds=two["visual_feats"].reshape(b, 2 * n, f),
+            visual_attention_mask=two["visual_mask"].reshape(b, 2 * n),
+            visual_token_type_ids=torch.tensor([0] * n + [1] * n).expand(b, -1),
+            labels=labels,
+        )
+        out = ours(**two, labels=labels)
+        swapped = ours(**{**two, **{k: two[k].flip(1) for k in ("visual_feats", "visual_boxes", "visual_mask")}})
+    close(out.logits, ref.logits)
+    close(out.loss, ref.loss)
+    # left and right are told apart (token types 0, 1): swapping them moves the pooled vector far above float noise
+    assert (swapped.pooled_output - out.pooled_output).abs().max() > 1e-3
+    export_transformers(ours, tmp_path / "back")
+    back = transformers.VisualBertForVisualReasoning.from_pretrained(tmp_path / "back").eval()
+    for k, v in hf.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k]), k
+
+
+def test_one_sequence_nlvr2_is_a_config_switch_keeping_each_examples_images(cfg, batch, tmp_path):
+    """Off (default): task=nlvr2 builds the pair model; on: the one-sequence model, whose logits for example b are
+    those of example b run alone (its text unpadded, its two images' real boxes only), and which saves and
+    reloads by its class path."""
+    from lxmert_repro.modeling import NLVR2Model
+    from lxmert_repro.modeling.visual_bert import VisualBertForVisualReasoning
+
+    assert type(build_model(cfg, "nlvr2")) is NLVR2Model
+    torch.manual_seed(8)
+    model = build_model(cfg.replace(nlvr2_one_sequence=True), "nlvr2").eval()
+    assert type(model) is VisualBertForVisualReasoning
+    two = _two_images(batch)
+    with torch.no_grad():
+        out = model(**two)
+        for i in range(4):  # example i alone: its text unpadded, each image's real boxes first
+            keep = [two["visual_mask"][i, k].bool() for k in range(2)]
+            t = int(batch["attention_mask"][i].sum())
+            feats, boxes = (_real_rows(two[k][i], keep) for k in ("visual_feats", "visual_boxes"))
+            alone = model(batch["input_ids"][i : i + 1, :t], None, feats, boxes, _real_mask(keep))
+            close(out.logits[i], alone.logits[0])
+    save_model(model, tmp_path / "ck")
+    loaded = load_model(tmp_path / "ck").eval()
+    assert type(loaded) is VisualBertForVisualReasoning and loaded.config.nlvr2_one_sequence
+    with torch.no_grad():
+        close(loaded(**two).logits, out.logits)
+
+
+def _real_rows(x, keep):
+    """(2, N, .) rows of one example -> (1, 2, M, .): each image's real rows first, zero-padded to the larger count."""
+    m = max(int(k.sum()) for k in keep)
+    out = x.new_zeros(2, m, x.shape[-1])
+    for k in range(2):
+        out[k, : int(keep[k].sum())] = x[k][keep[k]]
+    return out.unsqueeze(0)
+
+
+def _real_mask(keep):
+    m = max(int(k.sum()) for k in keep)
+    mask = torch.zeros(1, 2, m, dtype=torch.long)
+    for k in range(2):
+        mask[0, k, : int(keep[k].sum())] = 1
+    return mask
 
 
 def test_boxes_are_ignored_unless_the_ablation_is_on(cfg, batch):

@@ -1,11 +1,12 @@
-"""Models: one interface (base.py), LXMERT (pretraining, VQA/GQA, NLVR2), checkpoint I/O; pretraining objectives apart from architectures."""
+"""Models: one interface (base.py), LXMERT (pretraining, VQA/GQA), the NLVR2 pair model of every architecture,
+checkpoint I/O; pretraining objectives apart from architectures."""
 
 from .base import ModelBase, ModelConfig
 from .checkpoint import build_model, export_reference, export_transformers, load_model, read_checkpoint, save_model
 from .config import LxmertConfig, load_config
 from .convert import CheckpointError, LoadReport
 from .model import LxmertModel, LxmertModelOutput
-from .nlvr2 import LxmertForNLVR2, LxmertPairOutput
+from .nlvr2 import LxmertForNLVR2, LxmertPairOutput, NLVR2Model, PairOutput
 from .objectives import PretrainObjectives
 from .pretraining import LxmertForPreTraining, LxmertPreTrainingOutput
 from .vqa import LxmertForVQA, LxmertVQAOutput
@@ -22,6 +23,8 @@ __all__ = [
     "LxmertPreTrainingOutput",
     "LxmertForVQA",
     "LxmertVQAOutput",
+    "NLVR2Model",
+    "PairOutput",
     "LxmertForNLVR2",
     "LxmertPairOutput",
     "build_model",

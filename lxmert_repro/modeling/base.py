@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -20,7 +20,8 @@ from torch import nn
 
 T = TypeVar("T")
 C = TypeVar("C", bound="ModelConfig")
-ROLES = ("encoder", "pretraining", "vqa", "nlvr2")  # nlvr2: LXMERT only so far
+V = TypeVar("V", bound="VQAModel")
+ROLES = ("encoder", "pretraining", "vqa", "nlvr2")
 
 
 def model_output(cls: type[T]) -> type[T]:
@@ -71,6 +72,14 @@ class ModelConfig:
     ADAPTERS: ClassVar[str] = ""
     OBJECT_LABELS_WITH_BACKGROUND: ClassVar[bool] = False
     initializer_range: float
+    hidden_size: int
+    layer_norm_eps: float
+
+    @property
+    def pooled_size(self) -> int:
+        """Width of the encoder's ``pooled_output``, what the task heads read: ``hidden_size`` unless the
+        architecture pools to another width (ViLBERT: ``bi_hidden_size``)."""
+        return self.hidden_size
 
     def model_class(self, role: str) -> type[ModelBase]:
         if role not in self.MODEL_CLASSES:
@@ -154,3 +163,53 @@ class ModelBase(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class HeadModel(ModelBase):
+    """A task model of any architecture: its encoder (``config.model_class("encoder")``) kept under
+    ``config.ENCODER_PREFIX``, so every head model of an architecture names the encoder's tensors alike
+    (``<prefix>.*``), plus the head the subclass adds before calling ``init_weights``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        if not config.ENCODER_PREFIX:
+            raise ValueError(f"{type(config).__name__}: ENCODER_PREFIX is empty (the encoder's attribute name)")
+        self.add_module(config.ENCODER_PREFIX, config.model_class("encoder")(config, init=False))
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The architecture's encoder (the submodule named ``config.ENCODER_PREFIX``)."""
+        return getattr(self, self.config.ENCODER_PREFIX)
+
+    def load_encoder_from(self, pretrained: nn.Module) -> None:
+        """Copy the encoder of ``pretrained``: an encoder, or any model keeping one under the prefix."""
+        src = (
+            pretrained
+            if getattr(pretrained, "ROLE", None) == "encoder"
+            else getattr(pretrained, self.config.ENCODER_PREFIX)
+        )
+        self.encoder.load_state_dict(src.state_dict())
+
+
+class VQAModel(HeadModel):
+    """Base of the ``vqa`` role: built from ``(config, num_answers)``; ``from_pretraining`` keeps the encoder and
+    leaves the answer head at its init (architectures with a pretraining QA head extend it)."""
+
+    ROLE = "vqa"
+
+    def __init__(self, config: ModelConfig, num_answers: int) -> None:
+        if num_answers < 1:
+            raise ValueError(f"{type(self).__name__}: num_answers must be >= 1, got {num_answers}")
+        super().__init__(config)
+
+    @classmethod
+    def from_pretraining(
+        cls: type[V],
+        pretrained: nn.Module,
+        num_answers: int,
+        pretrain_answers: Sequence[str] | None = None,
+        task_answers: Sequence[str] | None = None,
+    ) -> V:
+        model = cls(pretrained.config, num_answers)
+        model.load_encoder_from(pretrained)
+        return model

@@ -21,7 +21,7 @@ class LxmertConfig(ModelConfig):
         "encoder": "lxmert_repro.modeling.model.LxmertModel",
         "pretraining": "lxmert_repro.modeling.pretraining.LxmertForPreTraining",
         "vqa": "lxmert_repro.modeling.vqa.LxmertForVQA",
-        "nlvr2": "lxmert_repro.modeling.nlvr2.LxmertForNLVR2",
+        "nlvr2": "lxmert_repro.modeling.nlvr2.NLVR2Model",
     }
     ENCODER_PREFIX: ClassVar[str] = "lxmert"
     ADAPTERS: ClassVar[str] = "lxmert_repro.modeling.lxmert_io"

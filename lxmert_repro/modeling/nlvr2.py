@@ -1,24 +1,28 @@
-"""LxmertForNLVR2: one sentence, K images; the encoder runs on the B·K (sentence, image) pairs and the pair head
-classifies the K pooled vectors concatenated (airsplay/lxmert src/tasks/nlvr2_model.py: K = 2, 2H -> 2 classes)."""
+"""The NLVR2 role of every architecture: one sentence, K images; the architecture's encoder runs on the B·K
+(sentence, image) pairs and the pair head classifies the K pooled vectors concatenated (K·Hp, Hp =
+``config.pooled_size``; airsplay/lxmert src/tasks/nlvr2_model.py: K = 2, 2H -> 2 classes).
+
+One class for all architectures: it builds ``config.model_class("encoder")`` and keeps it under
+``config.ENCODER_PREFIX``, so its state-dict keys are ``<prefix>.*`` + ``pair_head.*`` (LXMERT: ``lxmert.*``),
+the same names the architecture's other head models use for their encoder."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ModelBase, model_output
-from .config import LxmertConfig
-from .encoder import EncoderAttentions
-from .model import LxmertModel
+from .base import HeadModel, ModelConfig, model_output
 
 
 @model_output
-class LxmertPairOutput:
+class PairOutput:
     logits: torch.Tensor  # (B, C)
     loss: torch.Tensor | None = None
-    pooled_output: torch.Tensor | None = None  # (B, K·H)
-    attentions: EncoderAttentions | None = None
+    pooled_output: torch.Tensor | None = None  # (B, K·Hp)
+    attentions: Any = None  # the encoder's, over the B·K pairs (row b·K + k)
 
 
 def flatten_images(
@@ -32,7 +36,7 @@ def flatten_images(
     """(B, T) text with (B, K, N, ·) images -> K and the B·K pairs, row b·K + k = (sentence b, image k of b).
 
     repeat_interleave on the text and reshape on the images give the same row order, so pair b·K + k never mixes
-    examples; the head undoes it with ``view(B, K·H)``."""
+    examples; the head undoes it with ``view(B, K·Hp)``."""
     if visual_feats.dim() != 4:
         raise ValueError(f"visual_feats must be (B, K, N, F) for a multi-image task, got {tuple(visual_feats.shape)}")
     B, K, N, Fd = visual_feats.shape
@@ -54,11 +58,11 @@ def flatten_images(
 
 
 class PairHead(nn.Module):
-    """Linear(K·H, K·H) -> GELU -> LayerNorm -> Linear(K·H, classes) over the concatenated pooled vectors."""
+    """Linear(K·Hp, K·Hp) -> GELU -> LayerNorm -> Linear(K·Hp, classes) over the concatenated pooled vectors."""
 
-    def __init__(self, config: LxmertConfig, images_per_example: int = 2, num_classes: int = 2) -> None:
+    def __init__(self, config: ModelConfig, images_per_example: int = 2, num_classes: int = 2) -> None:
         super().__init__()
-        d = images_per_example * config.hidden_size
+        d = images_per_example * config.pooled_size
         self.dense = nn.Linear(d, d)
         self.layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.classifier = nn.Linear(d, num_classes)
@@ -67,15 +71,14 @@ class PairHead(nn.Module):
         return self.classifier(self.layer_norm(F.gelu(self.dense(pooled))))
 
 
-class LxmertForNLVR2(ModelBase):
-    """Encoder + pair head; cross-entropy over {False, True} (label 1 = True), not rescaled."""
+class NLVR2Model(HeadModel):
+    """Any architecture's encoder + pair head; cross-entropy over {False, True} (label 1 = True), not rescaled."""
 
     ROLE = "nlvr2"
     images_per_example = 2
 
-    def __init__(self, config: LxmertConfig) -> None:
-        super().__init__(config)
-        self.lxmert = LxmertModel(config, init=False)
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)  # the encoder, under config.ENCODER_PREFIX
         self.pair_head = PairHead(config, self.images_per_example, 2)
         self.init_weights()
 
@@ -89,21 +92,28 @@ class LxmertForNLVR2(ModelBase):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,  # (B,) long, 1 = the statement is true
         output_attentions: bool = False,
-    ) -> LxmertPairOutput:
+    ) -> PairOutput:
         B = input_ids.shape[0]
         K, pairs = flatten_images(input_ids, attention_mask, token_type_ids, visual_feats, visual_boxes, visual_mask)
         if K != self.images_per_example:
-            raise ValueError(f"LxmertForNLVR2 takes {self.images_per_example} images per example, got {K}")
+            raise ValueError(f"{type(self).__name__} takes {self.images_per_example} images per example, got {K}")
         ids, attn, feats, boxes, vmask, types = pairs
-        enc = self.lxmert(ids, attn, feats, boxes, vmask, types, output_attentions)
-        pooled = enc.pooled_output.reshape(B, K * enc.pooled_output.shape[-1])  # (B, K·H): example b's K pairs
+        enc = self.encoder(ids, attn, feats, boxes, vmask, types, output_attentions)
+        pooled = enc.pooled_output.reshape(B, K * enc.pooled_output.shape[-1])  # (B, K·Hp): example b's K pairs
         logits = self.pair_head(pooled)  # (B, 2)
         loss = None if labels is None else F.cross_entropy(logits.float(), labels, ignore_index=-1)  # as the original
-        return LxmertPairOutput(logits, loss, pooled, enc.attentions)
+        return PairOutput(logits, loss, pooled, enc.attentions)
 
     @classmethod
-    def from_pretraining(cls, pretrained: nn.Module) -> LxmertForNLVR2:
-        """The encoder of a pretraining (or any LXMERT) model; the pair head fresh (the original loads no head)."""
+    def from_pretraining(cls, pretrained: nn.Module) -> NLVR2Model:
+        """The encoder of ``pretrained`` (its architecture's encoder, or a pretraining / VQA / NLVR2 model holding
+        one); the pair head fresh (the original loads no head)."""
         model = cls(pretrained.config)
-        model.lxmert.load_state_dict(pretrained.lxmert.state_dict())
+        model.load_encoder_from(pretrained)
         return model
+
+
+# The names of the LXMERT-only class this one replaced: checkpoints written before record
+# "lxmert_repro.modeling.nlvr2.LxmertForNLVR2" as their model_class, and load through this alias.
+LxmertForNLVR2 = NLVR2Model
+LxmertPairOutput = PairOutput

@@ -7,11 +7,10 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from . import losses as L
-from .base import ModelBase, model_output
+from .base import VQAModel, model_output
 from .config import LxmertConfig
 from .encoder import EncoderAttentions
 from .heads import AnswerHead
-from .model import LxmertModel
 
 ANSWER_HEAD_KEYS = ("dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias")
 
@@ -30,14 +29,9 @@ class LxmertVQAOutput:
         return None if self.attentions is None else self.attentions.cross_lang_to_visn
 
 
-class LxmertForVQA(ModelBase):
-    ROLE = "vqa"
-
+class LxmertForVQA(VQAModel):
     def __init__(self, config: LxmertConfig, num_answers: int) -> None:
-        super().__init__(config)
-        if num_answers < 1:
-            raise ValueError(f"LxmertForVQA: num_answers must be >= 1, got {num_answers}")
-        self.lxmert = LxmertModel(config, init=False)
+        super().__init__(config, num_answers)  # the encoder, as self.lxmert
         self.answer_head = AnswerHead(config, num_answers)
         self.init_weights()
 
@@ -56,7 +50,7 @@ class LxmertForVQA(ModelBase):
         vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
         output_attentions: bool = False,
     ) -> LxmertVQAOutput:
-        enc = self.lxmert(
+        enc = self.encoder(
             input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
         )
         logits = self.answer_head(enc.pooled_output)  # (B, A)
@@ -113,8 +107,7 @@ class LxmertForVQA(ModelBase):
         task_answers: Sequence[str] | None = None,
     ) -> LxmertForVQA:
         """A VQA model with the encoder of ``pretrained``; the answer head from its QA head when answers are given."""
-        model = cls(pretrained.config, num_answers)
-        model.lxmert.load_state_dict(pretrained.lxmert.state_dict())
+        model = super().from_pretraining(pretrained, num_answers)
         if pretrain_answers is not None and task_answers is not None:
             model.init_answer_head_from(pretrained, pretrain_answers, task_answers)
         return model

@@ -1,7 +1,7 @@
-"""NLVR2 as airsplay/lxmert src/tasks/nlvr2*.py fine-tunes it: the statement is encoded with each of the two
-images, the two pooled vectors concatenated (2H) into Linear-GeLU-LayerNorm-Linear(2H, 2), cross-entropy; init from
-the pretrained encoder without answer head; accuracy and consistency (the official metrics); predictions as CSV
-``identifier,True|False``."""
+"""NLVR2 as airsplay/lxmert src/tasks/nlvr2*.py fine-tunes it, for any architecture: the statement is encoded with
+each of the two images, the two pooled vectors concatenated (2Hp) into Linear-GeLU-LayerNorm-Linear(2Hp, 2),
+cross-entropy; init from the pretrained encoder without answer head; accuracy and consistency (the official
+metrics); predictions as CSV ``identifier,True|False``."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ class NLVR2Task(Task):
         )
 
     def build_model(self, cfg: DictConfig, data: Any) -> torch.nn.Module:
-        """The architecture's ``nlvr2`` model (LXMERT's so far; another architecture's config says it has none)."""
+        """The architecture's ``nlvr2`` model (``modeling/nlvr2.py::NLVR2Model`` for every architecture here; a config
+        whose ``MODEL_CLASSES`` has no ``nlvr2`` entry is refused with a message naming the roles it has)."""
         from lxmert_repro.modeling import build_model
         from lxmert_repro.training.models import _data_overrides, load_init_model, model_config
 

@@ -34,6 +34,7 @@ class VilbertConfig(ModelConfig):
         "encoder": "lxmert_repro.modeling.vilbert.model.VilbertModel",
         "pretraining": "lxmert_repro.modeling.vilbert.pretraining.VilbertForPreTraining",
         "vqa": "lxmert_repro.modeling.vilbert.vqa.VilbertForVQA",
+        "nlvr2": "lxmert_repro.modeling.nlvr2.NLVR2Model",
     }
     ENCODER_PREFIX: ClassVar[str] = "vilbert"
     ADAPTERS: ClassVar[str] = "lxmert_repro.modeling.vilbert.io"
@@ -98,6 +99,10 @@ class VilbertConfig(ModelConfig):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def pooled_size(self) -> int:
+        return self.bi_hidden_size  # the poolers project both streams to the co-attention width
 
     @property
     def embedding_padding_idx(self) -> None:

@@ -3,8 +3,10 @@ or VILBertForVLTasks), both ways.
 
 Every reference tensor is accounted for: loaded, a checked tied duplicate (``cls.predictions.decoder``), or
 dropped by name -- ``biOutput.q_dense{1,2}`` (created by BertBiOutput but never read by its forward; written
-back as zeros on export so the reference's strict ``load_state_dict`` accepts the file) and, when a VQA model
-is built, the heads of the repository's other tasks. Anything else is unexpected (strict loading names it).
+back as zeros on export so the reference's strict ``load_state_dict`` accepts the file) and, when a task model
+is built, the heads of the repository's other tasks. The task head decides the model: ``vil_prediction`` (VQA)
+first, else ``vil_binary_prediction`` (NLVR2, our ``NLVR2Model``), else the pretraining heads or the encoder alone.
+Anything else is unexpected (strict loading names it).
 The file carries no config: sizes are read from the tensors, head counts and the co-attention schedule
 come from the given config (default: bert_base_6layer_6conect.json's).
 """
@@ -22,6 +24,7 @@ from ...io_utils import atomic_path
 from ..checkpoint import Checkpoint
 from ..convert import CheckpointError
 from ..keymap import _BERT_LAYER
+from ..nlvr2 import NLVR2Model
 from ..objectives import PretrainObjectives
 from ..rename import export_state, import_state, our_key_names, prefix_table
 from .config import VilbertConfig
@@ -69,6 +72,10 @@ _PREFIXES = [
     ("answer_head.dense.", "vil_prediction.logit_fc.0."),
     ("answer_head.layer_norm.", "vil_prediction.logit_fc.2."),
     ("answer_head.classifier.", "vil_prediction.logit_fc.3."),
+    # NLVR2Model's pair head is the reference's NLVR2 head: SimpleClassifier(2 Hb, 2 Hb, 2) on the two pooled vectors
+    ("pair_head.dense.", "vil_binary_prediction.logit_fc.0."),
+    ("pair_head.layer_norm.", "vil_binary_prediction.logit_fc.2."),
+    ("pair_head.classifier.", "vil_binary_prediction.logit_fc.3."),
 ]
 TIED = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
 UNUSED_BY_REFERENCE = re.compile(r"^bert\.encoder\.c_layer\.\d+\.biOutput\.q_dense[12]\.(weight|bias)$")
@@ -149,6 +156,9 @@ def read_file(path: Path, fmt: str, state: dict[str, torch.Tensor], base: Any | 
     if "vil_prediction.logit_fc.3.weight" in ref:
         cls, num_answers = VilbertForVQA, int(ref["vil_prediction.logit_fc.3.weight"].shape[0])
         keys = our_key_names(cls, config, num_answers)
+    elif "vil_binary_prediction.logit_fc.3.weight" in ref:
+        cls, num_answers = NLVR2Model, None
+        keys = our_key_names(cls, config)
     elif any(k.startswith("cls.") for k in ref):
         cls, num_answers = VilbertForPreTraining, None
         objectives = PretrainObjectives(task_mask_lm=True, task_matched=True, task_region_kl=True)
@@ -158,7 +168,7 @@ def read_file(path: Path, fmt: str, state: dict[str, torch.Tensor], base: Any | 
         keys = ["vilbert." + k for k in our_key_names(cls, config)]
     state_ours, unused = import_state(ref, keys, to_reference, TIED)
     dropped = [k for k in unused if UNUSED_BY_REFERENCE.match(k)]
-    if cls is VilbertForVQA:
+    if cls in (VilbertForVQA, NLVR2Model):
         dropped += [k for k in unused if k.startswith(OTHER_TASK_HEADS)]
     unexpected = [k for k in unused if k not in set(dropped)]
     return Checkpoint(

@@ -4,16 +4,13 @@ repository's VQA loss (the same formula as LXMERT's)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 from .. import losses as L
-from ..base import ModelBase, model_output
+from ..base import VQAModel, model_output
 from ..heads import AnswerHead
 from .config import VilbertConfig
-from .model import VilbertModel
 
 
 @model_output
@@ -33,16 +30,13 @@ class VilbertVQAOutput:
         return tuple(a[..., 1:] for a in self.attentions["text_to_vision"])
 
 
-class VilbertForVQA(ModelBase):
-    ROLE = "vqa"
+class VilbertForVQA(VQAModel):
+    """``from_pretraining``: the encoder; the answer head at its init (ViLBERT pretrains no QA head)."""
 
     def __init__(self, config: VilbertConfig, num_answers: int) -> None:
-        super().__init__(config)
-        if num_answers < 1:
-            raise ValueError(f"VilbertForVQA: num_answers must be >= 1, got {num_answers}")
-        self.vilbert = VilbertModel(config, init=False)
+        super().__init__(config, num_answers)  # the encoder, as self.vilbert
         self.dropout = nn.Dropout(0.1)  # VILBertForVLTasks dropout_prob
-        self.answer_head = AnswerHead(config, num_answers, in_size=config.bi_hidden_size)
+        self.answer_head = AnswerHead(config, num_answers, in_size=config.pooled_size)
         self.init_weights()
 
     @property
@@ -60,7 +54,7 @@ class VilbertForVQA(ModelBase):
         vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
         output_attentions: bool = False,
     ) -> VilbertVQAOutput:
-        enc = self.vilbert(
+        enc = self.encoder(
             input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
         )
         logits = self.answer_head(self.dropout(enc.pooled_output))  # (B, A)
@@ -69,16 +63,3 @@ class VilbertForVQA(ModelBase):
             L.check_vqa_targets(logits, vqa_targets)
             loss = L.vqa_loss(logits, vqa_targets)
         return VilbertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output, enc.attentions)
-
-    @classmethod
-    def from_pretraining(
-        cls,
-        pretrained: nn.Module,
-        num_answers: int,
-        pretrain_answers: Sequence[str] | None = None,
-        task_answers: Sequence[str] | None = None,
-    ) -> VilbertForVQA:
-        """The encoder of ``pretrained``; the answer head at its init (ViLBERT pretrains no QA head)."""
-        model = cls(pretrained.config, num_answers)
-        model.vilbert.load_state_dict(pretrained.vilbert.state_dict())
-        return model

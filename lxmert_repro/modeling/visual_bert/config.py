@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..base import ModelConfig
+from ..base import ModelBase, ModelConfig, resolve_class
 
 VQA_LOSSES = ("kl", "bce")
+ONE_SEQUENCE_NLVR2 = "lxmert_repro.modeling.visual_bert.nlvr2.VisualBertForVisualReasoning"
 
 
 @dataclass
@@ -17,6 +18,7 @@ class VisualBertConfig(ModelConfig):
         "encoder": "lxmert_repro.modeling.visual_bert.model.VisualBertModel",
         "pretraining": "lxmert_repro.modeling.visual_bert.pretraining.VisualBertForPreTraining",
         "vqa": "lxmert_repro.modeling.visual_bert.vqa.VisualBertForVQA",
+        "nlvr2": "lxmert_repro.modeling.nlvr2.NLVR2Model",
     }
     ENCODER_PREFIX: ClassVar[str] = "visual_bert"
     ADAPTERS: ClassVar[str] = "lxmert_repro.modeling.visual_bert.io"
@@ -51,6 +53,11 @@ class VisualBertConfig(ModelConfig):
     # directories converted from them (transformers' converter copies the head unchanged).
     itm_match_class: int = 0
     sparse_predictions: bool = True  # MLM logits only where a label exists (same loss, less work)
+    # NLVR2 model (task=nlvr2). False: the task's pair encoding (modeling/nlvr2.py::NLVR2Model, every architecture's
+    # default). True: VisualBERT's own (uclanlp/visualbert; transformers' VisualBertForVisualReasoning): both images'
+    # regions in one sequence after the text, region token type = image index, dropout + Linear(H, 2) on the pooled
+    # vector (visual_bert/nlvr2.py).
+    nlvr2_one_sequence: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,6 +75,11 @@ class VisualBertConfig(ModelConfig):
         if not 0 <= self.visual_token_type < self.type_vocab_size:
             raise ValueError(f"VisualBertConfig: visual_token_type must be in [0, {self.type_vocab_size})")
         self.extra = dict(self.extra or {})
+
+    def model_class(self, role: str) -> type[ModelBase]:
+        if role == "nlvr2" and self.nlvr2_one_sequence:
+            return resolve_class(ONE_SEQUENCE_NLVR2, ModelBase, type(self).__name__)
+        return super().model_class(role)
 
     @property
     def head_dim(self) -> int:

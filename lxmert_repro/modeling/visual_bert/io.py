@@ -25,6 +25,7 @@ from ..objectives import PretrainObjectives
 from ..rename import export_state, import_state, our_key_names, prefix_table
 from .config import VisualBertConfig
 from .model import VisualBertModel
+from .nlvr2 import VisualBertForVisualReasoning
 from .pretraining import VisualBertForPreTraining
 from .vqa import VisualBertForVQA
 
@@ -43,6 +44,7 @@ _TRANSFORMERS_CLASS = {
     VisualBertModel: "VisualBertModel",
     VisualBertForPreTraining: "VisualBertForPreTraining",
     VisualBertForVQA: "VisualBertForQuestionAnswering",
+    VisualBertForVisualReasoning: "VisualBertForVisualReasoning",
 }
 # transformers config field -> ours (same meaning).
 _CONFIG_FIELDS = {
@@ -180,7 +182,10 @@ def _checkpoint_from_reference(
 ) -> Checkpoint:
     """Transformers-named tensors -> the checkpoint of the model class they belong to."""
     objectives = None
-    if "VisualBertForQuestionAnswering" in archs or "cls.weight" in ref:
+    if "VisualBertForVisualReasoning" in archs:  # its head has the VQA head's names: only the class tells them apart
+        config = config.replace(nlvr2_one_sequence=True)
+        cls, num_answers, args = VisualBertForVisualReasoning, None, (config,)
+    elif "VisualBertForQuestionAnswering" in archs or "cls.weight" in ref:
         cls, num_answers = VisualBertForVQA, int(ref["cls.weight"].shape[0]) if "cls.weight" in ref else None
         args: tuple = (config, num_answers or 1)
     elif "VisualBertForPreTraining" in archs or any(k.startswith("cls.predictions.") for k in ref):
@@ -205,8 +210,14 @@ def export_transformers(model: nn.Module, out_dir: str | Path) -> Path:
     loads; our config rides along under ``lxmert_repro_config``."""
     import transformers
 
+    if type(model) not in _TRANSFORMERS_CLASS:  # e.g. NLVR2Model: VisualBertForVisualReasoning has another head
+        raise CheckpointError(
+            f"transformers has no class for {type(model).__name__}; only "
+            f"{sorted(c.__name__ for c in _TRANSFORMERS_CLASS)} export"
+        )
     name = _TRANSFORMERS_CLASS[type(model)]
-    tcfg = config_to_transformers(model.config, getattr(model, "num_answers", None))
+    num_labels = 2 if type(model) is VisualBertForVisualReasoning else getattr(model, "num_answers", None)
+    tcfg = config_to_transformers(model.config, num_labels)
     tcfg.architectures = [name]
     with torch.random.fork_rng():
         tm = getattr(transformers, name)(tcfg)

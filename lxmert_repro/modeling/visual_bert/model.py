@@ -54,6 +54,7 @@ class VisualBertEmbeddings(nn.Module):
         token_type_ids: torch.Tensor | None,  # (B, T)
         visual_feats: torch.Tensor,  # (B, N, F)
         visual_boxes: torch.Tensor | None,  # (B, N, 4)
+        visual_token_type_ids: torch.Tensor | None = None,  # (B, N); None: config.visual_token_type everywhere
     ) -> torch.Tensor:
         """-> (B, T + N, H)."""
         t = input_ids.shape[1]
@@ -73,11 +74,14 @@ class VisualBertEmbeddings(nn.Module):
             + self.token_type_embeddings(token_type_ids)
             + self.position_embeddings(torch.arange(t, device=input_ids.device))
         )  # (B, T, H)
-        # Every region gets visual position 0 (no image-text alignment) and one token type.
+        # Every region gets visual position 0 (no image-text alignment) and one token type, unless told per region.
+        visual_type = (
+            self.visual_token_type_embeddings.weight[self.visual_token_type]
+            if visual_token_type_ids is None
+            else self.visual_token_type_embeddings(visual_token_type_ids)
+        )  # (H,) or (B, N, H)
         visual = (
-            self.visual_projection(visual_feats)
-            + self.visual_position_embeddings.weight[0]
-            + self.visual_token_type_embeddings.weight[self.visual_token_type]
+            self.visual_projection(visual_feats) + self.visual_position_embeddings.weight[0] + visual_type
         )  # (B, N, H)
         if self.box_projection is not None:
             if visual_boxes is None:
@@ -106,6 +110,7 @@ class VisualBertModel(ModelBase):
         visual_mask: torch.Tensor | None = None,  # (B, N) 1 = real box
         token_type_ids: torch.Tensor | None = None,  # (B, T)
         output_attentions: bool = False,
+        visual_token_type_ids: torch.Tensor | None = None,  # (B, N) per-region token type (one-sequence NLVR2)
     ) -> VisualBertModelOutput:
         if visual_feats.dim() != 3 or visual_feats.shape[0] != input_ids.shape[0]:
             raise ValueError(
@@ -119,7 +124,11 @@ class VisualBertModel(ModelBase):
         mask = additive_mask(torch.cat([text_keep.bool(), visual_keep.bool()], dim=1), dtype)  # (B, 1, 1, T+N)
 
         x = self.embeddings(
-            input_ids, token_type_ids, visual_feats.to(self.pooler.dense.weight.dtype), visual_boxes
+            input_ids,
+            token_type_ids,
+            visual_feats.to(self.pooler.dense.weight.dtype),
+            visual_boxes,
+            visual_token_type_ids,
         )  # (B, T+N, H)
         probs: list[torch.Tensor] = []
         for layer in self.layers:

@@ -8,16 +8,13 @@ KL-divergence of the soft targets to softmax(logits), summed over answers and av
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import losses as L
-from ..base import ModelBase, model_output
+from ..base import VQAModel, model_output
 from .config import VisualBertConfig
-from .model import VisualBertModel
 
 
 @model_output
@@ -43,14 +40,11 @@ def kl_answer_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.kl_div(F.log_softmax(logits.float(), dim=-1), targets.float(), reduction="batchmean")
 
 
-class VisualBertForVQA(ModelBase):
-    ROLE = "vqa"
+class VisualBertForVQA(VQAModel):
+    """``from_pretraining``: the encoder; the classifier at its init (VisualBERT pretrains no QA head)."""
 
     def __init__(self, config: VisualBertConfig, num_answers: int) -> None:
-        super().__init__(config)
-        if num_answers < 1:
-            raise ValueError(f"VisualBertForVQA: num_answers must be >= 1, got {num_answers}")
-        self.visual_bert = VisualBertModel(config, init=False)
+        super().__init__(config, num_answers)  # the encoder, as self.visual_bert
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, num_answers)
         self.init_weights()
@@ -70,7 +64,7 @@ class VisualBertForVQA(ModelBase):
         vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
         output_attentions: bool = False,
     ) -> VisualBertVQAOutput:
-        enc = self.visual_bert(
+        enc = self.encoder(
             input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
         )
         b, t = input_ids.shape
@@ -87,16 +81,3 @@ class VisualBertForVQA(ModelBase):
         return VisualBertVQAOutput(
             logits, loss, enc.language_output, enc.vision_output, enc.pooled_output, enc.attentions
         )
-
-    @classmethod
-    def from_pretraining(
-        cls,
-        pretrained: nn.Module,
-        num_answers: int,
-        pretrain_answers: Sequence[str] | None = None,
-        task_answers: Sequence[str] | None = None,
-    ) -> VisualBertForVQA:
-        """The encoder of ``pretrained``; the classifier at its init (VisualBERT pretrains no QA head)."""
-        model = cls(pretrained.config, num_answers)
-        model.visual_bert.load_state_dict(pretrained.visual_bert.state_dict())
-        return model

@@ -74,6 +74,7 @@ def run_one(root: Path, model: str, seed: int, args: argparse.Namespace) -> dict
                 "experiment=easy_vqa_pretrain",
                 *common,
                 f"trainer.max_epochs={args.pretrain_epochs}",
+                *([f"trainer.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []),
             ]
         ],
         pre / ".done",
@@ -90,6 +91,7 @@ def run_one(root: Path, model: str, seed: int, args: argparse.Namespace) -> dict
             *common,
             f"finetune.init_from={pre / 'model_last'}",
             f"trainer.max_epochs={epochs}",
+            f"data.train_fraction={args.train_fraction}",
         ]
         stage = run_stage(f"fine-tune {model} on {task}, seed {seed}", [cmd], run / ".done", args.force, [run])
         final = json.loads((run / "final_metrics.json").read_text())
@@ -111,9 +113,12 @@ def table(
         "",
         f"Same features (the demo's easy-VQA detector), pretraining data and epochs ({args.pretrain_epochs}), "
         f"fine-tuning recipes (experiment=easy_vqa_vqa for {args.vqa_epochs} epochs, experiment=easy_vqa_nlvr2 "
-        f"for {args.nlvr2_epochs}); `model=` and the seed are the only differences; seeds {args.seeds}. Accuracy on "
+        f"for {args.nlvr2_epochs}"
+        + (f"; pretraining stopped at {args.pretrain_steps} steps" if args.pretrain_steps else "")
+        + (f"; fine-tuning on {args.train_fraction:.0%} of each training set" if args.train_fraction < 1 else "")
+        + f"); `model=` and the seed are the only differences; seeds {args.seeds}. Accuracy on "
         "the test splits, mean ± sd over seeds; samples/s are medians over the runs' log steps (training) and the "
-        "test pass (evaluation), on this machine while nothing else ran. Total "
+        "test pass (evaluation), on this machine (other jobs running beside it slow them down). Total "
         f"{seconds / 60:.1f} min.",
         "",
         "| model | encoder params | VQA model params | easy-VQA acc. (%) | pairs acc. (%) | train samples/s "
@@ -174,6 +179,8 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=1)
     ap.add_argument("--vqa-epochs", type=int, default=2)
     ap.add_argument("--nlvr2-epochs", type=int, default=4)
+    ap.add_argument("--pretrain-steps", type=int, default=None, help="stop pretraining after N steps (smoke runs)")
+    ap.add_argument("--train-fraction", type=float, default=1.0, help="fine-tune on this fraction (smoke runs)")
     ap.add_argument("--force", action="store_true", help="redo the comparison's runs even if complete")
     ap.add_argument("--root", default=".", help="where data/ and runs/ live")
     args = ap.parse_args()

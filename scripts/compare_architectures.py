@@ -134,9 +134,7 @@ def table(
             f"| {m} | {mine[0]['encoder_parameters']:,} | {mine[0]['vqa_parameters']:,} | "
             f"{s['vqa_accuracy'][0]:.2f} ± {s['vqa_accuracy'][1]:.2f} | "
             f"{s['nlvr2_accuracy'][0]:.2f} ± {s['nlvr2_accuracy'][1]:.2f} | "
-            + " | ".join(f"{s[f'{t}_{k}_samples_per_s'][0]:.0f}" for t in ("vqa",) for k in ("train", "eval"))
-            + " | "
-            + " | ".join(f"{s[f'nlvr2_{k}_samples_per_s'][0]:.0f}" for k in ("train", "eval"))
+            + " | ".join(f"{s[f'{t}_{k}_samples_per_s'][0]:.0f}" for t in TASKS for k in ("train", "eval"))
             + " |"
         )
     lines += ["", "Per run:", "", "| model | seed | easy-VQA acc. | pairs acc. | pretrain s | VQA s | pairs s |"]

@@ -263,6 +263,52 @@ def test_reference_naming_round_trip_accounts_for_every_tensor(cfg, tmp_path):
             assert torch.equal(back[k], v), k
 
 
+def test_reference_region_head_background_first_is_reordered_to_ours(cfg, batch, tmp_path):
+    """vilbert-multi-task's masked-region head (``cls.imagePredictions.decoder``, v_target_size = 1601) has the
+    background in row 0 and class c of the detector in row c + 1 (Visual Genome's ``__background__`` first); ours
+    has class c in column c and the background last (column C), as the store and ``obj_labels``. Import moves the
+    rows, export moves them back: the file round-trips bit for bit and our logit of class c is the reference's."""
+    ref = _reference_named_state(cfg, torch.Generator().manual_seed(11))
+    rows = cfg.num_object_labels  # C + 1
+    # distinguishable rows: random weight rows, and row r's bias is r + 0.5
+    ref["cls.imagePredictions.decoder.bias"] = torch.arange(rows, dtype=torch.float32) + 0.5
+    torch.save(ref, tmp_path / "pytorch_model.bin")
+    model = load_model(tmp_path / "pytorch_model.bin", config=cfg).eval()
+    assert type(model) is VilbertForPreTraining and model.load_report.ok
+    dec = model.region_head.decoder
+    ref_w, ref_b = ref["cls.imagePredictions.decoder.weight"], ref["cls.imagePredictions.decoder.bias"]
+    ref_row = [c + 1 for c in range(rows - 1)] + [0]  # our column j -> the reference's row
+    for j, r in enumerate(ref_row):
+        assert torch.equal(dec.weight[j], ref_w[r]) and dec.bias[j].item() == r + 0.5, j
+    # logits: ours at class c == the reference head's (written out from the reference tensors) at its class c
+    with torch.no_grad():
+        out = model(**inputs_of(batch))
+        v = out.vision_output  # (B, N, Hv): the regions, the global token excluded
+        hid = F.gelu(
+            v @ ref["cls.imagePredictions.transform.dense.weight"].T + ref["cls.imagePredictions.transform.dense.bias"]
+        )
+        mu, var = hid.mean(-1, keepdim=True), hid.var(-1, unbiased=False, keepdim=True)
+        hid = (hid - mu) / torch.sqrt(var + cfg.layer_norm_eps)
+        hid = (
+            hid * ref["cls.imagePredictions.transform.LayerNorm.weight"]
+            + ref["cls.imagePredictions.transform.LayerNorm.bias"]
+        )
+        reference_logits = hid @ ref_w.T + ref_b  # (B, N, C + 1), background first
+    for c in range(rows - 1):
+        close(out.region_logits[..., c], reference_logits[..., c + 1])
+    close(out.region_logits[..., rows - 1], reference_logits[..., 0])  # the background
+    export_reference(model, tmp_path / "back.bin")
+    back = torch.load(tmp_path / "back.bin")
+    for k in ("cls.imagePredictions.decoder.weight", "cls.imagePredictions.decoder.bias"):
+        assert torch.equal(back[k], ref[k]), k
+    # and through our own format: saved and reloaded, the columns stay ours
+    save_model(model, tmp_path / "ours")
+    again = load_model(tmp_path / "ours")
+    assert torch.equal(again.region_head.decoder.weight, dec.weight)
+    export_reference(again, tmp_path / "back2.bin")
+    assert torch.equal(torch.load(tmp_path / "back2.bin")["cls.imagePredictions.decoder.bias"], ref_b)
+
+
 def test_reference_vqa_checkpoint_keeps_its_answer_head_and_names_other_heads(cfg, tmp_path):
     g = torch.Generator().manual_seed(5)
     ref = _reference_named_state(cfg, g)

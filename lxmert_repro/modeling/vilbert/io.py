@@ -9,6 +9,12 @@ first, else ``vil_binary_prediction`` (NLVR2, our ``NLVR2Model``), else the pret
 Anything else is unexpected (strict loading names it).
 The file carries no config: sizes are read from the tensors, head counts and the co-attention schedule
 come from the given config (default: bert_base_6layer_6conect.json's).
+
+Region classes: the reference's masked-region head (``cls.imagePredictions.decoder``, v_target_size rows) has
+the background in row 0 and the detector's class c in row c + 1 (the Visual Genome detector's ``__background__``
+first); ours (``region_head.decoder``) has class c in row c and the background last (row C), as the feature
+store's class distributions and ``obj_labels``. Import moves the reference's row 0 to the end, export moves it
+back, so our column c and the reference's class c are the same class and a file round-trips bit for bit.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ _PREFIXES = [
     ("pair_head.classifier.", "vil_binary_prediction.logit_fc.3."),
 ]
 TIED = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+REGION_DECODER = ("region_head.decoder.weight", "region_head.decoder.bias")  # rows: background last (ours)
 UNUSED_BY_REFERENCE = re.compile(r"^bert\.encoder\.c_layer\.\d+\.biOutput\.q_dense[12]\.(weight|bias)$")
 OTHER_TASK_HEADS = (
     "cls.",
@@ -98,6 +105,16 @@ def to_reference(key: str) -> str:
         table = _CO_LAYER if group == "co_layers" else _BERT_LAYER
         return f"bert.encoder.{_GROUP[group]}.{idx}." + prefix_table(sub, table, "ViLBERT")
     return prefix_table(key, _PREFIXES, "ViLBERT")
+
+
+def region_rows_to_ours(t: torch.Tensor) -> torch.Tensor:
+    """Reference rows (background, class 0, .., class C-1) -> ours (class 0, .., class C-1, background)."""
+    return torch.cat([t[1:], t[:1]])
+
+
+def region_rows_to_reference(t: torch.Tensor) -> torch.Tensor:
+    """Our rows (class 0, .., class C-1, background) -> the reference's (background, class 0, .., class C-1)."""
+    return torch.cat([t[-1:], t[:-1]])
 
 
 def detect_file(keys: set[str]) -> str | None:
@@ -167,6 +184,9 @@ def read_file(path: Path, fmt: str, state: dict[str, torch.Tensor], base: Any | 
         cls, num_answers = VilbertModel, None
         keys = ["vilbert." + k for k in our_key_names(cls, config)]
     state_ours, unused = import_state(ref, keys, to_reference, TIED)
+    for k in REGION_DECODER:
+        if k in state_ours:
+            state_ours[k] = region_rows_to_ours(state_ours[k])
     dropped = [k for k in unused if UNUSED_BY_REFERENCE.match(k)]
     if cls in (VilbertForVQA, NLVR2Model):
         dropped += [k for k in unused if k.startswith(OTHER_TASK_HEADS)]
@@ -186,12 +206,16 @@ def read_file(path: Path, fmt: str, state: dict[str, torch.Tensor], base: Any | 
 
 
 def reference_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Our model's tensors under vilbert-multi-task's names, with the tensors its classes create but never
-    read (``biOutput.q_dense*``) as zeros so its strict ``load_state_dict`` accepts them."""
+    """Our model's tensors under vilbert-multi-task's names (the region decoder's rows in its order, background
+    first), with the tensors its classes create but never read (``biOutput.q_dense*``) as zeros so its strict
+    ``load_state_dict`` accepts them."""
     state = model.state_dict()
     if type(model) is VilbertModel:
         state = {"vilbert." + k: v for k, v in state.items()}
     out = export_state(state, to_reference, TIED if hasattr(model, "mlm_head") else None)
+    for k in REGION_DECODER:
+        if k in state:
+            out[to_reference(k)] = region_rows_to_reference(out[to_reference(k)])
     cfg = model.config
     for k in range(len(cfg.v_biattention_id)):
         for name, width in (("q_dense1", cfg.v_hidden_size), ("q_dense2", cfg.hidden_size)):

@@ -14,7 +14,7 @@ renormalisation: the per-box loss is then s * KL(renormalised || prediction) + s
 the same minimum, weighted by s). Without a stored distribution, the target is the top class with its
 confidence, 0 elsewhere (``obj_labels``, ``obj_conf``: the k = 1 case) -- logged once.
 Columns: the detector's class order with the background LAST (column C), as the store and ``obj_labels``;
-the reference's head has the background first.
+the reference's head has the background first (row 0): the checkpoint adapter (``io.py``) reorders its rows.
 """
 
 from __future__ import annotations

@@ -297,21 +297,88 @@ def test_padded_boxes_do_not_change_real_outputs(cfg, batch):
     close(a.vision_output[:, :real], b.vision_output)
 
 
-def test_uclanlp_checkpoint_imports_with_its_matching_convention(cfg, batch, tmp_path):
-    """uclanlp/visualbert .th names (the inverse of transformers' converter, written out here); its head keeps
-    1 = match (transformers' converter copies it unchanged), recorded as itm_match_class=1."""
-    hf = hf_model(transformers.VisualBertForPreTraining, cfg, seed=8)
+def _uclanlp_names(hf_state, head_prefix):
+    """transformers' VisualBert* state dict -> uclanlp/visualbert's .th names (the inverse of transformers'
+    converter): the encoder under ``bert.bert.``, the head (transformers' ``cls.``) under ``head_prefix``
+    (``bert.cls.`` for the pretraining heads, ``bert.classifier.`` for the VQA / NLVR2 / VCR classifiers)."""
     original = {}
-    for k, v in hf.state_dict().items():
+    for k, v in hf_state.items():
         if k in ("cls.predictions.decoder.bias", "visual_bert.embeddings.position_ids"):
             continue  # the original BERT code has no decoder bias of its own
-        k = k.replace("visual_bert.", "bert.bert.").replace("cls.", "bert.cls.")
+        k = k.replace("visual_bert.", "bert.bert.")
+        k = head_prefix + k[len("cls.") :] if k.startswith("cls.") else k
         k = k.replace("visual_token_type_embeddings", "token_type_embeddings_visual")
         k = k.replace("visual_position_embeddings", "position_embeddings_visual").replace(
             "visual_projection", "projection"
         )
         original[k] = v
     original["detector.backbone.weight"] = torch.zeros(3)
+    return original
+
+
+@pytest.mark.parametrize("name", ["nlvr2_fine_tuned.th", "model.th"])
+def test_uclanlp_nlvr2_checkpoint_imports_as_the_one_sequence_nlvr2_model(cfg, batch, tmp_path, name):
+    """uclanlp/visualbert's NLVR2 head (training_head_type "nlvr": dropout + Linear(H, 2) on the pooled vector,
+    ``bert.classifier``) has the VQA head's names; its 2 outputs tell it apart (the VQA head there is
+    Linear(H, 3129), fixed), whatever the file is called (transformers' converter goes by the name ``nlvr``). It
+    imports as our one-sequence NLVR2 model (both images' regions in one sequence, token types 0 / 1), logits and
+    loss as transformers' VisualBertForVisualReasoning at 1e-5."""
+    from lxmert_repro.modeling.visual_bert import VisualBertForVisualReasoning
+
+    hf = hf_model(transformers.VisualBertForVisualReasoning, cfg, seed=9, num_labels=2)
+    with torch.no_grad():  # token types 0 and 1 far apart, so reading both images as one type would show
+        hf.visual_bert.embeddings.visual_token_type_embeddings.weight.add_(torch.randn(2, cfg.hidden_size))
+    original = _uclanlp_names(hf.state_dict(), "bert.classifier.")
+    assert original["bert.classifier.weight"].shape == (2, cfg.hidden_size)
+    torch.save(original, tmp_path / name)
+    ours = load_model(tmp_path / name, config=cfg).eval()
+    assert type(ours) is VisualBertForVisualReasoning and ours.load_report.ok
+    assert ours.config.nlvr2_one_sequence and ours.load_report.dropped == ["detector.backbone.weight"]
+    assert torch.equal(ours.classifier.weight, original["bert.classifier.weight"])
+    two = _two_images(batch)
+    b, _, n, f = two["visual_feats"].shape
+    labels = torch.tensor([1, 0, 0, 1])
+    with torch.no_grad():
+        ref = hf(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            visual_embeds=two["visual_feats"].reshape(b, 2 * n, f),
+            visual_attention_mask=two["visual_mask"].reshape(b, 2 * n),
+            visual_token_type_ids=torch.tensor([0] * n + [1] * n).expand(b, -1),
+            labels=labels,
+        )
+        out = ours(**two, labels=labels)
+    close(out.logits, ref.logits)
+    close(out.loss, ref.loss)
+    save_model(ours, tmp_path / "ours")  # and it stays that model through our format
+    again = load_model(tmp_path / "ours")
+    assert type(again) is VisualBertForVisualReasoning and again.config.nlvr2_one_sequence
+
+
+def test_uclanlp_vqa_checkpoint_still_imports_as_vqa(cfg, batch, tmp_path):
+    """A classifier with more than 2 outputs (uclanlp's VQA head) stays a VQA model with that many answers."""
+    hf = hf_model(transformers.VisualBertForQuestionAnswering, cfg, seed=10, num_labels=5)
+    torch.save(_uclanlp_names(hf.state_dict(), "bert.classifier."), tmp_path / "vqa_fine_tuned.th")
+    ours = load_model(tmp_path / "vqa_fine_tuned.th", config=cfg).eval()
+    assert type(ours) is VisualBertForVQA and ours.num_answers == 5 and ours.load_report.ok
+    with torch.no_grad():
+        close(ours(**inputs_of(batch)).logits, hf(**hf_inputs(batch)).logits)
+
+
+def test_uclanlp_vcr_checkpoint_is_a_clear_refusal(cfg, tmp_path):
+    """uclanlp's VCR head (multiple choice, Linear(H, 1)) has the same names: refused, not read as 1-answer VQA."""
+    hf = hf_model(transformers.VisualBertForQuestionAnswering, cfg, seed=11, num_labels=1)
+    torch.save(_uclanlp_names(hf.state_dict(), "bert.classifier."), tmp_path / "vcr_fine_tune.th")
+    with pytest.raises(CheckpointError, match=r"vcr_fine_tune.th: bert.classifier.weight has 1 output: .*VCR"):
+        load_model(tmp_path / "vcr_fine_tune.th", config=cfg)
+
+
+def test_uclanlp_checkpoint_imports_with_its_matching_convention(cfg, batch, tmp_path):
+    """uclanlp/visualbert .th names (the inverse of transformers' converter, written out here); its head keeps
+    1 = match (transformers' converter copies it unchanged), recorded as itm_match_class=1."""
+    hf = hf_model(transformers.VisualBertForPreTraining, cfg, seed=8)
+    original = _uclanlp_names(hf.state_dict(), "bert.cls.")
     torch.save(original, tmp_path / "vqa_pre_trained.th")
     ours = load_model(tmp_path / "vqa_pre_trained.th", config=cfg).eval()
     assert type(ours) is VisualBertForPreTraining and ours.load_report.ok

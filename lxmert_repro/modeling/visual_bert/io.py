@@ -3,6 +3,13 @@
 ``*_visual`` tables and ``projection`` renamed as transformers' converter does; ``detector.*`` dropped by name;
 the matching head kept as trained there, 1 = match, recorded as ``itm_match_class=1``).
 
+Which uclanlp model a ``.th`` file is: its ``TrainVisualBERTObjective`` names every task classifier
+``bert.classifier``, over the pooled vector: Linear(H, 3129) for VQA (the answer count is fixed there), Linear(H, 2)
+for NLVR2 (``training_head_type`` "nlvr", both images' regions in one sequence) and Linear(H, 1) for VCR
+(multiple choice). transformers' converter tells them apart by the file name; here the classifier's outputs do:
+2 is the NLVR2 head, read as ``VisualBertForVisualReasoning`` (``nlvr2_one_sequence=true``); 1 (VCR) is refused;
+any other count is a VQA head. ``bert.cls.*`` alone is the pretraining heads.
+
 Names: ours ``visual_bert.layers.N.*`` <-> ``visual_bert.encoder.layer.N.*`` (BERT layer sub-names as for
 LXMERT), ``*.layer_norm`` <-> ``*.LayerNorm``, pretraining heads ``mlm_head`` <-> ``cls.predictions`` and
 ``itm_head`` <-> ``cls.seq_relationship``, the VQA classifier <-> ``cls``. The MLM decoder is tied to the
@@ -142,7 +149,22 @@ def read_file(path: Path, fmt: str, state: dict[str, torch.Tensor], base: Any | 
         config = base.replace(**changes)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    return _checkpoint_from_reference(ref, config, [], str(path), dropped)
+    return _checkpoint_from_reference(ref, config, _uclanlp_class(ref, path), str(path), dropped)
+
+
+def _uclanlp_class(ref: dict[str, torch.Tensor], path: Path) -> list[str]:
+    """The transformers class a uclanlp file's task classifier (``bert.classifier``, renamed ``cls``) belongs to."""
+    if "cls.weight" not in ref:
+        return []  # the pretraining heads or the encoder alone: told apart by their names
+    outputs = int(ref["cls.weight"].shape[0])
+    if outputs == 2:
+        return ["VisualBertForVisualReasoning"]  # training_head_type "nlvr": Linear(H, 2) on the pooled vector
+    if outputs == 1:
+        raise CheckpointError(
+            f"{path}: bert.classifier.weight has 1 output: uclanlp's VCR multiple-choice head, which is not "
+            "supported; expected 2 outputs (NLVR2) or the VQA answers (3129 there)"
+        )
+    return ["VisualBertForQuestionAnswering"]
 
 
 def config_from_transformers(values: dict[str, Any], source: str) -> VisualBertConfig:

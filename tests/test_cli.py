@@ -366,6 +366,49 @@ def test_refused_rerun_leaves_the_finished_runs_record_untouched(trained, tmp_pa
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+def _finetune_from(trained, run, *extra):
+    """lxmert-finetune from the trained tiny VQA model (finetune.init_from), one step."""
+    easy, out, _ = trained
+    return _cli_user(
+        "finetune",
+        *data_overrides(easy, "vqa"),
+        f"hydra.run.dir={run}",
+        f"finetune.init_from={out / 'model_best'}",
+        "trainer.cpu=true",
+        "trainer.progress_bar=false",
+        "trainer.batch_size=32",
+        "trainer.max_steps=1",
+        "data.vqa.test=null",
+        *extra,
+    )
+
+
+def test_finetune_init_from_takes_the_runs_dropout_and_refuses_another_size(trained, tmp_path):
+    """With finetune.init_from the checkpoint decides the model, but model.<field> values the user gives apply as
+    transformers' from_pretraining(**kwargs) does: a dropout probability is set on the loaded config (recorded in
+    config.yaml and the saved model), a size that differs from the checkpoint's is one error line naming the field,
+    the checkpoint's value and the requested one. The model group's own values (here lxmert_base's, 768 wide)
+    are not the user's and do not count."""
+    import yaml
+
+    _, out, _ = trained
+    loaded = json.loads((out / "model_best" / "model_config.json").read_text())["config"]
+    assert loaded["hidden_dropout_prob"] == 0.1 and loaded["hidden_size"] == 32
+    run = tmp_path / "run"
+    r = _finetune_from(trained, run, "model.hidden_dropout_prob=0.25")  # default group: lxmert_base
+    assert r.returncode == 0, r.stderr[-3000:]
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    saved = json.loads((run / "model_last" / "model_config.json").read_text())["config"]
+    assert recorded["hidden_dropout_prob"] == 0.25 and saved["hidden_dropout_prob"] == 0.25
+    assert {k: v for k, v in saved.items() if k != "hidden_dropout_prob"} == {
+        k: v for k, v in loaded.items() if k != "hidden_dropout_prob"
+    }
+    line = _one_line_error(
+        _finetune_from(trained, tmp_path / "run2", "model=lxmert_tiny", "model.hidden_size=64"), "lxmert-finetune"
+    )
+    assert "model.hidden_size=64" in line and "hidden_size=32" in line and str(out / "model_best") in line
+
+
 APP_SCHEMAS = {  # config name -> (schema import path, overrides filling its ??? values)
     "pretrain": ("lxmert_repro.cli.pretrain.PretrainApp", ["data.features=f"]),
     "finetune": ("lxmert_repro.cli.finetune.FinetuneApp", ["data.features=f"]),

@@ -134,7 +134,8 @@ def test_finetune_from_pretraining_maps_answer_head(easy, tmp_path):
 
 def test_run_config_records_the_model_loaded_from_init_from(easy, tmp_path):
     """finetune.init_from replaces the model group: config.yaml (and the checkpoints' record) must say what was
-    trained, here a 2-layer 32-wide model with the data's vocabulary, not the group's 64-wide 3-layer values."""
+    trained, here a 2-layer 32-wide model with the data's vocabulary, not the group's (lxmert_small: 128 wide,
+    3 cross layers). The group's own values are not the user's: they are neither applied nor refused."""
     import yaml
 
     from lxmert_repro.training.checkpointing import find_checkpoint, read_trainer_state
@@ -147,24 +148,108 @@ def test_run_config_records_the_model_loaded_from_init_from(easy, tmp_path):
     )
     loaded = json.loads((pre / "model_last" / "model_config.json").read_text())["config"]
     out = tmp_path / "ft"
+    overrides = [o for o in TINY_TRAINER if not o.startswith("model=")] + data_overrides(easy, "vqa")
     train_vqa(
-        _cfg(
-            easy,
-            "vqa",
-            out,
-            f"finetune.init_from={pre / 'model_last'}",
-            "model.hidden_size=64",
-            "model.l_layers=3",
-            "trainer.batch_size=64",
-            "trainer.max_steps=1",
-            "data.vqa.test=null",
-            "data.vqa.val=null",
+        compose(
+            "finetune",
+            overrides
+            + [
+                f"paths.output_dir={out}",
+                "model=lxmert_small",
+                f"finetune.init_from={pre / 'model_last'}",
+                "trainer.batch_size=64",
+                "trainer.max_steps=1",
+                "data.vqa.test=null",
+                "data.vqa.val=null",
+            ],
         )
     )
     recorded = yaml.safe_load((out / "config.yaml").read_text())["model"]
-    assert (recorded["hidden_size"], recorded["l_layers"], recorded["vocab_size"]) == (32, 2, loaded["vocab_size"])
+    assert (recorded["hidden_size"], recorded["x_layers"], recorded["vocab_size"]) == (32, 2, loaded["vocab_size"])
     assert {k: recorded[k] for k in loaded} == loaded
     assert read_trainer_state(find_checkpoint(out))[1]["config"]["model"] == recorded
+
+
+def _hydra_composed(*overrides: str):
+    """(config, its Hydra node) as the app composes them: what user_model_changes reads from a running app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from training_helpers import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose(config_name="finetune", overrides=list(overrides), return_hydra_config=True)
+    from omegaconf import open_dict
+
+    hydra = cfg.hydra
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, hydra
+
+
+def test_user_model_changes_are_the_command_line_and_the_experiment_not_the_group():
+    """experiment=easy_vqa_vqa picks model group lxmert_small and sets both dropouts to 0.0 in its model: block;
+    the command line sets hidden_dropout_prob=0.1 (the group's value, but given: it counts) and nothing else.
+    The group's own sizes are not changes. Outside a Hydra app (no Hydra node) nothing is known: None."""
+    from lxmert_repro.training.models import user_model_changes
+
+    cfg, hydra = _hydra_composed("experiment=easy_vqa_vqa", "model.hidden_dropout_prob=0.1")
+    assert hydra.runtime.choices.model == "lxmert_small"
+    assert user_model_changes(cfg, hydra) == {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.0}
+    cfg, hydra = _hydra_composed("model=lxmert_tiny", "+model.extra.note=x")
+    assert user_model_changes(cfg, hydra) == {"extra": {"note": "x"}}
+    cfg, hydra = _hydra_composed()
+    assert user_model_changes(cfg, hydra) == {}
+    assert user_model_changes(cfg) is None  # not in a Hydra app: HydraConfig is not set
+
+
+def test_apply_model_changes_sets_run_fields_and_refuses_other_values():
+    from model_helpers import model_config
+
+    from lxmert_repro.training.models import apply_model_changes
+
+    tiny = model_config("lxmert_tiny")
+    src = "finetune.init_from=/m"
+    out = apply_model_changes(tiny, {"hidden_dropout_prob": 0.3, "hidden_size": 32, "sparse_predictions": False}, src)
+    assert (out.hidden_dropout_prob, out.sparse_predictions, out.hidden_size) == (0.3, False, 32)
+    assert out.replace(hidden_dropout_prob=0.1, sparse_predictions=True) == tiny  # nothing else moved
+    assert apply_model_changes(tiny, {"l_layers": 2}, src) is tiny  # a size equal to the checkpoint's: no change
+    with pytest.raises(ValueError) as e:
+        apply_model_changes(tiny, {"hidden_size": 64, "attention_probs_dropout_prob": 0.0, "l_layers": 3}, src)
+    msg = str(e.value)
+    assert msg.startswith(src) and "model.hidden_size=64 differs from the checkpoint's hidden_size=32" in msg
+    assert (
+        "model.l_layers=3 differs from the checkpoint's l_layers=2" in msg
+        and "attention_probs" not in msg.split("(")[0]
+    )
+    with pytest.raises(
+        ValueError, match=r"the checkpoint's LxmertConfig has no field model.v_hidden_size \(requested 8\)"
+    ):
+        apply_model_changes(tiny, {"v_hidden_size": 8}, src)
+    vil = model_config("vilbert_tiny")
+    assert apply_model_changes(vil, {"v_hidden_dropout_prob": 0.0}, src).v_hidden_dropout_prob == 0.0
+    with pytest.raises(ValueError, match=r"model.v_biattention_id=\[0, 0\] differs from the checkpoint's"):
+        apply_model_changes(vil, {"v_biattention_id": [0, 0]}, src)
+
+
+def test_nlvr2_one_sequence_from_the_run_turns_a_visualbert_encoder_but_not_a_pair_model(tmp_path):
+    """model.nlvr2_one_sequence=true with finetune.init_from: a VisualBERT pretraining model then becomes the
+    one-sequence NLVR2 model; a loaded pair NLVR2 model cannot become it (an error naming both classes)."""
+    from model_helpers import model_config
+
+    from lxmert_repro.modeling import build_model, save_model
+    from lxmert_repro.training.models import load_with_run_changes
+
+    cfg = model_config("visualbert_tiny")
+    save_model(build_model(cfg, "pretraining"), tmp_path / "pre")
+    save_model(build_model(cfg, "nlvr2"), tmp_path / "pair")
+    pre = load_with_run_changes(tmp_path / "pre", {"nlvr2_one_sequence": True}, "finetune.init_from=pre")
+    assert pre.config.nlvr2_one_sequence and pre.config.model_class("nlvr2").__name__ == "VisualBertForVisualReasoning"
+    with pytest.raises(
+        ValueError,
+        match=r"pair: the checkpoint is a NLVR2Model; with model.nlvr2_one_sequence=True it "
+        r"would be a VisualBertForVisualReasoning",
+    ):
+        load_with_run_changes(tmp_path / "pair", {"nlvr2_one_sequence": True}, "finetune.init_from=pair")
 
 
 class _Kill(Exception):

@@ -65,12 +65,19 @@ class ModelConfig:
     ``ADAPTERS`` (import path of the module that reads/writes the architecture's reference formats).
     ``OBJECT_LABELS_WITH_BACKGROUND``: its ``num_object_labels`` counts the detector's background too (ViLBERT's
     region head: classes + background, 1601 for Visual Genome), so a run built from a store of C classes gets C + 1.
+    ``RUN_FIELDS``: the fields a run may set on a LOADED model's config (``finetune.init_from`` with
+    ``model.<field>=...``, as transformers' ``from_pretrained(**kwargs)``): they change no parameter's shape or
+    meaning (dropout, how much is computed, how fresh heads are initialised). Every other field describes the
+    weights; a run asking for another value than the checkpoint's is refused.
     """
 
     MODEL_CLASSES: ClassVar[dict[str, str]] = {}
     ENCODER_PREFIX: ClassVar[str] = ""
     ADAPTERS: ClassVar[str] = ""
     OBJECT_LABELS_WITH_BACKGROUND: ClassVar[bool] = False
+    RUN_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"hidden_dropout_prob", "attention_probs_dropout_prob", "sparse_predictions", "initializer_range", "extra"}
+    )
     initializer_range: float
     hidden_size: int
     layer_norm_eps: float

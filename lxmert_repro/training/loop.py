@@ -377,8 +377,8 @@ class Trainer:
 
     def record_model(self, model: torch.nn.Module) -> None:
         """Record the model actually trained in config.yaml and the checkpoints' config, in place of the
-        ``model`` group: with ``finetune.init_from`` it is the loaded model's config, and the data decides
-        the vocabulary and feature sizes. Call after building the model, before ``fit``."""
+        ``model`` group: with ``finetune.init_from`` it is the loaded model's config (with the dropout-type fields
+        the user set: training/models.py), and the data decides the vocabulary and feature sizes. Call after building the model, before ``fit``."""
         config = getattr(model, "config", None)
         if not hasattr(config, "to_dict"):
             return

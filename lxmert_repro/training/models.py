@@ -5,6 +5,15 @@ model.safetensors, via ``save_model``) plus ``answers.json`` (the head's answer 
 ``tokenizer/`` — everything ``lxmert-finetune``, ``lxmert-evaluate`` and ``lxmert-predict`` need.
 "Load pretrained weights only" (``finetune.init_from`` / ``pretrain.init_from``) lives here; full-state
 resume is ``trainer.resume`` (checkpointing.py).
+
+With ``finetune.init_from`` the checkpoint decides the model; the ``model`` group's values are not used, except
+those the user set (as transformers' ``from_pretrained(**kwargs)``): a field in the config's ``RUN_FIELDS``
+(dropout probabilities, ...) is set on the loaded config; any other field that differs from the checkpoint's is
+refused, naming it, the checkpoint's value and the requested one. "Set by the user" is what Hydra composed on
+top of the model group: ``model.<field>=`` on the command line (even when equal to the group's value) and any
+field whose composed value differs from the group's own yaml (an experiment's ``model:`` block). A config
+composed outside a Hydra app (the compose API) does not say what was overridden: the checkpoint's config is then
+used as saved.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lxmert_repro.io_utils import atomic_dir
 from lxmert_repro.modeling.objectives import PretrainObjectives
@@ -88,11 +97,105 @@ def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
         ) from e
 
 
-def load_init_model(cfg: DictConfig, data: Any) -> tuple[torch.nn.Module, Path] | None:
-    """The model at ``finetune.init_from`` (any architecture), checked against the data (feature size,
-    vocabulary, tokenizer); None (with a warning) when it is not set: the task's model starts from random weights."""
-    from lxmert_repro.modeling import load_model
+def _model_group_values(choice: str | None) -> dict[str, Any]:
+    """The ``model`` group's yaml ``choice`` composed alone (its defaults list applied, nothing else)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
+    if not choice:
+        return {}
+    overrides = [f"+model={choice}"]
+    if GlobalHydra.instance().is_initialized():  # inside the app: its search path, the user's config dirs too
+        node = compose(config_name=None, overrides=overrides).model
+    else:
+        from lxmert_repro.cli import CONFIG_DIR
+
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            node = compose(config_name=None, overrides=overrides).model
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+def user_model_changes(cfg: DictConfig, hydra: Any = None) -> dict[str, Any] | None:
+    """The ``model`` fields this run set on top of its model group, with their values: the fields named by a
+    command-line override (``model.<field>=``, ``+``/``++`` too) and those whose composed value differs from the
+    group's yaml (an experiment's ``model:`` block). ``hydra``: the run's Hydra config (default: the running app's);
+    None when there is none (a config from the compose API): what was overridden is then unknown."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if hydra is None:
+        if not HydraConfig.initialized():
+            return None
+        hydra = HydraConfig.get()
+    node = cfg.get("model")
+    values: dict[str, Any] = OmegaConf.to_container(node, resolve=True) if node is not None else {}  # type: ignore[assignment]
+    group = _model_group_values((hydra.runtime.choices or {}).get("model"))
+    named = set()
+    for override in hydra.overrides.task:
+        key = str(override).split("=", 1)[0].lstrip("+~")
+        if key.startswith("model."):
+            named.add(key[len("model.") :].split(".", 1)[0])
+    changed = named | {k for k, v in values.items() if group.get(k, object()) != v}
+    return {k: values[k] for k in sorted(changed) if k in values and k != "_target_"}
+
+
+def apply_model_changes(config: Any, changes: dict[str, Any], source: str) -> Any:
+    """``config`` (a loaded model's) with the run's ``changes`` of its ``RUN_FIELDS``; a change of any other field
+    that differs from the checkpoint's value, or of a field it does not have, is an error naming them."""
+    names = {f.name for f in dataclasses.fields(config)}
+    kind = type(config).__name__
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ValueError(
+            f"{source}: the checkpoint's {kind} has no field "
+            + ", ".join(f"model.{k} (requested {changes[k]!r})" for k in unknown)
+        )
+    refused = [k for k, v in changes.items() if k not in config.RUN_FIELDS and getattr(config, k) != v]
+    if refused:
+        raise ValueError(
+            f"{source}: "
+            + "; ".join(
+                f"model.{k}={changes[k]!r} differs from the checkpoint's {k}={getattr(config, k)!r}" for k in refused
+            )
+            + f" (a field that describes the loaded weights cannot change: drop the override; a loaded {kind} "
+            + f"takes only {sorted(config.RUN_FIELDS)} from the run)"
+        )
+    applied = {k: v for k, v in changes.items() if getattr(config, k) != v}
+    if not applied:
+        return config
+    log.info(
+        "%s: from the run's model config: %s",
+        source,
+        ", ".join(f"{k}={v!r} (checkpoint: {getattr(config, k)!r})" for k, v in applied.items()),
+    )
+    try:
+        return config.replace(**applied)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def load_with_run_changes(path: str | os.PathLike, changes: dict[str, Any] | None, source: str) -> torch.nn.Module:
+    """The model at ``path`` with ``changes`` (``user_model_changes``) applied to its config before it is built."""
+    from lxmert_repro.modeling.checkpoint import model_from_checkpoint, read_checkpoint
+
+    ckpt = read_checkpoint(str(path))
+    if changes:
+        config = apply_model_changes(ckpt.config, changes, source)
+        if config is not ckpt.config:
+            own, built = ckpt.model_class, config.model_class(ckpt.model_class.ROLE)
+            if built is not own:  # e.g. VisualBERT's nlvr2_one_sequence on a loaded NLVR2 model
+                raise ValueError(
+                    f"{source}: the checkpoint is a {own.__name__}; with "
+                    + ", ".join(f"model.{k}={v!r}" for k, v in changes.items() if getattr(ckpt.config, k) != v)
+                    + f" it would be a {built.__name__}"
+                )
+            ckpt = dataclasses.replace(ckpt, config=config)
+    return model_from_checkpoint(ckpt)
+
+
+def load_init_model(cfg: DictConfig, data: Any) -> tuple[torch.nn.Module, Path] | None:
+    """The model at ``finetune.init_from`` (any architecture) with the run's model changes (module docstring),
+    checked against the data (feature size, vocabulary, tokenizer); None (with a warning) when it is not set: the
+    task's model starts from random weights."""
     init_from = (cfg.get("finetune") or {}).get("init_from")
     if not init_from:
         log.warning("finetune.init_from is not set: fine-tuning from randomly initialised weights")
@@ -100,7 +203,10 @@ def load_init_model(cfg: DictConfig, data: Any) -> tuple[torch.nn.Module, Path] 
     path = Path(str(init_from))
     if not path.exists():
         raise FileNotFoundError(f"finetune.init_from={path}: no such model directory")
-    src = load_model(str(path))
+    changes = user_model_changes(cfg)
+    if changes is None:
+        log.debug("finetune.init_from: not a Hydra app run, no model overrides known: the checkpoint's config is used")
+    src = load_with_run_changes(path, changes, f"finetune.init_from={path}")
     feat_dim, vocab = int(data.store.feat_dim), len(data.tokenizer)
     if src.config.visual_feat_dim != feat_dim:
         raise ValueError(

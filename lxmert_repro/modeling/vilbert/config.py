@@ -39,6 +39,10 @@ class VilbertConfig(ModelConfig):
     ENCODER_PREFIX: ClassVar[str] = "vilbert"
     ADAPTERS: ClassVar[str] = "lxmert_repro.modeling.vilbert.io"
     OBJECT_LABELS_WITH_BACKGROUND: ClassVar[bool] = True  # the region KL covers the background column too
+    RUN_FIELDS: ClassVar[frozenset[str]] = ModelConfig.RUN_FIELDS | {
+        "v_hidden_dropout_prob",
+        "v_attention_probs_dropout_prob",
+    }
 
     # --- text stream (BERT-base) ---
     vocab_size: int = 30522

@@ -22,6 +22,13 @@ class VisualBertConfig(ModelConfig):
     }
     ENCODER_PREFIX: ClassVar[str] = "visual_bert"
     ADAPTERS: ClassVar[str] = "lxmert_repro.modeling.visual_bert.io"
+    # + the fine-tuning choices: the VQA loss, which NLVR2 model an encoder becomes (checked against a loaded NLVR2
+    # model's class), and the init-time copy of the text tables into the visual ones (nothing on loaded weights)
+    RUN_FIELDS: ClassVar[frozenset[str]] = ModelConfig.RUN_FIELDS | {
+        "vqa_loss",
+        "nlvr2_one_sequence",
+        "special_visual_initialize",
+    }
 
     vocab_size: int = 30522  # BERT uncased WordPiece
     hidden_size: int = 768  # BERT-base

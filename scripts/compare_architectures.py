@@ -7,9 +7,10 @@
 
 It first runs the demo's stages it needs (detector, features, prepared easy-VQA data, the NLVR2-format pair task),
 skipping those already complete. Then, per model and seed: pretraining (`experiment=easy_vqa_pretrain`, each
-architecture trains the objectives it has), fine-tuning on easy-VQA (`experiment=easy_vqa_vqa`) and on the pair
-task (`experiment=easy_vqa_nlvr2`), every run with `model=<name>` and `trainer.seed=<seed>` as the only
-differences. The three `*_small` configs are sized to the same parameter count (the table states them).
+architecture trains the objectives it has), fine-tuning on easy-VQA (`experiment=easy_vqa_vqa`, from the pretrained
+model) and on the pair task (`experiment=easy_vqa_nlvr2`, from that VQA model's encoder, as in the demo), every
+run with `model=<name>` and `trainer.seed=<seed>` as the only differences. The three `*_small` configs are sized
+to the same parameter count (the table states them).
 
 Output in runs/compare/: compare.md (accuracy mean ± sd over seeds per task, parameters, training and evaluation
 samples/s), compare.json (every run) and compare.png. Runs live under runs/{pretrain,finetune_vqa,finetune_nlvr2}/
@@ -82,14 +83,15 @@ def run_one(root: Path, model: str, seed: int, args: argparse.Namespace) -> dict
         [pre],
     )
     row: dict[str, Any] = {"model": model, "seed": seed, "pretrain_s": round(stage["seconds"], 1)}
-    for task, (_, experiment) in TASKS.items():
+    init = pre / "model_last"
+    for task, (_, experiment) in TASKS.items():  # vqa first: the pair task starts from its model
         run = runs / f"finetune_{task}" / name
         epochs = args.vqa_epochs if task == "vqa" else args.nlvr2_epochs
         cmd = [
             str(BIN / "lxmert-finetune"),
             f"experiment={experiment}",
             *common,
-            f"finetune.init_from={pre / 'model_last'}",
+            f"finetune.init_from={init}",
             f"trainer.max_epochs={epochs}",
             f"data.train_fraction={args.train_fraction}",
         ]
@@ -101,6 +103,7 @@ def run_one(root: Path, model: str, seed: int, args: argparse.Namespace) -> dict
         row[f"{task}_s"] = round(stage["seconds"], 1)
         if task == "vqa":
             row["encoder_parameters"], row["vqa_parameters"] = parameters(run)
+            init = run / "model_last"
     return row
 
 
@@ -113,7 +116,7 @@ def table(
         "",
         f"Same features (the demo's easy-VQA detector), pretraining data and epochs ({args.pretrain_epochs}), "
         f"fine-tuning recipes (experiment=easy_vqa_vqa for {args.vqa_epochs} epochs, experiment=easy_vqa_nlvr2 "
-        f"for {args.nlvr2_epochs}"
+        f"from that VQA model's encoder for {args.nlvr2_epochs}"
         + (f"; pretraining stopped at {args.pretrain_steps} steps" if args.pretrain_steps else "")
         + (f"; fine-tuning on {args.train_fraction:.0%} of each training set" if args.train_fraction < 1 else "")
         + f"); `model=` and the seed are the only differences; seeds {args.seeds}. Accuracy on "

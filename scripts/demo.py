@@ -3,7 +3,8 @@
 
     python scripts/demo.py [--force] [--root .]      (what `make demo` runs)
     python scripts/demo.py --task gqa                (make demo-gqa: easy-VQA in GQA's format, official GQA figures)
-    python scripts/demo.py --task nlvr2              (make demo-nlvr2: easy-VQA image pairs, + a text-only baseline)
+    python scripts/demo.py --task nlvr2              (make demo-nlvr2: easy-VQA image pairs, + a text-only baseline;
+                                                      both start from the VQA run's encoder, which runs first)
 
 Each stage is one of the project's commands; a stage whose outputs are complete (its marker file exists) is
 skipped and says so, unless --force. Interrupted stages resume on their own (extraction and training resume).
@@ -34,13 +35,14 @@ TASKS = ("vqa", "gqa", "nlvr2")
 
 
 def stages(root: Path, task: str = "vqa") -> list[Stage]:
-    """Every stage of the demo: the pretraining pipeline, then the task's data, fine-tuning and test."""
-    return (
-        pretraining_stages(root)
-        + {"vqa": lambda: [vqa_stage(root)], "gqa": lambda: gqa_stages(root), "nlvr2": lambda: nlvr2_stages(root)}[
-            task
-        ]()
-    )
+    """Every stage of the demo: the pretraining pipeline, then the task's data, fine-tuning and test (NLVR2 starts
+    from the VQA model's encoder: experiment=easy_vqa_nlvr2 says why)."""
+    task_stages = {
+        "vqa": lambda: [vqa_stage(root)],
+        "gqa": lambda: gqa_stages(root),
+        "nlvr2": lambda: [vqa_stage(root), *nlvr2_stages(root)],
+    }
+    return pretraining_stages(root) + task_stages[task]()
 
 
 def pretraining_stages(root: Path) -> list[Stage]:

@@ -192,5 +192,18 @@ def validate_config(cfg: DictConfig, schema: type) -> None:
         key = getattr(e, "full_key", "") or "config"
         raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
     plain.pop("hydra", None)
+    # nodes whose schema depends on another value (lxmert-finetune: data.<task name>, the task's splits_schema)
+    schemas = schema.nested_schemas(plain) if hasattr(schema, "nested_schemas") else {}
+    nested = [(key, sub, _pop(plain, key)) for key, sub in schemas.items()]
     _validate_against(schema, plain, "", build=True)
+    for key, sub, node in nested:
+        if node is not None:
+            _validate_against(sub, node, key, build=True)
     _check_targets(plain, "")
+
+
+def _pop(plain: dict, key: str) -> Any:
+    """Remove the node at dotted ``key`` from ``plain`` and return it (None when absent)."""
+    *parents, leaf = key.split(".")
+    node = _lookup(plain, parents)
+    return node.pop(leaf, None) if isinstance(node, dict) else None

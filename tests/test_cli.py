@@ -480,6 +480,14 @@ def test_every_shipped_config_passes_its_schema(name, overrides):
         ),
         ("pretrain", "logger.trackers=[mlflow]", "logger.trackers: 'mlflow' is not a tracker name"),
         ("finetune", "data.vqa.train=null", "data.vqa.train: None is not a string"),
+        # data.<task> is checked against the chosen task's own splits schema (Task.splits_schema)
+        ("finetune", "+data.vqa.val_questions=q.json", "data.vqa.val_questions: unknown key; expected one of answers,"),
+        (
+            "finetune",
+            "task=gqa +data.gqa.val_annotations=a.json",
+            "data.gqa.val_annotations: unknown key; expected one of answers,",
+        ),
+        ("finetune", "task=nlvr2 +data.nlvr2.val_choices=c.json", "data.nlvr2.val_choices: unknown key"),
         ("finetune", "data.train_fraction=2", "data.train_fraction: 2.0 is not a float in (0, 1]"),
         ("finetune", "tokenizer.vocab_size=many", "tokenizer.vocab_size: 'many' is not an integer"),
         ("prepare", "missing_images=keep", "missing_images: 'keep' is not one of error | drop"),
@@ -499,10 +507,10 @@ def test_schema_errors_name_the_key_the_value_and_the_expectation(name, override
     from lxmert_repro.config_schema import ConfigError
 
     if message is None:
-        _validate(name, [override])
+        _validate(name, override.split())
         return
     with pytest.raises(ConfigError) as info:
-        _validate(name, [override])
+        _validate(name, override.split())
     assert str(info.value).startswith(message), str(info.value)
 
 

@@ -41,6 +41,20 @@ class FinetuneApp:
     paths: PathsConfig = field(default_factory=PathsConfig)
     finetune: FinetuneTaskConfig = field(default_factory=FinetuneTaskConfig)
 
+    @staticmethod
+    def nested_schemas(plain: dict[str, Any]) -> dict[str, type]:
+        """``data.<task name>`` is checked against the chosen task's ``splits_schema`` (validate_config)."""
+        from hydra.utils import get_object
+
+        task = plain.get("task") or {}
+        try:
+            cls = get_object(str(task.get("_target_")))
+        except Exception:  # validate_config names the bad _target_ itself
+            return {}
+        name = task.get("name") or getattr(cls, "name", "")
+        schema = getattr(cls, "splits_schema", None)
+        return {f"data.{name}": schema} if name and schema else {}
+
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="finetune")
 def _app(cfg: DictConfig) -> float | None:

@@ -1,7 +1,7 @@
 """What a downstream task is: the one unit ``task=<name>`` selects in lxmert-finetune / -evaluate / -predict.
 
 A task is a plain class instantiated from ``configs/task/<name>.yaml`` (Hydra ``_target_``); its prepared split
-paths are ``data.<name>.*`` (``configs/task_splits/<name>.yaml``). It supplies, for the generic fine-tuning loop
+paths are ``data.<name>.*`` (``configs/task_splits/<name>.yaml``, checked against its ``splits_schema``). It supplies, for the generic fine-tuning loop
 (training/finetune.py) and the evaluation app (training/evaluate.py):
 
     build_data(cfg)                -> data with .train/.val/.test datasets, .collator, .answers, .tokenizer_dir
@@ -23,19 +23,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskSplits:
+    """Schema of ``data.<task name>``: the prepared splits every task reads. A task whose evaluation also reads
+    official files (VQA's annotations, GQA's questions and choices) extends it and names it ``splits_schema``."""
+
+    train: str = MISSING
+    val: str | None = None
+    test: str | None = None
+    answers: str = MISSING
 
 
 class Task:
     """Base of every task: the generic parts (argmax prediction, gathering); subclasses fill in the rest."""
 
     name: str = ""
+    splits_schema: type = TaskSplits  # what data.<name> may hold (lxmert-finetune validates it before any work)
     predictions_suffix: str = ".json"  # the run dir gets predictions_test<suffix> (fine-tuning), predictions<suffix>
 
     def __init__(self, name: str | None = None) -> None:

@@ -7,17 +7,29 @@ evaluation when the split's official questions file is configured, and the submi
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from lxmert_repro.tasks.base import row_uids
+from lxmert_repro.tasks.base import TaskSplits, row_uids
 from lxmert_repro.tasks.vqa import AnswerHeadTask, existing
+
+
+@dataclass
+class GQASplits(TaskSplits):
+    """``data.gqa``: a split's official questions json (and choices json) -> the official GQA figures."""
+
+    val_questions: str | None = None
+    val_choices: str | None = None
+    test_questions: str | None = None
+    test_choices: str | None = None
 
 
 class GQATask(AnswerHeadTask):
     name = "gqa"
+    splits_schema = GQASplits
 
     def __init__(self, name: str | None = None, consistency: bool = False) -> None:
         super().__init__(name)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from lxmert_repro.tasks.base import Task
+from lxmert_repro.tasks.base import Task, TaskSplits
 
 
 def accuracy_metrics(evaluator: Any, predictions: dict[int, str], prefix: str) -> dict[str, float]:
@@ -62,8 +63,18 @@ class AnswerHeadTask(Task):
         )
 
 
+@dataclass
+class VQASplits(TaskSplits):
+    """``data.vqa``: the official VQA v2 annotations json of a split -> the official accuracy instead of the
+    soft score."""
+
+    val_annotations: str | None = None
+    test_annotations: str | None = None
+
+
 class VQATask(AnswerHeadTask):
     name = "vqa"
+    splits_schema = VQASplits
 
     def build_data(self, cfg: DictConfig, accelerator: Any = None) -> Any:
         from lxmert_repro.training.data_setup import build_vqa_data

@@ -53,29 +53,10 @@ class PretrainDataConfig(TrainingDataConfig):
 
 
 @dataclass
-class TaskSplits:
-    """Schema of ``data.<task>`` (configs/task_splits/<task>.yaml): the prepared splits a task reads, and the
-    official files its evaluation can score against (VQA: annotations; GQA: questions and choices)."""
-
-    train: str = MISSING
-    val: str | None = None
-    test: str | None = None
-    answers: str = MISSING
-    val_annotations: str | None = None
-    test_annotations: str | None = None
-    val_questions: str | None = None
-    val_choices: str | None = None
-    test_questions: str | None = None
-    test_choices: str | None = None
-
-
-@dataclass
 class FinetuneDataConfig(TrainingDataConfig):
-    """Schema of ``data`` in lxmert-finetune: the chosen task's splits sit at ``data.<task name>``."""
+    """Schema of ``data`` in lxmert-finetune. The chosen task's splits sit at ``data.<task name>`` and are checked
+    against that task's own ``splits_schema`` (cli/finetune.py), so a new task adds no field here."""
 
-    vqa: TaskSplits | None = None
-    gqa: TaskSplits | None = None
-    nlvr2: TaskSplits | None = None
     train_fraction: float = 1.0
     subset_seed: int = 0
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import BIN, _task_stages, offline_env, pretraining_stages, run_stage  # noqa: E402
+from demo import BIN, nlvr2_stages, offline_env, pretraining_stages, run_stage  # noqa: E402
 
 from lxmert_repro.io_utils import atomic_write_json, atomic_write_text  # noqa: E402
 from lxmert_repro.training.tracking import read_metrics  # noqa: E402
@@ -39,7 +39,7 @@ TASKS = {"vqa": ("easy-VQA", "easy_vqa_vqa"), "nlvr2": ("NLVR2-format pairs", "e
 def data_stages(root: Path) -> list:
     """The demo's stages up to the prepared data (its LXMERT pretraining run is not needed) and the pair task's."""
     pre = [s for s in pretraining_stages(root) if s[0] != "pretraining"]
-    return pre + _task_stages(root, "nlvr2", "scripts/easy_vqa_to_nlvr2.py", [])
+    return pre + nlvr2_stages(root, with_finetunes=False)
 
 
 def train_speed(run: Path) -> float:

@@ -18,6 +18,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
+from . import losses as L
+
 T = TypeVar("T")
 C = TypeVar("C", bound="ModelConfig")
 V = TypeVar("V", bound="VQAModel")
@@ -203,11 +205,44 @@ class VQAModel(HeadModel):
     leaves the answer head at its init (architectures with a pretraining QA head extend it)."""
 
     ROLE = "vqa"
+    # the architecture's @model_output: (logits, loss, language_output, vision_output, pooled_output, attentions)
+    output_class: ClassVar[type]
 
     def __init__(self, config: ModelConfig, num_answers: int) -> None:
         if num_answers < 1:
             raise ValueError(f"{type(self).__name__}: num_answers must be >= 1, got {num_answers}")
         super().__init__(config)
+
+    def answer_logits(self, enc: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, A) from the encoder's output: what the architecture's head reads (a pooled vector, a token)."""
+        raise NotImplementedError
+
+    def answer_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """LXMERT's soft-target BCE x answers, unless the architecture's reference trains another."""
+        return L.vqa_loss(logits, targets)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        visual_feats: torch.Tensor,
+        visual_boxes: torch.Tensor | None = None,
+        visual_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
+        output_attentions: bool = False,
+    ) -> Any:
+        enc = self.encoder(
+            input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
+        )
+        logits = self.answer_logits(enc, attention_mask)  # (B, A)
+        loss = None
+        if vqa_targets is not None:
+            L.check_vqa_targets(logits, vqa_targets)
+            loss = self.answer_loss(logits, vqa_targets)
+        return self.output_class(
+            logits, loss, enc.language_output, enc.vision_output, enc.pooled_output, enc.attentions
+        )
 
     @classmethod
     def from_pretraining(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
-from . import losses as L
 from .base import VQAModel, model_output
 from .config import LxmertConfig
 from .encoder import EncoderAttentions
@@ -30,6 +30,8 @@ class LxmertVQAOutput:
 
 
 class LxmertForVQA(VQAModel):
+    output_class = LxmertVQAOutput
+
     def __init__(self, config: LxmertConfig, num_answers: int) -> None:
         super().__init__(config, num_answers)  # the encoder, as self.lxmert
         self.answer_head = AnswerHead(config, num_answers)
@@ -39,26 +41,8 @@ class LxmertForVQA(VQAModel):
     def num_answers(self) -> int:
         return self.answer_head.num_answers
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        visual_feats: torch.Tensor,
-        visual_boxes: torch.Tensor,
-        visual_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
-        output_attentions: bool = False,
-    ) -> LxmertVQAOutput:
-        enc = self.encoder(
-            input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
-        )
-        logits = self.answer_head(enc.pooled_output)  # (B, A)
-        loss = None
-        if vqa_targets is not None:
-            L.check_vqa_targets(logits, vqa_targets)
-            loss = L.vqa_loss(logits, vqa_targets)
-        return LxmertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output, enc.attentions)
+    def answer_logits(self, enc: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.answer_head(enc.pooled_output)
 
     @torch.no_grad()
     def init_answer_head_from(

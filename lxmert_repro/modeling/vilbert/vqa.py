@@ -4,10 +4,11 @@ repository's VQA loss (the same formula as LXMERT's)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from .. import losses as L
 from ..base import VQAModel, model_output
 from ..heads import AnswerHead
 from .config import VilbertConfig
@@ -33,6 +34,8 @@ class VilbertVQAOutput:
 class VilbertForVQA(VQAModel):
     """``from_pretraining``: the encoder; the answer head at its init (ViLBERT pretrains no QA head)."""
 
+    output_class = VilbertVQAOutput
+
     def __init__(self, config: VilbertConfig, num_answers: int) -> None:
         super().__init__(config, num_answers)  # the encoder, as self.vilbert
         self.dropout = nn.Dropout(0.1)  # VILBertForVLTasks dropout_prob
@@ -43,23 +46,5 @@ class VilbertForVQA(VQAModel):
     def num_answers(self) -> int:
         return self.answer_head.num_answers
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        visual_feats: torch.Tensor,
-        visual_boxes: torch.Tensor,
-        visual_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
-        output_attentions: bool = False,
-    ) -> VilbertVQAOutput:
-        enc = self.encoder(
-            input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
-        )
-        logits = self.answer_head(self.dropout(enc.pooled_output))  # (B, A)
-        loss = None
-        if vqa_targets is not None:
-            L.check_vqa_targets(logits, vqa_targets)
-            loss = L.vqa_loss(logits, vqa_targets)
-        return VilbertVQAOutput(logits, loss, enc.language_output, enc.vision_output, enc.pooled_output, enc.attentions)
+    def answer_logits(self, enc: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.answer_head(self.dropout(enc.pooled_output))

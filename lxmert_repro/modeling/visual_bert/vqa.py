@@ -8,11 +8,12 @@ KL-divergence of the soft targets to softmax(logits), summed over answers and av
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import losses as L
 from ..base import VQAModel, model_output
 from .config import VisualBertConfig
 
@@ -43,6 +44,8 @@ def kl_answer_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class VisualBertForVQA(VQAModel):
     """``from_pretraining``: the encoder; the classifier at its init (VisualBERT pretrains no QA head)."""
 
+    output_class = VisualBertVQAOutput
+
     def __init__(self, config: VisualBertConfig, num_answers: int) -> None:
         super().__init__(config, num_answers)  # the encoder, as self.visual_bert
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -53,31 +56,12 @@ class VisualBertForVQA(VQAModel):
     def num_answers(self) -> int:
         return self.classifier.out_features
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        visual_feats: torch.Tensor,
-        visual_boxes: torch.Tensor | None = None,
-        visual_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        vqa_targets: torch.Tensor | None = None,  # (B, A) soft scores
-        output_attentions: bool = False,
-    ) -> VisualBertVQAOutput:
-        enc = self.encoder(
-            input_ids, attention_mask, visual_feats, visual_boxes, visual_mask, token_type_ids, output_attentions
-        )
-        b, t = input_ids.shape
-        lengths = attention_mask.sum(1) if attention_mask is not None else input_ids.new_full((b,), t)
+    def answer_logits(self, enc: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        states = enc.language_output  # (B, T, H)
+        b, t = states.shape[:2]
+        lengths = attention_mask.sum(1) if attention_mask is not None else torch.full((b,), t, device=states.device)
         index = (lengths.long() - 2).clamp(min=0)  # (B,) the last word before [SEP]
-        gathered = enc.language_output[torch.arange(b, device=index.device), index]  # (B, H)
-        logits = self.classifier(self.dropout(gathered))  # (B, A)
-        loss = None
-        if vqa_targets is not None:
-            L.check_vqa_targets(logits, vqa_targets)
-            loss = (
-                kl_answer_loss(logits, vqa_targets) if self.config.vqa_loss == "kl" else L.vqa_loss(logits, vqa_targets)
-            )
-        return VisualBertVQAOutput(
-            logits, loss, enc.language_output, enc.vision_output, enc.pooled_output, enc.attentions
-        )
+        return self.classifier(self.dropout(states[torch.arange(b, device=index.device), index]))
+
+    def answer_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return kl_answer_loss(logits, targets) if self.config.vqa_loss == "kl" else super().answer_loss(logits, targets)

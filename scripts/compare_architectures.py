@@ -2,7 +2,7 @@
 """LXMERT, VisualBERT and ViLBERT side by side: same features, pretraining data and steps, fine-tuning recipe.
 
     python scripts/compare_architectures.py [--models lxmert_small,visualbert_small,vilbert_small]
-        [--seeds 0,1,2] [--pretrain-epochs 1] [--vqa-epochs 2] [--nlvr2-epochs 4] [--force] [--root .]
+        [--seeds 0,1,2] [--pretrain-epochs 1] [--vqa-epochs 1] [--nlvr2-epochs 2] [--force] [--root .]
     (what `make compare` runs)
 
 It first runs the demo's stages it needs (detector, features, prepared easy-VQA data, the NLVR2-format pair task),
@@ -178,8 +178,8 @@ def main() -> None:
     ap.add_argument("--models", default="lxmert_small,visualbert_small,vilbert_small", help="configs/model names")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated trainer seeds (pretraining and fine-tuning)")
     ap.add_argument("--pretrain-epochs", type=int, default=1)
-    ap.add_argument("--vqa-epochs", type=int, default=2)
-    ap.add_argument("--nlvr2-epochs", type=int, default=4)
+    ap.add_argument("--vqa-epochs", type=int, default=1)
+    ap.add_argument("--nlvr2-epochs", type=int, default=2)
     ap.add_argument("--pretrain-steps", type=int, default=None, help="stop pretraining after N steps (smoke runs)")
     ap.add_argument("--train-fraction", type=float, default=1.0, help="fine-tune on this fraction (smoke runs)")
     ap.add_argument("--force", action="store_true", help="redo the comparison's runs even if complete")

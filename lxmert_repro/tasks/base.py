@@ -1,8 +1,8 @@
 """What a downstream task is: the one unit ``task=<name>`` selects in lxmert-finetune / -evaluate / -predict.
 
 A task is a plain class instantiated from ``configs/task/<name>.yaml`` (Hydra ``_target_``); its prepared split
-paths are ``data.<name>.*`` (``configs/task_splits/<name>.yaml``, checked against its ``splits_schema``). It supplies, for the generic fine-tuning loop
-(training/finetune.py) and the evaluation app (training/evaluate.py):
+paths are ``data.<name>.*`` (``configs/task_splits/<name>.yaml``, checked against its ``splits_schema``). It
+supplies, for the generic fine-tuning loop (training/finetune.py) and the evaluation app (training/evaluate.py):
 
     build_data(cfg)                -> data with .train/.val/.test datasets, .collator, .answers, .tokenizer_dir
     build_model(cfg, data)         -> the model (from finetune.init_from, or fresh)
